@@ -1,0 +1,145 @@
+"""Turning one source file into the stored image: a 3-channel baseline RGB JPEG, or a reason why not.
+
+Detection is by content, never by file name: ImageNet's CMYK JPEGs and its PNG named `.JPEG` are
+found the same way as crawled grayscale, palette, RGBA, 16-bit, BMP, GIF, WebP or progressive files.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile
+
+# Decode what is really there; a file that ends early is broken, not "mostly fine".
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Huge images are legitimate data; refuse only what would exhaust memory (about 3 GB of RGB).
+MAX_PIXELS = 1_000_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+JPEG_QUALITY = 95
+
+
+class BadImage(ValueError):
+    """A source file that cannot become a training example; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    jpeg: bytes  # baseline RGB JPEG
+    height: int
+    width: int
+    source_format: str  # what the file really was, e.g. "JPEG", "PNG", "JPEG/CMYK"
+    reencoded: bool
+    resized: bool
+
+
+def _sniff_reason(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "not an image: an HTML/XML page saved with an image name"
+    if head[:1] in (b"{", b"["):
+        return "not an image: JSON text saved with an image name"
+    return "not an image: unrecognized file format"
+
+
+def _is_baseline_jpeg(data: bytes) -> bool:
+    """True if the first frame marker is SOF0 (baseline DCT), the only kind kept byte-for-byte."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xC0:
+            return True
+        if marker in (0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            return False
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return False
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded PIL image as 8-bit RGB; transparency is composited onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit integer) gray: keep the most significant byte instead of clipping.
+        shift = 8 if image.mode.startswith("I;16") else 24
+        image = image.point(lambda v: v / (1 << shift)).convert("L")
+    elif image.mode == "F":
+        image = image.convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
+    """Checks and converts one file's bytes; raises BadImage with the quarantine reason.
+
+    Baseline 3-channel JPEGs that decode completely are kept byte-for-byte (no generation loss,
+    no encode cost); everything else decodable is converted to RGB and encoded as baseline JPEG.
+    Images whose longer side exceeds `max_side` are downscaled to it.
+    """
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            source_format = image.format or "unknown"
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)  # animated GIF/WebP, multi-page TIFF, MPO: the first frame
+            image.load()
+    except Image.DecompressionBombError as err:
+        raise BadImage(f"image too large to decode safely: {err}") from err
+    except Image.UnidentifiedImageError as err:
+        raise BadImage(_sniff_reason(data)) from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise BadImage(f"corrupt or truncated {source_format_of(data)}: {err}") from err
+    except Exception as err:  # a decoder bug on hostile input is still a bad file, not a crash
+        raise BadImage(f"undecodable image: {type(err).__name__}: {err}") from err
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BadImage(f"image has no pixels ({width}x{height})")
+    if image.mode not in ("RGB",):
+        source_format = f"{source_format}/{image.mode}"
+    too_big = max_side is not None and max(width, height) > max_side
+    keep = (
+        source_format == "JPEG"
+        and image.mode == "RGB"
+        and not too_big
+        and _is_baseline_jpeg(data)
+    )
+    if keep:
+        return StoredImage(data, height, width, source_format, reencoded=False, resized=False)
+    rgb = _to_rgb(image)
+    if too_big:
+        scale = max_side / max(width, height)
+        rgb = rgb.resize(
+            (max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC
+        )
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=JPEG_QUALITY, progressive=False, optimize=False)
+    return StoredImage(
+        out.getvalue(), rgb.height, rgb.width, source_format, reencoded=True, resized=too_big
+    )
+
+
+def source_format_of(data: bytes) -> str:
+    """A best guess of the format from magic bytes, only for error messages."""
+    for magic, name in (
+        (b"\xff\xd8", "JPEG"),
+        (b"\x89PNG", "PNG"),
+        (b"GIF8", "GIF"),
+        (b"BM", "BMP"),
+        (b"RIFF", "WebP"),
+    ):
+        if data.startswith(magic):
+            return name
+    return "image"

@@ -1,0 +1,95 @@
+"""Plain per-record functions of the ingestion job: example encoding, shard assignment, TFRecord framing.
+
+Kept free of Beam so that each can be tested on its own and reused by the benchmark's plain loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import crcmod.predefined
+
+from components.ingest.images import StoredImage
+
+_crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = _crc32c(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def tfrecord_frame(record: bytes) -> bytes:
+    """One record in TFRecord framing: length, masked CRC-32C of length, data, masked CRC of data."""
+    length = struct.pack("<Q", len(record))
+    return length + _masked_crc(length) + record + _masked_crc(record)
+
+
+def order_key(split: str, relpath: str) -> str:
+    """A stable pseudo-random position: shards mix classes, and reruns give identical files."""
+    return hashlib.sha256(f"{split}\0{relpath}".encode()).hexdigest()
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    return int(key[:12], 16) % num_shards
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    return f"{split}-{shard:05d}-of-{num_shards:05d}"
+
+
+def auto_shards(num_records: int, per_shard: int = 1024, most: int = 1024) -> int:
+    """Shard count scaled to the data (~1024 records a shard, like the reference converters)."""
+    return max(1, min(most, -(-num_records // per_shard)))
+
+
+def relative_boxes(boxes: list[list[float]], width: int, height: int) -> list[list[float]]:
+    """Pixel [xmin, ymin, xmax, ymax] boxes -> relative, clamped to [0, 1], min <= max.
+
+    Tolerates the known annotation noise: float points, boxes outside the image, swapped corners.
+    Boxes that collapse to nothing after clamping are dropped.
+    """
+    out = []
+    for xmin, ymin, xmax, ymax in boxes:
+        xmin, xmax = sorted((xmin / width, xmax / width))
+        ymin, ymax = sorted((ymin / height, ymax / height))
+        xmin, xmax = min(max(xmin, 0.0), 1.0), min(max(xmax, 0.0), 1.0)
+        ymin, ymax = min(max(ymin, 0.0), 1.0), min(max(ymax, 0.0), 1.0)
+        if xmax > xmin and ymax > ymin:
+            out.append([xmin, ymin, xmax, ymax])
+    return out
+
+
+def make_example(image: StoredImage, label: int, text: str, filename: str,
+                 boxes: list[list[float]]) -> bytes:
+    """The serialized tf.train.Example with exactly the features of schemas/image_examples.pbtxt."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    def b(value: bytes) -> feature_pb2.Feature:
+        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+
+    def i(value: int) -> feature_pb2.Feature:
+        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+
+    def f(values: list[float]) -> feature_pb2.Feature:
+        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
+
+    rel = relative_boxes(boxes, image.width, image.height)
+    features = {
+        "image": b(image.jpeg),
+        "height": i(image.height),
+        "width": i(image.width),
+        "channels": i(3),
+        "colorspace": b(b"RGB"),
+        "img_format": b(b"JPEG"),
+        "label": i(label),
+        "bbox_xmin": f([box[0] for box in rel]),
+        "bbox_ymin": f([box[1] for box in rel]),
+        "bbox_xmax": f([box[2] for box in rel]),
+        "bbox_ymax": f([box[3] for box in rel]),
+        "text": b(text.encode("utf-8")),
+        "filename": b(filename.encode("utf-8")),
+    }
+    example = example_pb2.Example(features=feature_pb2.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
