@@ -1,0 +1,85 @@
+"""Evaluation, gate and registration (SPEC §7).
+
+    python -m components.evaluate --data DATA_DIR --servable SERVABLE --output OUT \
+        [--model-name NAME --min-top1 0.5 --max-regression 0.005]
+
+Evaluates the servable on the center-crop validation set, compares it with the registry's champion
+on the same data, and registers it as the new champion only when the gate passes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from components.evaluate.evaluation import evaluate_servable, load_servable
+from components.evaluate.gate import GateConfig, GateDecision, decide
+from components.evaluate.registry import CHAMPION, Registry, label_fingerprint
+from components.train.loop import read_labels
+
+__all__ = ["CHAMPION", "GateConfig", "GateDecision", "evaluate", "gate_and_register"]
+
+
+def evaluate(data_dir: str, servable_path: str, output_dir: str,
+             on_progress: Callable[[int], None] | None = None) -> dict:
+    """Evaluates the servable; writes and returns evaluation.json's content."""
+    names = read_labels(data_dir)
+    metrics = evaluate_servable(load_servable(servable_path), data_dir, names,
+                                on_batch=on_progress)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def gate_and_register(
+    data_dir: str,
+    servable_path: str,
+    output_dir: str,
+    metrics: dict,
+    model_name: str,
+    gate: GateConfig,
+    params: dict | None = None,
+    tags: dict | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
+    """Gates the evaluated servable against the champion; registers it only if the gate passes.
+
+    Returns {"gate": {...}, "run_id", "model_name", "version" (None unless registered),
+    "tracking_uri"}; also written to OUT/registration.json.
+    """
+    registry = Registry(tracking_uri)
+    labels_id = label_fingerprint(data_dir)
+    names = read_labels(data_dir)
+
+    def champion_top1(version) -> float | None:
+        if version.tags.get("label_fingerprint") != labels_id:
+            return None  # a different label set: not comparable, decide() says why
+        servable = registry.load_version(model_name, version.version)
+        return evaluate_servable(servable, data_dir, names)["top1"]
+
+    champion = None
+    if metrics["top1"] >= gate.min_top1:  # below the floor it fails whatever the champion does
+        champion = registry.champion_info(model_name, champion_top1)
+    decision: GateDecision = decide(metrics["top1"], labels_id, champion, gate)
+
+    out = Path(output_dir)
+    run_tags = {**(tags or {}), "label_fingerprint": labels_id,
+                "gate_passed": str(decision.passed), "gate_reason": decision.reason}
+    run_metrics = {"top1": metrics["top1"], "top5": metrics["top5"],
+                   "gate_passed": float(decision.passed)}
+    if decision.champion_top1 is not None:
+        run_metrics["champion_top1"] = decision.champion_top1
+    run_id = registry.log_run(f"trickflow-{model_name}", params or {}, run_metrics, run_tags,
+                              [str(out / "evaluation.json")])
+    version = None
+    if decision.passed:
+        version_tags = {**run_tags, "top1": f"{metrics['top1']:.4f}",
+                        "top5": f"{metrics['top5']:.4f}"}
+        version = registry.register(run_id, model_name, servable_path, version_tags)
+    result = {"gate": decision.to_dict(), "run_id": run_id, "model_name": model_name,
+              "version": version, "alias": CHAMPION if version else None,
+              "tracking_uri": registry.tracking_uri}
+    (out / "registration.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,35 @@
+"""Command line: evaluate a servable, gate it against the champion, register it if it passes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from components.evaluate import GateConfig, evaluate, gate_and_register
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__)
+    parser.add_argument("--data", required=True, help="output folder of components.ingest")
+    parser.add_argument("--servable", required=True, help="servable folder of components.train")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--model-name", help="register under this name if the gate passes")
+    parser.add_argument("--min-top1", type=float, default=0.0)
+    parser.add_argument("--max-regression", type=float, default=0.005)
+    parser.add_argument("--allow-label-change", action="store_true")
+    args = parser.parse_args(argv)
+    metrics = evaluate(args.data, args.servable, args.output)
+    print(json.dumps({k: metrics[k] for k in ("top1", "top5", "count")}))
+    if args.model_name:
+        gate = GateConfig(min_top1=args.min_top1, max_regression=args.max_regression,
+                          allow_label_change=args.allow_label_change)
+        result = gate_and_register(args.data, args.servable, args.output, metrics,
+                                   args.model_name, gate)
+        print(json.dumps(result))
+        return 0 if result["gate"]["passed"] else 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Center-crop evaluation of a servable: top-1, top-5, per-class accuracy, worst confusions.
+
+The servable is evaluated exactly as it will be served: stored JPEG bytes in, probabilities out,
+so the number that gates registration is the number of the registered artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from components.train.data import jpeg_dataset
+
+
+def load_servable(path: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A saved servable (components.train.export) as a callable: JPEG bytes [N] -> probs [N, K]."""
+    if not Path(path).exists():
+        raise ValueError(f"no servable at {path}")
+    return tf.saved_model.load(path)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """[K, K] counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def summarize(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str],
+              worst: int = 5) -> dict:
+    """Metrics from true labels [N] and probabilities [N, K]."""
+    num_classes = probabilities.shape[1]
+    if len(class_names) != num_classes:
+        raise ValueError(f"the model predicts {num_classes} classes but labels.txt has "
+                         f"{len(class_names)}")
+    k = min(5, num_classes)
+    top = np.argsort(-probabilities, axis=1)[:, :k]  # (N, k)
+    predictions = top[:, 0]
+    top1 = float(np.mean(predictions == labels))
+    top5 = float(np.mean(np.any(top == labels[:, None], axis=1)))
+    matrix = confusion_matrix(labels, predictions, num_classes)
+    support = matrix.sum(axis=1)
+    per_class = np.divide(np.diag(matrix), support, out=np.zeros(num_classes), where=support > 0)
+    present = [c for c in range(num_classes) if support[c] > 0]
+    worst_classes = []
+    for c in sorted(present, key=lambda c: (per_class[c], c))[:worst]:
+        row = matrix[c].copy()
+        row[c] = 0
+        confused = [{"label": int(j), "name": class_names[j], "count": int(row[j])}
+                    for j in np.argsort(-row)[:3] if row[j] > 0]
+        worst_classes.append({"label": c, "name": class_names[c], "accuracy": float(per_class[c]),
+                              "support": int(support[c]), "confused_with": confused})
+    return {
+        "top1": top1,
+        "top5": top5,
+        "top5_k": k,
+        "count": int(len(labels)),
+        "per_class_accuracy": {class_names[c]: float(per_class[c]) for c in present},
+        "worst_classes": worst_classes,
+    }
+
+
+def predict_records(servable, data_dir: str, batch_size: int = 64,
+                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the servable over every validation record: (labels [N], probabilities [N, K])."""
+    pattern = str(Path(data_dir) / "validation-*-of-*")
+    labels, probabilities = [], []
+    for jpegs, batch_labels in jpeg_dataset(pattern, batch_size):
+        probabilities.append(servable(jpegs).numpy())
+        labels.append(batch_labels.numpy())
+        if on_batch:
+            on_batch(sum(len(b) for b in labels))
+    if not labels:
+        raise ValueError(f"no validation records in {data_dir}")
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def evaluate_servable(servable, data_dir: str, class_names: list[str], batch_size: int = 64,
+                      on_batch: Callable[[int], None] | None = None) -> dict:
+    labels, probabilities = predict_records(servable, data_dir, batch_size, on_batch)
+    return summarize(labels, probabilities, class_names)

@@ -1,0 +1,59 @@
+"""The training configuration: one strict, frozen model of every knob (SPEC §6 defaults)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.train.schedules import ORIGINAL_STEP_BOUNDARIES, ORIGINAL_STEP_VALUES
+
+
+class AugmentConfig(BaseModel):
+    """Train-time preprocessing; defaults are the paper's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    rotation_degrees: float = Field(7.0, ge=0, description="the original adds ±7°")
+    color_jitter: float = Field(0.4, ge=0, lt=1, description="coefficients in [1-s, 1+s]")
+    pca_lighting: float = Field(0.1, ge=0, description="std of the PCA noise α")
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes a training run; saved as config.json next to its checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "darknet53"
+    width: float = Field(1.0, gt=0, description="channel multiplier (small runs)")
+    image_size: int = Field(224, ge=32)
+    data_format: Literal["channels_last", "channels_first"] = "channels_last"
+
+    epochs: int = Field(120, ge=1, description="the paper: 120 (the original: 80)")
+    batch_size: int = Field(128, ge=1, description="global batch, all devices together")
+    base_lr: float = Field(0.1, gt=0, description="lr at batch 256; scaled linearly")
+    schedule: Literal["cosine", "step"] = "cosine"
+    warmup_epochs: float = Field(5.0, ge=0, description="the paper: 5 epochs")
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_epochs (original: 1000)")
+    step_boundaries: tuple[int, ...] = ORIGINAL_STEP_BOUNDARIES
+    step_values: tuple[float, ...] = ORIGINAL_STEP_VALUES
+
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+    no_bias_decay: bool = True
+    zero_gamma: bool = True
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: AugmentConfig = AugmentConfig()
+
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: bool | None = Field(None, description="None: XLA on GPUs only")
+    shuffle_buffer: int = Field(10_000, ge=1)
+    seed: int = 0
+    log_every: int = Field(100, ge=1, description="steps between log lines")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
+    eval_every_epochs: int = Field(1, ge=0, description="0: validate only at the end")
+    max_steps: int | None = Field(None, ge=1, description="stop early (smoke runs)")

@@ -1,0 +1,38 @@
+"""The servable model: encoded JPEG bytes in, class probabilities out (SPEC §7).
+
+A `tf.Module` whose `__call__` takes a string tensor [N] of JPEG bytes, applies the evaluation
+preprocessing and returns float32 probabilities [N, K]; MLflow's TensorFlow flavor logs and serves
+it as is. The label table travels inside as `labels`.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from components.train.data import eval_transform
+
+
+class ImageClassifier(tf.Module):
+    def __init__(self, model: keras.Model, image_size: int, labels: list[str]):
+        super().__init__(name="image_classifier")
+        self.model = model
+        self.image_size = image_size
+        self.labels = tf.Variable(labels, trainable=False, dtype=tf.string, name="labels")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="jpeg_bytes")])
+    def __call__(self, jpeg_bytes: tf.Tensor) -> tf.Tensor:
+        images = tf.map_fn(
+            lambda b: eval_transform({"image": b}, self.image_size)["image"],
+            jpeg_bytes,
+            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32),
+        )  # (N, S, S, 3)
+        logits = self.model(images, training=False)
+        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # (N, K)
+
+
+def export_servable(model: keras.Model, image_size: int, labels: list[str], path: str) -> str:
+    """Saves the servable SavedModel to `path` (a directory) and returns it."""
+    module = ImageClassifier(model, image_size, labels)
+    tf.saved_model.save(module, path)
+    return path

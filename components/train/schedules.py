@@ -1,0 +1,73 @@
+"""Learning-rate schedules of SPEC §6: linear warmup, then cosine decay or the original's steps."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+# The original design's step decay (batch 128): boundaries in steps, and the LR from each one on.
+ORIGINAL_STEP_BOUNDARIES = (30_000, 60_000, 90_000, 120_000, 150_000, 170_000, 190_000, 220_000,
+                            260_000, 275_000)
+ORIGINAL_STEP_VALUES = (0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.00025, 0.0001, 0.00005,
+                        0.000025, 0.00001)
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int, reference_batch: int = 256) -> float:
+    """Linear scaling rule: lr = base_lr x batch / 256 (0.1 x batch / 256 by default)."""
+    return base_lr * batch_size / reference_batch
+
+
+@keras.saving.register_keras_serializable("trickflow")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """0 -> peak linearly over `warmup_steps`, then ½(1 + cos(π t / T)) · peak to 0 at `total_steps`.
+
+    t and T count from the end of warmup, so the cosine spans the rest of training.
+    """
+
+    def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int = 0):
+        if total_steps <= warmup_steps:
+            raise ValueError(f"total_steps ({total_steps}) must exceed warmup ({warmup_steps})")
+        self.peak_lr = float(peak_lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = tf.cast(self.warmup_steps, tf.float32)
+        progress = (step - warm) / float(self.total_steps - self.warmup_steps)
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
+        warmup = step / tf.maximum(warm, 1.0)
+        return self.peak_lr * tf.where(step < warm, warmup, cosine)
+
+    def get_config(self) -> dict:
+        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps}
+
+
+@keras.saving.register_keras_serializable("trickflow")
+class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
+    """0 -> values[0] linearly over `warmup_steps`, then values[i] from boundaries[i-1] on."""
+
+    def __init__(self, boundaries: list[int], values: list[float], warmup_steps: int = 0):
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"need one more value than boundaries: {len(values)} values, "
+                             f"{len(boundaries)} boundaries")
+        if list(boundaries) != sorted(boundaries):
+            raise ValueError(f"step boundaries must increase: {boundaries}")
+        self.boundaries = [int(b) for b in boundaries]
+        self.values = [float(v) for v in values]
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        index = tf.reduce_sum(tf.cast(step >= tf.constant(self.boundaries, tf.float32), tf.int32))
+        piecewise = tf.gather(tf.constant(self.values, tf.float32), index)
+        warm = tf.cast(self.warmup_steps, tf.float32)
+        warmup = self.values[0] * step / tf.maximum(warm, 1.0)
+        return tf.where(step < warm, warmup, piecewise)
+
+    def get_config(self) -> dict:
+        return {"boundaries": self.boundaries, "values": self.values,
+                "warmup_steps": self.warmup_steps}

@@ -1,0 +1,113 @@
+"""Validation (SPEC §5): TFDV statistics of each split checked against the reviewed schema.
+
+    python -m components.validate --data DATA_DIR --output OUT [Beam options]
+
+Fails (exit 1, `ValidationFailed`) on any anomaly: schema anomalies found by TFDV, an image domain
+that is not all JPEG, or a record count that differs from what ingestion wrote (metadata.json).
+Statistics, the bound schema and the anomaly table are written to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.schema import reviewed_schema, with_label_domain
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation")
+
+
+class ValidateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: str = Field(description="output folder of components.ingest")
+    output: str = Field(description="statistics, anomalies and the bound schema go here")
+    beam_args: list[str] = Field(default_factory=list, description="runner options for TFDV")
+
+
+class ValidationFailed(RuntimeError):
+    """Raised when the data has anomalies; `anomalies` holds the table rows."""
+
+    def __init__(self, anomalies: list[dict]):
+        self.anomalies = anomalies
+        super().__init__(f"{len(anomalies)} data anomalies:\n{format_table(anomalies)}")
+
+
+def format_table(rows: list[dict]) -> str:
+    """A fixed-width text table of anomaly rows (split, feature, problem, detail)."""
+    columns = ("split", "feature", "problem", "detail")
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns}
+    widths["detail"] = min(widths["detail"], 100)
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    for row in rows:
+        lines.append("  ".join(str(row[c])[: widths[c]].ljust(widths[c]) for c in columns))
+    return "\n".join(lines)
+
+
+def image_domain_anomalies(split: str, stats) -> list[dict]:
+    """The schema's image domain: TFDV's image format histogram must show JPEG only."""
+    rows = []
+    for feature in stats.datasets[0].features:
+        if feature.path.step[:1] != ["image"]:
+            continue
+        for custom in feature.custom_stats:
+            if custom.name != "image_format_histogram":
+                continue
+            for bucket in custom.rank_histogram.buckets:
+                if bucket.label != "jpeg" and bucket.sample_count > 0:
+                    rows.append({"split": split, "feature": "image", "problem": "not JPEG",
+                                 "detail": f"{bucket.sample_count:.0f} values are {bucket.label}"})
+    return rows
+
+
+def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info) -> dict:
+    """Computes statistics per split and checks them; returns the result or raises."""
+    import tensorflow_data_validation as tfdv
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    data = Path(config.data_dir)
+    metadata = json.loads((data / "metadata.json").read_text())
+    num_classes = int(metadata["num_classes"])
+    schema = with_label_domain(reviewed_schema(), num_classes)
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    tfdv.write_schema_text(schema, str(out / "schema.pbtxt"))
+    options = tfdv.StatsOptions(schema=schema, infer_type_from_schema=True,
+                                enable_semantic_domain_stats=True)
+    anomalies: list[dict] = []
+    summary = {}
+    for split in SPLITS:
+        expected = int(metadata["records"][split])
+        if expected == 0:
+            anomalies.append({"split": split, "feature": "*", "problem": "empty split",
+                              "detail": "ingestion wrote no records for this split"})
+            continue
+        on_stage(f"computing TFDV statistics for {split} ({expected} records)")
+        stats = tfdv.generate_statistics_from_tfrecord(
+            str(data / f"{split}-*-of-*"), output_path=str(out / f"{split}.stats.tfrecord"),
+            stats_options=options,
+            pipeline_options=PipelineOptions(config.beam_args) if config.beam_args else None,
+        )
+        counted = int(stats.datasets[0].num_examples)
+        summary[split] = {"examples": counted, "expected": expected}
+        if counted != expected:
+            anomalies.append({"split": split, "feature": "*", "problem": "record count",
+                              "detail": f"statistics saw {counted} examples, ingestion wrote "
+                                        f"{expected} (metadata.json)"})
+        result = tfdv.validate_statistics(stats, schema)
+        for name, info in sorted(result.anomaly_info.items()):
+            anomalies.append({"split": split, "feature": name, "problem": info.short_description,
+                              "detail": info.description})
+        anomalies += image_domain_anomalies(split, stats)
+    report = {"passed": not anomalies, "anomalies": anomalies, "num_classes": num_classes,
+              "splits": summary}
+    (out / "anomalies.json").write_text(json.dumps(report, indent=2))
+    if anomalies:
+        raise ValidationFailed(anomalies)
+    return report
