@@ -1,0 +1,193 @@
+"""Flow `train-imagenet`: ingest -> validate -> train -> evaluate -> gate and register.
+
+Tasks only call components, pass paths between stages and publish artifacts. Every run writes
+`<work_dir>/runs/<flow_run_id>/report.json` with the outcome of each stage, and config.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.evaluate import evaluate, gate_and_register
+from components.ingest import LOCAL_BEAM_ARGS, IngestConfig, run_ingest
+from components.train import TrainConfig, run_training
+from components.validate import ValidateConfig, ValidationFailed, validate
+from flows import artifacts
+from flows.presets import PipelineConfig, PresetName, preset
+
+
+class Overrides(BaseModel):
+    """Per-run adjustments on top of the preset; empty fields keep the preset's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    model_name: str | None = Field(None, description="registry name; default <model>-<data name>")
+    min_top1: float | None = Field(None, ge=0, le=1, description="gate floor")
+    max_regression: float | None = Field(None, ge=0, le=1, description="allowed drop vs champion")
+    allow_label_change: bool = False
+
+
+def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
+    """The preset with the overrides applied, validated again as a whole."""
+    base = preset(preset_name).model_dump()
+    for key in ("epochs", "batch_size"):
+        if getattr(overrides, key) is not None:
+            base["train"][key] = getattr(overrides, key)
+    for key in ("min_top1", "max_regression"):
+        if getattr(overrides, key) is not None:
+            base["gate"][key] = getattr(overrides, key)
+    base["gate"]["allow_label_change"] = overrides.allow_label_change
+    return PipelineConfig(**base)
+
+
+def default_model_name(model: str, data_dir: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(data_dir.rstrip("/")).name.lower()).strip("-")
+    return f"{model}-{slug or 'data'}"
+
+
+def _dataset_dir(work_dir: Path, data_dir: str) -> Path:
+    """One ingestion folder per source, so unchanged sources are reused across runs."""
+    source_id = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:10]
+    return work_dir / "datasets" / f"{Path(data_dir.rstrip('/')).name or 'data'}-{source_id}"
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=10)
+def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
+    """Ingest the source images into sharded TFRecords with Beam."""
+    logger = get_run_logger()
+    settings = config.ingest
+    metadata = run_ingest(
+        IngestConfig(source=data_dir, output=output, train_shards=settings.train_shards,
+                     validation_shards=settings.validation_shards, max_side=settings.max_side,
+                     beam_args=settings.beam_args or list(LOCAL_BEAM_ARGS)),
+        on_stage=logger.info,
+    )
+    quarantine = [json.loads(line) for line in
+                  Path(output, "quarantine.jsonl").read_text().splitlines() if line]
+    artifacts.publish_ingest(metadata, quarantine)
+    return metadata
+
+
+@task(name="validate")
+def validate_task(data: str, output: str) -> dict:
+    """Check TFDV statistics of the TFRecords against the reviewed schema (never retried)."""
+    logger = get_run_logger()
+    try:
+        report = validate(ValidateConfig(data_dir=data, output=output), on_stage=logger.info)
+    except ValidationFailed as err:
+        artifacts.publish_validation({"anomalies": err.anomalies})
+        raise
+    artifacts.publish_validation(report)
+    return report
+
+
+@task(name="train", retries=1, retry_delay_seconds=5)
+def train_task(data: str, output: str, config: TrainConfig) -> dict:
+    """Train the model; a retry resumes from the last checkpoint in the same folder."""
+    logger = get_run_logger()
+    progress = artifacts.TrainingProgress()
+
+    def on_event(event: dict) -> None:
+        progress(event)
+        if event["type"] == "log":
+            logger.info(event["line"])
+        elif event["type"] == "start":
+            logger.info("training %s steps from step %s (%s, %s device(s), XLA %s)",
+                        event["total_steps"], event["start_step"], event["precision"],
+                        event["devices"], event["jit_compile"])
+        elif event["type"] == "epoch" and "top1" in event:
+            logger.info("epoch %s: val top-1 %.4f, top-5 %.4f", event["epoch"], event["top1"],
+                        event["top5"])
+
+    return run_training(config, data, output, on_event=on_event)
+
+
+@task(name="evaluate")
+def evaluate_task(data: str, servable: str, output: str) -> dict:
+    """Center-crop top-1/top-5 of the servable, exactly as it will be served."""
+    metrics = evaluate(data, servable, output)
+    get_run_logger().info("top-1 %.4f, top-5 %.4f on %d images", metrics["top1"],
+                          metrics["top5"], metrics["count"])
+    return metrics
+
+
+@task(name="gate-and-register", retries=2, retry_delay_seconds=10)
+def register_task(data: str, servable: str, output: str, metrics: dict, model_name: str,
+                  config: PipelineConfig, tags: dict) -> dict:
+    """Compare with the champion on the same data; register as champion only if the gate passes."""
+    result = gate_and_register(data, servable, output, metrics, model_name, config.gate,
+                               params=config.train.model_dump(), tags=tags)
+    get_run_logger().info("gate %s: %s", "passed" if result["gate"]["passed"] else "failed",
+                          result["gate"]["reason"])
+    artifacts.publish_evaluation(metrics, result["gate"])
+    uri = result["tracking_uri"]
+    ui = os.environ.get("TRICKFLOW_MLFLOW_UI") or (uri if uri.startswith("http") else None)
+    artifacts.publish_registration(result, ui)
+    return result
+
+
+@flow(name="train-imagenet", log_prints=True)
+def train_imagenet(
+    data_dir: str,
+    work_dir: str,
+    preset: PresetName = "demo",
+    overrides: Overrides = Overrides(),  # noqa: B008 - pydantic model renders as a UI form
+) -> dict:
+    """Ingest, validate, train, evaluate and (if the gate passes) register an image classifier."""
+    config = resolve_config(preset, overrides)
+    data_dir = data_dir if "://" in data_dir else os.path.abspath(data_dir)
+    if "://" not in data_dir and not Path(data_dir).is_dir():
+        raise ValueError(f"data_dir {data_dir} is not a folder")
+    work = Path(work_dir).resolve()
+    run_id = str(flow_run.id or "local")
+    run_dir = work / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(
+        {"preset": preset, "data_dir": data_dir, **config.model_dump()}, indent=2))
+    model_name = overrides.model_name or default_model_name(config.train.model, data_dir)
+    report: dict = {"flow_run_id": run_id, "preset": preset, "data_dir": data_dir,
+                    "ingest": None, "validate": None, "train": None, "evaluate": None,
+                    "gate": None, "registry": {"model_name": model_name, "version": None}}
+    try:
+        data = str(_dataset_dir(work, data_dir))
+        metadata = ingest_task(data_dir, data, config)
+        report["ingest"] = {"records": metadata["records"],
+                            "quarantined": sum(metadata["quarantined"].values()),
+                            "fingerprint": metadata["fingerprint"], "reused": metadata["reused"],
+                            "output": data}
+        try:
+            checked = validate_task(data, str(run_dir / "validation"))
+        except ValidationFailed as err:
+            report["validate"] = {"passed": False, "anomalies": err.anomalies}
+            raise
+        report["validate"] = {"passed": True, "anomalies": []}
+        trained = train_task(data, str(run_dir / "train"), config.train)
+        report["train"] = {"steps": trained["steps"], "resumed_from": trained["resumed_from"],
+                           "precision": trained["precision"], "servable": trained["servable"]}
+        metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
+        report["evaluate"] = {"top1": metrics["top1"], "top5": metrics["top5"],
+                              "count": metrics["count"]}
+        tags = {"flow_run_id": run_id, "data_span": metadata["fingerprint"],
+                "data_dir": data_dir, "preset": preset}
+        result = register_task(data, trained["servable"], str(run_dir / "evaluation"), metrics,
+                               model_name, config, tags)
+        report["gate"] = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
+        report["registry"] = {"model_name": model_name, "version": result["version"],
+                              "alias": result["alias"], "run_id": result["run_id"],
+                              "tracking_uri": result["tracking_uri"]}
+    finally:
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"top-1 {report['evaluate']['top1']:.4f}; gate "
+          f"{'passed' if report['gate']['passed'] else 'failed'}: {report['gate']['reason']}; "
+          f"registered version: {report['registry']['version']}; report: {run_dir}/report.json")
+    return report
