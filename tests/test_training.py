@@ -1,0 +1,92 @@
+"""The training loop on real TFRecords: smoke run, log format, resume after a kill, float16 path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.train import AugmentConfig, TrainConfig, run_training
+from components.train.loop import read_labels
+
+pytestmark = pytest.mark.integration
+
+TINY = dict(width=0.125, image_size=32, batch_size=8, epochs=2, warmup_steps=2, log_every=2,
+            checkpoint_every=2, shuffle_buffer=64, augment=AugmentConfig(flip=False))
+LOG_LINE = re.compile(r"^Steps:\d+, LR:[ \d.]{6,}, Loss:[ \d.]{4,}, Time:[ \d.]{4,}s$")
+
+
+class Killed(Exception):
+    pass
+
+
+def test_smoke_training_logs_checkpoints_and_exports(ingested: Path, tmp_path: Path) -> None:
+    events = []
+    summary = run_training(TrainConfig(**TINY), str(ingested), str(tmp_path), events.append)
+    assert summary["steps"] == 8 and summary["resumed_from"] == 0  # 36 records // 8 = 4 per epoch
+    assert summary["precision"] == "float32"  # the CPU fallback
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert len(lines) == 4 and all(LOG_LINE.match(line) for line in lines), lines
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and 0 <= history[-1]["top1"] <= 1
+    assert json.loads((tmp_path / "config.json").read_text())["width"] == 0.125
+    servable = tf.saved_model.load(summary["servable"])
+    jpeg = next(iter(tf.data.TFRecordDataset(str(ingested / "validation-00000-of-00001"))))
+    image = tf.io.parse_single_example(jpeg, {"image": tf.io.FixedLenFeature([], tf.string)})
+    probabilities = servable(tf.stack([image["image"]] * 2)).numpy()
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "done"
+
+
+def test_killed_run_resumes_at_the_same_step_lr_and_optimizer_state(ingested: Path,
+                                                                    tmp_path: Path) -> None:
+    config = TrainConfig(**TINY)
+
+    def kill_at_step_6(event: dict) -> None:  # after step 6 ran, before its checkpoint
+        if event["type"] == "log" and event["step"] == 6:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_training(config, str(ingested), str(tmp_path), kill_at_step_6)
+    saved = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    names = [name for name, _ in tf.train.list_variables(str(tmp_path / "checkpoints"))]
+    slots = [n for n in names if n.startswith("optimizer/_variables/")]  # momentum buffers
+    assert len(slots) == len([n for n in names if n.startswith("optimizer/_trainable_variables")])
+    assert int(saved.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 4
+
+    events = []
+    summary = run_training(config, str(ingested), str(tmp_path), events.append)
+    assert summary["resumed_from"] == 4 and summary["steps"] == 8
+    start = events[0]
+    assert start["type"] == "start" and start["start_step"] == 4
+    logged = [e for e in events if e["type"] == "log"]
+    assert [e["step"] for e in logged] == [6, 8]
+    # The LR continues the same schedule: cosine over 8 steps after 2 of warmup.
+    assert logged[1]["lr"] == pytest.approx(config.base_lr * 8 / 256 * 0.5 * (1 + np.cos(
+        np.pi * 5 / 6)), rel=1e-4)
+    assert any(saved.get_tensor(n).any() for n in slots)  # momentum was saved, not reset
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["Steps:2", "Steps:4", "Steps:6", "Steps:6",
+                                                    "Steps:8"]  # 5-6 redone after the kill
+
+
+def test_float16_loss_scaling_path_runs_on_cpu(ingested: Path, tmp_path: Path) -> None:
+    config = TrainConfig(**{**TINY, "epochs": 1, "precision": "mixed_float16",
+                            "eval_every_epochs": 0})
+    summary = run_training(config, str(ingested), str(tmp_path))
+    assert summary["precision"] == "mixed_float16" and summary["steps"] == 4
+    assert np.isfinite(summary["final"]["top1"])
+
+
+def test_too_little_data_is_a_clear_error(ingested: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        run_training(TrainConfig(**{**TINY, "batch_size": 1000}), str(ingested), str(tmp_path))
+
+
+def test_labels_are_read_in_order(ingested: Path) -> None:
+    assert read_labels(str(ingested)) == ["n00000000", "n00000001", "n00000002"]

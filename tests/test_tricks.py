@@ -1,0 +1,121 @@
+"""Label smoothing, the no-decay selection, LR schedules at known steps, precision choice."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.train.config import TrainConfig
+from components.train.loop import build_optimizer, build_schedule
+from components.train.models import create_model
+from components.train.schedules import (
+    ORIGINAL_STEP_BOUNDARIES,
+    ORIGINAL_STEP_VALUES,
+    WarmupCosine,
+    WarmupPiecewise,
+    scaled_learning_rate,
+)
+from components.train.tricks import (
+    decay_variables,
+    no_decay_variables,
+    resolve_precision,
+    smooth_labels,
+    smoothed_cross_entropy,
+)
+
+
+def test_label_smoothing_as_the_paper_defines_it() -> None:
+    targets = smooth_labels(tf.constant([2, 0]), num_classes=5, epsilon=0.1).numpy()
+    np.testing.assert_allclose(targets[0], [0.025, 0.025, 0.9, 0.025, 0.025], rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), [1, 1], rtol=1e-6)
+    assert smooth_labels(tf.constant([1]), 3, 0.0).numpy().tolist() == [[0, 1, 0]]
+
+
+def test_smoothed_loss_is_float32_and_matches_by_hand() -> None:
+    logits = tf.constant([[2.0, 0.0, -1.0]], tf.float16)
+    loss = smoothed_cross_entropy(tf.constant([0]), logits, 0.2)
+    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()[0]
+    expected = -(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])
+    assert loss.dtype == tf.float32 and float(loss[0]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_no_decay_selects_biases_and_batchnorm_only() -> None:
+    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    skip = no_decay_variables(model)
+    decay = decay_variables(model)
+    assert len(skip) + len(decay) == len(model.trainable_variables)
+    assert all(v.path.endswith(("gamma", "beta", "bias")) for v in skip)
+    assert all(v.path.endswith("kernel") for v in decay)
+    assert sum("logits_conv/bias" in v.path for v in skip) == 1
+
+
+def test_optimizer_decays_kernels_only() -> None:
+    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    config = TrainConfig(weight_decay=0.1, momentum=0.0, nesterov=False)
+    optimizer = build_optimizer(config, model, 0.5, "float32")
+    kernel, gamma = decay_variables(model)[0], model.get_layer("stem_bn").gamma
+    before_k, before_g = kernel.numpy().copy(), gamma.numpy().copy()
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    optimizer.apply(zeros, model.trainable_variables)  # only decay can move the weights
+    np.testing.assert_allclose(kernel.numpy(), before_k * (1 - 0.5 * 0.1), rtol=1e-5)
+    np.testing.assert_array_equal(gamma.numpy(), before_g)
+
+
+def test_mixed_float16_wraps_the_optimizer_in_loss_scaling() -> None:
+    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    optimizer = build_optimizer(TrainConfig(), model, 0.1, "mixed_float16")
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_linear_scaling_rule() -> None:
+    assert scaled_learning_rate(0.1, 256) == pytest.approx(0.1)
+    assert scaled_learning_rate(0.1, 1024) == pytest.approx(0.4)
+    assert scaled_learning_rate(0.1, 128) == pytest.approx(0.05)
+
+
+def test_warmup_cosine_values() -> None:
+    schedule = WarmupCosine(peak_lr=0.4, total_steps=1100, warmup_steps=100)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(50)) == pytest.approx(0.2)
+    assert float(schedule(100)) == pytest.approx(0.4)
+    assert float(schedule(600)) == pytest.approx(0.2)  # half way: ½(1 + cos(π/2))
+    assert float(schedule(1100)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_original_step_schedule_at_its_boundaries() -> None:
+    schedule = WarmupPiecewise(list(ORIGINAL_STEP_BOUNDARIES), list(ORIGINAL_STEP_VALUES), 1000)
+    assert float(schedule(500)) == pytest.approx(0.01)  # warming up to 0.02
+    expected = {1000: 0.02, 29_999: 0.02, 30_000: 0.01, 60_000: 0.005, 90_000: 0.002,
+                120_000: 0.001, 150_000: 0.0005, 170_000: 0.00025, 190_000: 0.0001,
+                220_000: 0.00005, 260_000: 0.000025, 275_000: 0.00001, 400_000: 0.00001}
+    for step, lr in expected.items():
+        assert float(schedule(step)) == pytest.approx(lr), step
+
+
+def test_schedules_round_trip_their_config() -> None:
+    schedule = WarmupCosine(0.1, 1000, 10)
+    assert WarmupCosine.from_config(schedule.get_config()).get_config() == schedule.get_config()
+    with pytest.raises(ValueError, match="one more value"):
+        WarmupPiecewise([10, 20], [0.1, 0.01])
+
+
+def test_build_schedule_uses_epochs_for_warmup_and_scales_lr() -> None:
+    schedule = build_schedule(TrainConfig(batch_size=512, warmup_epochs=5), 100, 12_000)
+    assert schedule.warmup_steps == 500 and schedule.peak_lr == pytest.approx(0.2)
+    step = build_schedule(TrainConfig(schedule="step", warmup_steps=1000), 100, 300_000)
+    assert float(step(30_000)) == pytest.approx(0.01)
+
+
+def test_precision_by_device() -> None:
+    assert resolve_precision("auto", gpus=0) == "float32"
+    assert resolve_precision("auto", gpus=8) == "mixed_float16"
+    assert resolve_precision("mixed_bfloat16", gpus=0) == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", gpus=1)
+
+
+def test_config_is_strict() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig(learning_rat=0.1)
