@@ -59,7 +59,7 @@ def smoke() -> PipelineConfig:
     """
     return PipelineConfig(
         train=TrainConfig(
-            width=0.125, image_size=32, epochs=1, batch_size=32, warmup_steps=2, max_steps=6,
+            width=0.125, image_size=32, epochs=1, batch_size=8, warmup_steps=2, max_steps=6,
             augment=AugmentConfig(crop_area=(0.25, 1.0), flip=False), log_every=2,
             checkpoint_every=3, shuffle_buffer=256,
         ),

@@ -94,21 +94,27 @@ deploy() {
   TRICKFLOW_POOL=$POOL "$BIN/prefect" --no-prompt deploy --all
 }
 
+gone() {  # PID: exited (a zombie waiting for init to reap it counts as gone)
+  ! kill -0 "$1" 2>/dev/null || [[ "$(ps -o stat= -p "$1" 2>/dev/null)" == Z* ]]
+}
+
 stop_one() {  # NAME: TERM the session, wait, KILL if needed, and check that it is gone
   local name=$1 pid
   [ -f "$RUN/$name.pid" ] || return 0
   pid=$(cat "$RUN/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  if ! gone "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 20); do gone "$pid" && break; sleep 0.5; done
     # A worker can ignore the first SIGTERM while it winds down: insist.
-    kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
-    sleep 0.5
-    if kill -0 "$pid" 2>/dev/null; then echo "$name (pid $pid) would not stop" >&2; return 1; fi
-    # Stragglers of the same session (server sub-processes, flow runs).
-    pkill -KILL -s "$pid" 2>/dev/null || true
+    if ! gone "$pid"; then
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 20); do gone "$pid" && break; sleep 0.5; done
+    fi
+    if ! gone "$pid"; then echo "$name (pid $pid) would not stop" >&2; return 1; fi
     echo "stopped $name"
   fi
+  # Stragglers of the same session (server sub-processes, flow runs).
+  pkill -KILL -s "$pid" 2>/dev/null || true
   rm -f "$RUN/$name.pid"
 }
 

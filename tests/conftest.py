@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Never the user's Prefect (prefect.toml points at the local stack): a temporary home, set before
+# Prefect is imported anywhere; environment variables outrank prefect.toml.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="trickflow-test-prefect-")
 
 # In-process Beam for speed; the multi-process default is exercised by the e2e test and the demo.
 IN_MEMORY_BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
@@ -69,3 +73,12 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_ingest(IngestConfig(source=str(source), output=str(root / "data"), train_shards=2,
                             beam_args=IN_MEMORY_BEAM))
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (and database) for the flow tests of a session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

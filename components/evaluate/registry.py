@@ -73,7 +73,7 @@ class Registry:
         version = self.champion(model_name)
         if version is None:
             return None
-        return Champion(version.version, version.tags.get("label_fingerprint", ""),
+        return Champion(str(version.version), version.tags.get("label_fingerprint", ""),
                         top1_on_this_data(version))
 
     def _artifact_root(self) -> str | None:
@@ -106,4 +106,4 @@ class Registry:
             )
         version = mlflow.register_model(info.model_uri, model_name, tags=tags)
         self.client.set_registered_model_alias(model_name, CHAMPION, version.version)
-        return version.version
+        return str(version.version)

@@ -1,0 +1,95 @@
+"""Metrics, the gate's decisions, and registration against a real (SQLite) MLflow registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.evaluate.evaluation import summarize
+from components.evaluate.gate import Champion, GateConfig, decide
+
+
+def test_summarize_top1_top5_per_class_and_confusions() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([
+        [0.7, 0.2, 0.1], [0.6, 0.3, 0.1],   # class 0: both right
+        [0.5, 0.4, 0.1], [0.1, 0.8, 0.1],   # class 1: one confused with 0
+        [0.6, 0.3, 0.1], [0.5, 0.4, 0.1],   # class 2: both confused with 0, third choice
+    ])
+    out = summarize(labels, probs, ["a", "b", "c"])
+    assert out["top1"] == pytest.approx(3 / 6) and out["top5_k"] == 3 and out["top5"] == 1.0
+    assert out["per_class_accuracy"] == {"a": 1.0, "b": 0.5, "c": 0.0}
+    worst = out["worst_classes"][0]
+    assert worst["name"] == "c" and worst["confused_with"] == [
+        {"label": 0, "name": "a", "count": 2}]
+
+
+def test_summarize_refuses_mismatched_labels() -> None:
+    with pytest.raises(ValueError, match="labels.txt"):
+        summarize(np.array([0]), np.ones((1, 3)) / 3, ["a", "b"])
+
+
+GATE = GateConfig(min_top1=0.5, max_regression=0.01)
+
+
+@pytest.mark.parametrize(("top1", "champion", "passed", "words"), [
+    (0.4, None, False, "below the floor"),
+    (0.6, None, True, "first model"),
+    (0.6, Champion("3", "L", 0.605), True, "no worse"),
+    (0.6, Champion("3", "L", 0.62), False, "worse than the champion"),
+    (0.9, Champion("3", "OTHER", None), False, "different label set"),
+])
+def test_gate_decisions(top1, champion, passed, words) -> None:
+    decision = decide(top1, "L", champion, GATE)
+    assert decision.passed is passed and words in decision.reason
+
+
+def test_gate_may_replace_a_champion_of_another_label_set_when_allowed() -> None:
+    allowed = GateConfig(min_top1=0.5, allow_label_change=True)
+    assert decide(0.9, "L", Champion("3", "OTHER", None), allowed).passed
+
+
+@pytest.mark.integration
+def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Path) -> None:
+    from components.evaluate import evaluate, gate_and_register
+    from components.evaluate.registry import Registry
+    from components.train import TrainConfig, run_training
+
+    config = TrainConfig(width=0.125, image_size=32, batch_size=8, epochs=1, warmup_steps=1,
+                         eval_every_epochs=0, shuffle_buffer=64)
+    servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
+    metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["count"] == 12
+
+    first = gate_and_register(str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny",
+                              GateConfig(), tags={"flow_run_id": "a"})
+    assert first["gate"]["passed"] and first["version"] == "1" and first["alias"] == "champion"
+
+    # Same model again: compared with the champion re-evaluated on the same data, so equal.
+    second = gate_and_register(str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny",
+                               GateConfig(max_regression=0.0))
+    assert second["gate"]["passed"] and second["version"] == "2"
+    assert second["gate"]["champion_top1"] == pytest.approx(metrics["top1"])
+
+    # A challenger that claims less than the champion by more than the margin is refused.
+    worse = {**metrics, "top1": metrics["top1"] - 0.5}
+    third = gate_and_register(str(ingested), servable, str(tmp_path / "eval"), worse, "tiny",
+                              GateConfig(max_regression=0.01))
+    assert not third["gate"]["passed"] and third["version"] is None
+    registry = Registry()
+    champion = registry.champion("tiny")
+    assert str(champion.version) == "2" and "flow_run_id" not in champion.tags  # v1 had it
+    assert registry.client.get_run(third["run_id"]).data.tags["gate_passed"] == "False"
+
+    import mlflow
+
+    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    import tensorflow as tf
+
+    record = next(iter(tf.data.TFRecordDataset(str(ingested / "validation-00000-of-00001"))))
+    jpeg = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string)})
+    probabilities = model.predict(np.array([jpeg["image"].numpy()], dtype=object))
+    assert probabilities.shape == (1, 3)

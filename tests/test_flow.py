@@ -1,0 +1,76 @@
+"""The train-imagenet flow with the smoke preset under a temporary Prefect server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.presets import PRESETS, preset
+from flows.train_imagenet import Overrides, default_model_name, resolve_config, train_imagenet
+
+pytestmark = pytest.mark.integration
+
+
+def test_flow_runs_every_stage_and_writes_the_report(prefect_server, class_folders: Path,
+                                                     tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    report = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
+    saved = json.loads((work / "runs" / report["flow_run_id"] / "report.json").read_text())
+    assert saved["ingest"]["records"] == {"train": 24, "validation": 9}
+    assert saved["ingest"]["quarantined"] == 0
+    assert saved["validate"] == {"passed": True, "anomalies": []}
+    assert 0 <= saved["evaluate"]["top1"] <= 1 and 0 <= saved["evaluate"]["top5"] <= 1
+    assert saved["gate"]["passed"] is True and saved["gate"]["reason"]
+    assert saved["registry"]["model_name"] == "darknet53-src"
+    assert saved["registry"]["version"] == "1"
+    config = json.loads((work / "runs" / report["flow_run_id"] / "config.json").read_text())
+    assert config["preset"] == "smoke" and config["train"]["max_steps"] == 6
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"ingest-counts", "ingest-quarantine", "validation-anomalies", "training-progress",
+            "training-history", "evaluation", "registered-model"} <= keys
+
+
+def test_flow_stops_on_anomalies_and_still_reports(prefect_server, class_folders: Path,
+                                                   tmp_path: Path, monkeypatch) -> None:
+    from components import schema
+
+    bad = schema.reviewed_schema().__class__()
+    bad.CopyFrom(schema.reviewed_schema())
+    next(f for f in bad.feature if f.name == "height").int_domain.min = 1000  # all images fail
+    monkeypatch.setattr("components.validate.reviewed_schema", lambda: bad)
+    work = tmp_path / "work"
+    from components.validate import ValidationFailed
+
+    with pytest.raises(ValidationFailed):
+        train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
+    (report_path,) = (work / "runs").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["validate"]["passed"] is False
+    assert any(a["feature"] == "height" for a in report["validate"]["anomalies"])
+    assert report["train"] is None and report["registry"]["version"] is None
+
+
+def test_overrides_apply_on_top_of_the_preset() -> None:
+    config = resolve_config("demo", Overrides(epochs=3, min_top1=0.5))
+    assert config.train.epochs == 3 and config.gate.min_top1 == 0.5
+    assert config.train.width == preset("demo").train.width
+
+
+def test_every_preset_is_valid_and_documented() -> None:
+    for name, build in PRESETS.items():
+        assert build().train.epochs >= 1
+        assert "Run:" in build.__doc__, name
+    real = preset("imagenet-darknet53").train
+    assert (real.width, real.image_size, real.batch_size) == (1.0, 224, 128)
+    original = preset("imagenet-darknet53-original").train
+    assert original.schedule == "step" and original.warmup_steps == 1000
+
+
+def test_default_model_name_is_per_dataset() -> None:
+    assert default_model_name("darknet53", "/data/My ImageNet/") == "darknet53-my-imagenet"
