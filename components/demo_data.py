@@ -33,8 +33,12 @@ def _ink_box(pixels: np.ndarray, size: int) -> tuple[int, int, int, int]:
     """Pixel box (xmin, ymin, xmax, ymax) of the inked cells, scaled to the output size."""
     ys, xs = np.nonzero(pixels)
     scale = size / pixels.shape[0]
-    return (int(xs.min() * scale), int(ys.min() * scale),
-            int((xs.max() + 1) * scale), int((ys.max() + 1) * scale))
+    return (
+        int(xs.min() * scale),
+        int(ys.min() * scale),
+        int((xs.max() + 1) * scale),
+        int((ys.max() + 1) * scale),
+    )
 
 
 def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
@@ -71,14 +75,19 @@ def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.demo_data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m components.demo_data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--output", required=True)
     parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args(argv)
     counts = write_demo_dataset(args.output, args.size)
-    print(f"wrote {counts['train']} train and {counts['validation']} validation images "
-          f"to {args.output}")
+    print(
+        f"wrote {counts['train']} train and {counts['validation']} validation images "
+        f"to {args.output}"
+    )
     return 0
 
 

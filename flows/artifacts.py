@@ -14,41 +14,58 @@ QUARANTINE_ROWS_SHOWN = 200
 
 
 def publish_ingest(metadata: dict, quarantine: list[dict]) -> None:
-    rows = [{"split": s, "inputs": metadata["inputs"][s], "written": metadata["records"][s],
-             "quarantined": metadata["quarantined"][s], "re-encoded": metadata["reencoded"][s],
-             "shards": metadata["shards"][s]} for s in ("train", "validation")]
+    rows = [
+        {
+            "split": s,
+            "inputs": metadata["inputs"][s],
+            "written": metadata["records"][s],
+            "quarantined": metadata["quarantined"][s],
+            "re-encoded": metadata["reencoded"][s],
+            "shards": metadata["shards"][s],
+        }
+        for s in ("train", "validation")
+    ]
     note = " (reused: inputs unchanged)" if metadata.get("reused") else ""
-    create_table_artifact(rows, key="ingest-counts",
-                          description=f"Ingestion of {metadata['source']}{note}: "
-                                      f"{metadata['num_classes']} classes, layout "
-                                      f"{metadata['layout']}; written + quarantined = inputs")
+    create_table_artifact(
+        rows,
+        key="ingest-counts",
+        description=f"Ingestion of {metadata['source']}{note}: "
+        f"{metadata['num_classes']} classes, layout "
+        f"{metadata['layout']}; written + quarantined = inputs",
+    )
     shown = quarantine[:QUARANTINE_ROWS_SHOWN]
     more = len(quarantine) - len(shown)
     create_table_artifact(
         shown or [{"path": "-", "split": "-", "reason": "nothing quarantined"}],
         key="ingest-quarantine",
         description=f"{len(quarantine)} files quarantined"
-                    + (f"; {more} more in quarantine.jsonl" if more > 0 else ""),
+        + (f"; {more} more in quarantine.jsonl" if more > 0 else ""),
     )
 
 
 def publish_validation(report: dict) -> None:
     if report["anomalies"]:
-        create_table_artifact(report["anomalies"], key="validation-anomalies",
-                              description=f"{len(report['anomalies'])} anomalies: the run stops")
+        create_table_artifact(
+            report["anomalies"],
+            key="validation-anomalies",
+            description=f"{len(report['anomalies'])} anomalies: the run stops",
+        )
     else:
         counts = ", ".join(f"{s}: {v['examples']} examples" for s, v in report["splits"].items())
-        create_markdown_artifact(f"**No anomalies** against the reviewed schema ({counts}; "
-                                 f"label domain [0, {report['num_classes']})).",
-                                 key="validation-anomalies")
+        create_markdown_artifact(
+            f"**No anomalies** against the reviewed schema ({counts}; "
+            f"label domain [0, {report['num_classes']})).",
+            key="validation-anomalies",
+        )
 
 
 class TrainingProgress:
     """A live progress bar and the per-epoch loss/accuracy table for a training run."""
 
     def __init__(self):
-        self.artifact_id = create_progress_artifact(0.0, key="training-progress",
-                                                    description="training steps done")
+        self.artifact_id = create_progress_artifact(
+            0.0, key="training-progress", description="training steps done"
+        )
         self.last_loss = float("nan")
         self.history: list[dict] = []
 
@@ -56,18 +73,27 @@ class TrainingProgress:
         kind = event["type"]
         if kind == "log":
             self.last_loss = event["loss"]
-            update_progress_artifact(self.artifact_id,
-                                     100.0 * event["step"] / event["total_steps"],
-                                     description=event["line"])
+            update_progress_artifact(
+                self.artifact_id,
+                100.0 * event["step"] / event["total_steps"],
+                description=event["line"],
+            )
         elif kind == "epoch":
-            self.history.append({
-                "epoch": event["epoch"], "step": event["step"], "lr": round(event["lr"], 6),
-                "loss": round(self.last_loss, 4),
-                "val_top1": round(event["top1"], 4) if "top1" in event else None,
-                "val_top5": round(event["top5"], 4) if "top5" in event else None,
-            })
-            create_table_artifact(self.history, key="training-history",
-                                  description=f"epoch {event['epoch']} of {event['epochs']}")
+            self.history.append(
+                {
+                    "epoch": event["epoch"],
+                    "step": event["step"],
+                    "lr": round(event["lr"], 6),
+                    "loss": round(self.last_loss, 4),
+                    "val_top1": round(event["top1"], 4) if "top1" in event else None,
+                    "val_top5": round(event["top5"], 4) if "top5" in event else None,
+                }
+            )
+            create_table_artifact(
+                self.history,
+                key="training-history",
+                description=f"epoch {event['epoch']} of {event['epochs']}",
+            )
         elif kind == "done":
             update_progress_artifact(self.artifact_id, 100.0, description="training finished")
 
@@ -75,27 +101,37 @@ class TrainingProgress:
 def publish_evaluation(metrics: dict, gate: dict) -> None:
     worst = "\n".join(
         f"| {w['name']} | {w['accuracy']:.3f} | {w['support']} | "
-        + ", ".join(f"{c['name']} ({c['count']})" for c in w["confused_with"]) + " |"
-        for w in metrics["worst_classes"])
+        + ", ".join(f"{c['name']} ({c['count']})" for c in w["confused_with"])
+        + " |"
+        for w in metrics["worst_classes"]
+    )
     verdict = "PASSED" if gate["passed"] else "FAILED"
     create_markdown_artifact(
         f"## Center-crop evaluation\n\ntop-1 **{metrics['top1']:.4f}**, "
         f"top-{metrics['top5_k']} **{metrics['top5']:.4f}** on {metrics['count']} images\n\n"
         f"### Gate {verdict}\n\n{gate['reason']}\n\n### Worst classes\n\n"
         f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n",
-        key="evaluation", description=f"top-1 {metrics['top1']:.4f}; gate {verdict.lower()}")
+        key="evaluation",
+        description=f"top-1 {metrics['top1']:.4f}; gate {verdict.lower()}",
+    )
 
 
 def publish_registration(result: dict, ui_url: str | None) -> None:
     if result["version"] is None:
-        create_markdown_artifact(f"Not registered: {result['gate']['reason']}",
-                                 key="registered-model")
+        create_markdown_artifact(
+            f"Not registered: {result['gate']['reason']}", key="registered-model"
+        )
         return
     name, version = result["model_name"], result["version"]
     if ui_url:
-        create_link_artifact(f"{ui_url.rstrip('/')}/#/models/{name}/versions/{version}",
-                             link_text=f"{name} v{version} (@champion)", key="registered-model",
-                             description="the new champion in the MLflow Model Registry")
+        create_link_artifact(
+            f"{ui_url.rstrip('/')}/#/models/{name}/versions/{version}",
+            link_text=f"{name} v{version} (@champion)",
+            key="registered-model",
+            description="the new champion in the MLflow Model Registry",
+        )
     else:
-        create_markdown_artifact(f"Registered **{name} v{version}** as `@champion` in "
-                                 f"`{result['tracking_uri']}`", key="registered-model")
+        create_markdown_artifact(
+            f"Registered **{name} v{version}** as `@champion` in `{result['tracking_uri']}`",
+            key="registered-model",
+        )

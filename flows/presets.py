@@ -43,9 +43,15 @@ def demo() -> PipelineConfig:
     """
     return PipelineConfig(
         train=TrainConfig(
-            width=0.25, image_size=32, epochs=30, batch_size=64, warmup_epochs=2,
-            augment=AugmentConfig(crop_area=(0.25, 1.0), flip=False), log_every=50,
-            eval_every_epochs=5, shuffle_buffer=2048,
+            width=0.25,
+            image_size=32,
+            epochs=30,
+            batch_size=64,
+            warmup_epochs=2,
+            augment=AugmentConfig(crop_area=(0.25, 1.0), flip=False),
+            log_every=50,
+            eval_every_epochs=5,
+            shuffle_buffer=2048,
         ),
         gate=GateConfig(min_top1=0.90, max_regression=0.02),
     )
@@ -59,9 +65,16 @@ def smoke() -> PipelineConfig:
     """
     return PipelineConfig(
         train=TrainConfig(
-            width=0.125, image_size=32, epochs=1, batch_size=8, warmup_steps=2, max_steps=6,
-            augment=AugmentConfig(crop_area=(0.25, 1.0), flip=False), log_every=2,
-            checkpoint_every=3, shuffle_buffer=256,
+            width=0.125,
+            image_size=32,
+            epochs=1,
+            batch_size=8,
+            warmup_steps=2,
+            max_steps=6,
+            augment=AugmentConfig(crop_area=(0.25, 1.0), flip=False),
+            log_every=2,
+            checkpoint_every=3,
+            shuffle_buffer=256,
         ),
         gate=GateConfig(min_top1=0.0, max_regression=1.0),
     )
@@ -89,10 +102,16 @@ def imagenet_darknet53_original() -> PipelineConfig:
     80 epochs with L2 5e-4 on kernels (as decoupled decay), no label smoothing.
     """
     base = imagenet_darknet53()
-    train = TrainConfig(**{
-        **base.train.model_dump(), "schedule": "step", "warmup_steps": 1000, "epochs": 80,
-        "weight_decay": 5e-4, "label_smoothing": 0.0,
-    })
+    train = TrainConfig(
+        **{
+            **base.train.model_dump(),
+            "schedule": "step",
+            "warmup_steps": 1000,
+            "epochs": 80,
+            "weight_decay": 5e-4,
+            "label_smoothing": 0.0,
+        }
+    )
     return PipelineConfig(**{**base.model_dump(), "train": train})
 
 

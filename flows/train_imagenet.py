@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import re
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -61,19 +63,37 @@ def _dataset_dir(work_dir: Path, data_dir: str) -> Path:
     return work_dir / "datasets" / f"{Path(data_dir.rstrip('/')).name or 'data'}-{source_id}"
 
 
+@contextmanager
+def _timed(report: dict, stage: str):
+    """Records the stage's wall time in report["seconds"], also when it fails."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        report["seconds"][stage] = round(time.perf_counter() - start, 1)
+
+
 @task(name="ingest", retries=1, retry_delay_seconds=10)
 def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
     """Ingest the source images into sharded TFRecords with Beam."""
     logger = get_run_logger()
     settings = config.ingest
     metadata = run_ingest(
-        IngestConfig(source=data_dir, output=output, train_shards=settings.train_shards,
-                     validation_shards=settings.validation_shards, max_side=settings.max_side,
-                     beam_args=settings.beam_args or list(LOCAL_BEAM_ARGS)),
+        IngestConfig(
+            source=data_dir,
+            output=output,
+            train_shards=settings.train_shards,
+            validation_shards=settings.validation_shards,
+            max_side=settings.max_side,
+            beam_args=settings.beam_args or list(LOCAL_BEAM_ARGS),
+        ),
         on_stage=logger.info,
     )
-    quarantine = [json.loads(line) for line in
-                  Path(output, "quarantine.jsonl").read_text().splitlines() if line]
+    quarantine = [
+        json.loads(line)
+        for line in Path(output, "quarantine.jsonl").read_text().splitlines()
+        if line
+    ]
     artifacts.publish_ingest(metadata, quarantine)
     return metadata
 
@@ -102,12 +122,18 @@ def train_task(data: str, output: str, config: TrainConfig) -> dict:
         if event["type"] == "log":
             logger.info(event["line"])
         elif event["type"] == "start":
-            logger.info("training %s steps from step %s (%s, %s device(s), XLA %s)",
-                        event["total_steps"], event["start_step"], event["precision"],
-                        event["devices"], event["jit_compile"])
+            logger.info(
+                "training %s steps from step %s (%s, %s device(s), XLA %s)",
+                event["total_steps"],
+                event["start_step"],
+                event["precision"],
+                event["devices"],
+                event["jit_compile"],
+            )
         elif event["type"] == "epoch" and "top1" in event:
-            logger.info("epoch %s: val top-1 %.4f, top-5 %.4f", event["epoch"], event["top1"],
-                        event["top5"])
+            logger.info(
+                "epoch %s: val top-1 %.4f, top-5 %.4f", event["epoch"], event["top1"], event["top5"]
+            )
 
     return run_training(config, data, output, on_event=on_event)
 
@@ -116,19 +142,36 @@ def train_task(data: str, output: str, config: TrainConfig) -> dict:
 def evaluate_task(data: str, servable: str, output: str) -> dict:
     """Center-crop top-1/top-5 of the servable, exactly as it will be served."""
     metrics = evaluate(data, servable, output)
-    get_run_logger().info("top-1 %.4f, top-5 %.4f on %d images", metrics["top1"],
-                          metrics["top5"], metrics["count"])
+    get_run_logger().info(
+        "top-1 %.4f, top-5 %.4f on %d images", metrics["top1"], metrics["top5"], metrics["count"]
+    )
     return metrics
 
 
 @task(name="gate-and-register", retries=2, retry_delay_seconds=10)
-def register_task(data: str, servable: str, output: str, metrics: dict, model_name: str,
-                  config: PipelineConfig, tags: dict) -> dict:
+def register_task(
+    data: str,
+    servable: str,
+    output: str,
+    metrics: dict,
+    model_name: str,
+    config: PipelineConfig,
+    tags: dict,
+) -> dict:
     """Compare with the champion on the same data; register as champion only if the gate passes."""
-    result = gate_and_register(data, servable, output, metrics, model_name, config.gate,
-                               params=config.train.model_dump(), tags=tags)
-    get_run_logger().info("gate %s: %s", "passed" if result["gate"]["passed"] else "failed",
-                          result["gate"]["reason"])
+    result = gate_and_register(
+        data,
+        servable,
+        output,
+        metrics,
+        model_name,
+        config.gate,
+        params=config.train.model_dump(),
+        tags=tags,
+    )
+    get_run_logger().info(
+        "gate %s: %s", "passed" if result["gate"]["passed"] else "failed", result["gate"]["reason"]
+    )
     artifacts.publish_evaluation(metrics, result["gate"])
     uri = result["tracking_uri"]
     ui = os.environ.get("TRICKFLOW_MLFLOW_UI") or (uri if uri.startswith("http") else None)
@@ -152,42 +195,84 @@ def train_imagenet(
     run_id = str(flow_run.id or "local")
     run_dir = work / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(
-        {"preset": preset, "data_dir": data_dir, **config.model_dump()}, indent=2))
+    (run_dir / "config.json").write_text(
+        json.dumps({"preset": preset, "data_dir": data_dir, **config.model_dump()}, indent=2)
+    )
     model_name = overrides.model_name or default_model_name(config.train.model, data_dir)
-    report: dict = {"flow_run_id": run_id, "preset": preset, "data_dir": data_dir,
-                    "ingest": None, "validate": None, "train": None, "evaluate": None,
-                    "gate": None, "registry": {"model_name": model_name, "version": None}}
+    report: dict = {
+        "flow_run_id": run_id,
+        "preset": preset,
+        "data_dir": data_dir,
+        "ingest": None,
+        "validate": None,
+        "train": None,
+        "evaluate": None,
+        "gate": None,
+        "registry": {"model_name": model_name, "version": None},
+        "seconds": {},
+    }
     try:
         data = str(_dataset_dir(work, data_dir))
-        metadata = ingest_task(data_dir, data, config)
-        report["ingest"] = {"records": metadata["records"],
-                            "quarantined": sum(metadata["quarantined"].values()),
-                            "fingerprint": metadata["fingerprint"], "reused": metadata["reused"],
-                            "output": data}
+        with _timed(report, "ingest"):
+            metadata = ingest_task(data_dir, data, config)
+        report["ingest"] = {
+            "records": metadata["records"],
+            "quarantined": sum(metadata["quarantined"].values()),
+            "fingerprint": metadata["fingerprint"],
+            "reused": metadata["reused"],
+            "output": data,
+        }
         try:
-            checked = validate_task(data, str(run_dir / "validation"))
+            with _timed(report, "validate"):
+                validate_task(data, str(run_dir / "validation"))
         except ValidationFailed as err:
             report["validate"] = {"passed": False, "anomalies": err.anomalies}
             raise
         report["validate"] = {"passed": True, "anomalies": []}
-        trained = train_task(data, str(run_dir / "train"), config.train)
-        report["train"] = {"steps": trained["steps"], "resumed_from": trained["resumed_from"],
-                           "precision": trained["precision"], "servable": trained["servable"]}
-        metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
-        report["evaluate"] = {"top1": metrics["top1"], "top5": metrics["top5"],
-                              "count": metrics["count"]}
-        tags = {"flow_run_id": run_id, "data_span": metadata["fingerprint"],
-                "data_dir": data_dir, "preset": preset}
-        result = register_task(data, trained["servable"], str(run_dir / "evaluation"), metrics,
-                               model_name, config, tags)
+        with _timed(report, "train"):
+            trained = train_task(data, str(run_dir / "train"), config.train)
+        report["train"] = {
+            "steps": trained["steps"],
+            "resumed_from": trained["resumed_from"],
+            "precision": trained["precision"],
+            "servable": trained["servable"],
+        }
+        with _timed(report, "evaluate"):
+            metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
+        report["evaluate"] = {
+            "top1": metrics["top1"],
+            "top5": metrics["top5"],
+            "count": metrics["count"],
+        }
+        tags = {
+            "flow_run_id": run_id,
+            "data_span": metadata["fingerprint"],
+            "data_dir": data_dir,
+            "preset": preset,
+        }
+        with _timed(report, "gate_and_register"):
+            result = register_task(
+                data,
+                trained["servable"],
+                str(run_dir / "evaluation"),
+                metrics,
+                model_name,
+                config,
+                tags,
+            )
         report["gate"] = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
-        report["registry"] = {"model_name": model_name, "version": result["version"],
-                              "alias": result["alias"], "run_id": result["run_id"],
-                              "tracking_uri": result["tracking_uri"]}
+        report["registry"] = {
+            "model_name": model_name,
+            "version": result["version"],
+            "alias": result["alias"],
+            "run_id": result["run_id"],
+            "tracking_uri": result["tracking_uri"],
+        }
     finally:
         (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"top-1 {report['evaluate']['top1']:.4f}; gate "
-          f"{'passed' if report['gate']['passed'] else 'failed'}: {report['gate']['reason']}; "
-          f"registered version: {report['registry']['version']}; report: {run_dir}/report.json")
+    print(
+        f"top-1 {report['evaluate']['top1']:.4f}; gate "
+        f"{'passed' if report['gate']['passed'] else 'failed'}: {report['gate']['reason']}; "
+        f"registered version: {report['registry']['version']}; report: {run_dir}/report.json"
+    )
     return report

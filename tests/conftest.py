@@ -70,8 +70,11 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("ingested")
     source = make_class_folders(root / "src", classes=3, train=12, val=4)
-    run_ingest(IngestConfig(source=str(source), output=str(root / "data"), train_shards=2,
-                            beam_args=IN_MEMORY_BEAM))
+    run_ingest(
+        IngestConfig(
+            source=str(source), output=str(root / "data"), train_shards=2, beam_args=IN_MEMORY_BEAM
+        )
+    )
     return root / "data"
 
 

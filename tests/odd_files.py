@@ -70,6 +70,5 @@ def make_odd_dataset(root: Path) -> Path:
     for name, data in broken().items():
         (root / "train" / "n02000000" / name).write_bytes(data)
     (root / "val" / "n09999999").mkdir()
-    (root / "val" / "n09999999" / "unknown_class.JPEG").write_bytes(
-        jpeg_bytes(pattern_image(0, 9)))
+    (root / "val" / "n09999999" / "unknown_class.JPEG").write_bytes(jpeg_bytes(pattern_image(0, 9)))
     return root

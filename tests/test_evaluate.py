@@ -14,17 +14,23 @@ from components.evaluate.gate import Champion, GateConfig, decide
 
 def test_summarize_top1_top5_per_class_and_confusions() -> None:
     labels = np.array([0, 0, 1, 1, 2, 2])
-    probs = np.array([
-        [0.7, 0.2, 0.1], [0.6, 0.3, 0.1],   # class 0: both right
-        [0.5, 0.4, 0.1], [0.1, 0.8, 0.1],   # class 1: one confused with 0
-        [0.6, 0.3, 0.1], [0.5, 0.4, 0.1],   # class 2: both confused with 0, third choice
-    ])
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.6, 0.3, 0.1],  # class 0: both right
+            [0.5, 0.4, 0.1],
+            [0.1, 0.8, 0.1],  # class 1: one confused with 0
+            [0.6, 0.3, 0.1],
+            [0.5, 0.4, 0.1],  # class 2: both confused with 0, third choice
+        ]
+    )
     out = summarize(labels, probs, ["a", "b", "c"])
     assert out["top1"] == pytest.approx(3 / 6) and out["top5_k"] == 3 and out["top5"] == 1.0
     assert out["per_class_accuracy"] == {"a": 1.0, "b": 0.5, "c": 0.0}
     worst = out["worst_classes"][0]
     assert worst["name"] == "c" and worst["confused_with"] == [
-        {"label": 0, "name": "a", "count": 2}]
+        {"label": 0, "name": "a", "count": 2}
+    ]
 
 
 def test_summarize_refuses_mismatched_labels() -> None:
@@ -35,13 +41,16 @@ def test_summarize_refuses_mismatched_labels() -> None:
 GATE = GateConfig(min_top1=0.5, max_regression=0.01)
 
 
-@pytest.mark.parametrize(("top1", "champion", "passed", "words"), [
-    (0.4, None, False, "below the floor"),
-    (0.6, None, True, "first model"),
-    (0.6, Champion("3", "L", 0.605), True, "no worse"),
-    (0.6, Champion("3", "L", 0.62), False, "worse than the champion"),
-    (0.9, Champion("3", "OTHER", None), False, "different label set"),
-])
+@pytest.mark.parametrize(
+    ("top1", "champion", "passed", "words"),
+    [
+        (0.4, None, False, "below the floor"),
+        (0.6, None, True, "first model"),
+        (0.6, Champion("3", "L", 0.605), True, "no worse"),
+        (0.6, Champion("3", "L", 0.62), False, "worse than the champion"),
+        (0.9, Champion("3", "OTHER", None), False, "different label set"),
+    ],
+)
 def test_gate_decisions(top1, champion, passed, words) -> None:
     decision = decide(top1, "L", champion, GATE)
     assert decision.passed is passed and words in decision.reason
@@ -58,26 +67,52 @@ def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Pa
     from components.evaluate.registry import Registry
     from components.train import TrainConfig, run_training
 
-    config = TrainConfig(width=0.125, image_size=32, batch_size=8, epochs=1, warmup_steps=1,
-                         eval_every_epochs=0, shuffle_buffer=64)
+    config = TrainConfig(
+        width=0.125,
+        image_size=32,
+        batch_size=8,
+        epochs=1,
+        warmup_steps=1,
+        eval_every_epochs=0,
+        shuffle_buffer=64,
+    )
     servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
     metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["count"] == 12
 
-    first = gate_and_register(str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny",
-                              GateConfig(), tags={"flow_run_id": "a"})
+    first = gate_and_register(
+        str(ingested),
+        servable,
+        str(tmp_path / "eval"),
+        metrics,
+        "tiny",
+        GateConfig(),
+        tags={"flow_run_id": "a"},
+    )
     assert first["gate"]["passed"] and first["version"] == "1" and first["alias"] == "champion"
 
     # Same model again: compared with the champion re-evaluated on the same data, so equal.
-    second = gate_and_register(str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny",
-                               GateConfig(max_regression=0.0))
+    second = gate_and_register(
+        str(ingested),
+        servable,
+        str(tmp_path / "eval"),
+        metrics,
+        "tiny",
+        GateConfig(max_regression=0.0),
+    )
     assert second["gate"]["passed"] and second["version"] == "2"
     assert second["gate"]["champion_top1"] == pytest.approx(metrics["top1"])
 
     # A challenger that claims less than the champion by more than the margin is refused.
     worse = {**metrics, "top1": metrics["top1"] - 0.5}
-    third = gate_and_register(str(ingested), servable, str(tmp_path / "eval"), worse, "tiny",
-                              GateConfig(max_regression=0.01))
+    third = gate_and_register(
+        str(ingested),
+        servable,
+        str(tmp_path / "eval"),
+        worse,
+        "tiny",
+        GateConfig(max_regression=0.01),
+    )
     assert not third["gate"]["passed"] and third["version"] is None
     registry = Registry()
     champion = registry.champion("tiny")

@@ -13,8 +13,9 @@ from flows.train_imagenet import Overrides, default_model_name, resolve_config, 
 pytestmark = pytest.mark.integration
 
 
-def test_flow_runs_every_stage_and_writes_the_report(prefect_server, class_folders: Path,
-                                                     tmp_path: Path) -> None:
+def test_flow_runs_every_stage_and_writes_the_report(
+    prefect_server, class_folders: Path, tmp_path: Path
+) -> None:
     work = tmp_path / "work"
     report = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
     saved = json.loads((work / "runs" / report["flow_run_id"] / "report.json").read_text())
@@ -32,12 +33,20 @@ def test_flow_runs_every_stage_and_writes_the_report(prefect_server, class_folde
 
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts()}
-    assert {"ingest-counts", "ingest-quarantine", "validation-anomalies", "training-progress",
-            "training-history", "evaluation", "registered-model"} <= keys
+    assert {
+        "ingest-counts",
+        "ingest-quarantine",
+        "validation-anomalies",
+        "training-progress",
+        "training-history",
+        "evaluation",
+        "registered-model",
+    } <= keys
 
 
-def test_flow_stops_on_anomalies_and_still_reports(prefect_server, class_folders: Path,
-                                                   tmp_path: Path, monkeypatch) -> None:
+def test_flow_stops_on_anomalies_and_still_reports(
+    prefect_server, class_folders: Path, tmp_path: Path, monkeypatch
+) -> None:
     from components import schema
 
     bad = schema.reviewed_schema().__class__()

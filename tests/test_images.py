@@ -32,12 +32,13 @@ def test_baseline_rgb_jpeg_is_kept_byte_for_byte() -> None:
     assert stored.jpeg == ODD["baseline.JPEG"] and not stored.reencoded
 
 
-@pytest.mark.parametrize("name", ["cmyk.JPEG", "progressive.JPEG", "png_named.JPEG",
-                                  "grayscale.JPEG"])
+@pytest.mark.parametrize(
+    "name", ["cmyk.JPEG", "progressive.JPEG", "png_named.JPEG", "grayscale.JPEG"]
+)
 def test_non_baseline_or_non_rgb_files_are_reencoded(name: str) -> None:
     stored = to_stored_image(ODD[name])
     assert stored.reencoded
-    assert stored.source_format != "JPEG"  or name == "progressive.JPEG"
+    assert stored.source_format != "JPEG" or name == "progressive.JPEG"
 
 
 def test_png_named_jpeg_is_detected_by_content() -> None:
@@ -69,13 +70,16 @@ def test_huge_images_are_kept_without_max_side() -> None:
     assert (stored.width, stored.height) == (6000, 4000) and not stored.resized
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("empty.JPEG", "empty file"),
-    ("truncated.JPEG", "truncated"),
-    ("corrupt.JPEG", "not an image"),
-    ("error_page.JPEG", "HTML"),
-    ("random.JPEG", "not an image"),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("empty.JPEG", "empty file"),
+        ("truncated.JPEG", "truncated"),
+        ("corrupt.JPEG", "not an image"),
+        ("error_page.JPEG", "HTML"),
+        ("random.JPEG", "not an image"),
+    ],
+)
 def test_broken_files_raise_with_a_reason(name: str, reason: str) -> None:
     with pytest.raises(BadImage, match=reason):
         to_stored_image(BROKEN[name])

@@ -35,7 +35,10 @@ def test_tiny_variant_shapes_and_count() -> None:
 def test_routes_expose_the_three_yolo_feature_maps() -> None:
     routes = backbone_routes(create_model("darknet53", num_classes=1000))
     assert [tuple(o.shape) for o in routes.outputs] == [
-        (None, 28, 28, 256), (None, 14, 14, 512), (None, 7, 7, 1024)]
+        (None, 28, 28, 256),
+        (None, 14, 14, 512),
+        (None, 7, 7, 1024),
+    ]
 
 
 def test_config_round_trip() -> None:
@@ -58,8 +61,11 @@ def test_zero_gamma_initializes_the_last_bn_of_every_block() -> None:
     closing = zero_gamma_layers(model)
     assert len(closing) == 1 + 2 + 8 + 8 + 4
     assert all(not np.any(layer.gamma.numpy()) for layer in closing)
-    others = [layer for layer in model.layers
-              if isinstance(layer, keras.layers.BatchNormalization) and layer not in closing]
+    others = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer not in closing
+    ]
     assert all(np.all(layer.gamma.numpy() == 1) for layer in others)
     off = create_model("darknet53", num_classes=10, zero_gamma=False, **TINY)
     assert all(np.all(layer.gamma.numpy() == 1) for layer in zero_gamma_layers(off))
@@ -82,12 +88,15 @@ def test_mixed_precision_keeps_logits_float32() -> None:
     assert model(np.zeros((1, 32, 32, 3), "float32")).dtype == "float32"
 
 
-@pytest.mark.parametrize(("name", "options", "message"), [
-    ("resnet9000", {}, "unknown model"),
-    ("darknet53", {"width": 0}, "width"),
-    ("darknet53", {"input_size": 16}, "input_size"),
-    ("darknet53", {"data_format": "nchw"}, "data_format"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("resnet9000", {}, "unknown model"),
+        ("darknet53", {"width": 0}, "width"),
+        ("darknet53", {"input_size": 16}, "input_size"),
+        ("darknet53", {"data_format": "nchw"}, "data_format"),
+    ],
+)
 def test_bad_options_are_refused(name: str, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         create_model(name, num_classes=10, **options)

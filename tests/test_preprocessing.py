@@ -39,8 +39,11 @@ def both_ways(fn, inputs: dict) -> tuple[dict, dict]:
 
 OPS = {
     "decode_random_crop": (lambda f: pp.decode_random_crop(f, 32), features, (32, 32, 3)),
-    "decode_random_crop_boxes": (lambda f: pp.decode_random_crop(f, 24),
-                                 lambda: features([[0.1, 0.1, 0.6, 0.9]]), (24, 24, 3)),
+    "decode_random_crop_boxes": (
+        lambda f: pp.decode_random_crop(f, 24),
+        lambda: features([[0.1, 0.1, 0.6, 0.9]]),
+        (24, 24, 3),
+    ),
     "decode_center_crop": (lambda f: pp.decode_center_crop(f, 32), features, (32, 32, 3)),
     "random_flip": (pp.random_flip, decoded, (60, 80, 3)),
     "random_rotate": (pp.random_rotate, decoded, (60, 80, 3)),
@@ -81,14 +84,14 @@ def test_center_crop_keeps_the_center() -> None:
 def test_normalize_uses_the_papers_mean_and_std() -> None:
     image = tf.fill([1, 1, 3], 0.0)
     out = pp.normalize({"image": image})["image"].numpy().ravel()
-    np.testing.assert_allclose(out, [-123.68 / 58.393, -116.779 / 57.12, -103.939 / 57.375],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out, [-123.68 / 58.393, -116.779 / 57.12, -103.939 / 57.375], rtol=1e-6
+    )
 
 
 def test_zero_rotation_is_identity() -> None:
     image = decoded()["image"]
-    np.testing.assert_allclose(pp.rotate(image, tf.constant(0.0)).numpy(), image.numpy(),
-                               atol=1e-3)
+    np.testing.assert_allclose(pp.rotate(image, tf.constant(0.0)).numpy(), image.numpy(), atol=1e-3)
 
 
 def test_color_jitter_keeps_pixel_range() -> None:
@@ -102,7 +105,11 @@ def test_random_crop_stays_within_area_and_aspect() -> None:
     shape = tf.io.extract_jpeg_shape(JPEG)
     for _ in range(20):
         _, size, _ = tf.image.sample_distorted_bounding_box(
-            shape, tf.zeros([1, 0, 4]), aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0), use_image_if_no_bounding_boxes=True)
+            shape,
+            tf.zeros([1, 0, 4]),
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            use_image_if_no_bounding_boxes=True,
+        )
         h, w = int(size[0]), int(size[1])
         assert 0.06 * 60 * 80 <= h * w <= 60 * 80

@@ -57,15 +57,20 @@ def test_unlabelled_files_are_items_with_a_problem(class_folders: Path) -> None:
     (class_folders / "val" / "n09999999").mkdir()
     (class_folders / "val" / "n09999999" / "a.JPEG").write_bytes(b"x")
     problems = {i.relpath: i.problem for i in discover(str(class_folders)).items if i.problem}
-    assert problems == {"train/stray.JPEG": "file outside any class folder",
-                        "val/n09999999/a.JPEG": "class folder 'n09999999' is not a training class"}
+    assert problems == {
+        "train/stray.JPEG": "file outside any class folder",
+        "val/n09999999/a.JPEG": "class folder 'n09999999' is not a training class",
+    }
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    (lambda r: None, "does not exist"),
-    (lambda r: r.mkdir(), "unrecognised layout"),
-    (lambda r: (r / "train" / "a").mkdir(parents=True), "no val/ or validation/"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda r: None, "does not exist"),
+        (lambda r: r.mkdir(), "unrecognised layout"),
+        (lambda r: (r / "train" / "a").mkdir(parents=True), "no val/ or validation/"),
+    ],
+)
 def test_bad_sources_get_clear_errors(tmp_path: Path, setup, message: str) -> None:
     root = tmp_path / "src"
     setup(root)

@@ -15,8 +15,17 @@ from components.train.loop import read_labels
 
 pytestmark = pytest.mark.integration
 
-TINY = dict(width=0.125, image_size=32, batch_size=8, epochs=2, warmup_steps=2, log_every=2,
-            checkpoint_every=2, shuffle_buffer=64, augment=AugmentConfig(flip=False))
+TINY = dict(
+    width=0.125,
+    image_size=32,
+    batch_size=8,
+    epochs=2,
+    warmup_steps=2,
+    log_every=2,
+    checkpoint_every=2,
+    shuffle_buffer=64,
+    augment=AugmentConfig(flip=False),
+)
 LOG_LINE = re.compile(r"^Steps:\d+, LR:[ \d.]{6,}, Loss:[ \d.]{4,}, Time:[ \d.]{4,}s$")
 
 
@@ -43,8 +52,9 @@ def test_smoke_training_logs_checkpoints_and_exports(ingested: Path, tmp_path: P
     assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "done"
 
 
-def test_killed_run_resumes_at_the_same_step_lr_and_optimizer_state(ingested: Path,
-                                                                    tmp_path: Path) -> None:
+def test_killed_run_resumes_at_the_same_step_lr_and_optimizer_state(
+    ingested: Path, tmp_path: Path
+) -> None:
     config = TrainConfig(**TINY)
 
     def kill_at_step_6(event: dict) -> None:  # after step 6 ran, before its checkpoint
@@ -67,17 +77,24 @@ def test_killed_run_resumes_at_the_same_step_lr_and_optimizer_state(ingested: Pa
     logged = [e for e in events if e["type"] == "log"]
     assert [e["step"] for e in logged] == [6, 8]
     # The LR continues the same schedule: cosine over 8 steps after 2 of warmup.
-    assert logged[1]["lr"] == pytest.approx(config.base_lr * 8 / 256 * 0.5 * (1 + np.cos(
-        np.pi * 5 / 6)), rel=1e-4)
+    assert logged[1]["lr"] == pytest.approx(
+        config.base_lr * 8 / 256 * 0.5 * (1 + np.cos(np.pi * 5 / 6)), rel=1e-4
+    )
     assert any(saved.get_tensor(n).any() for n in slots)  # momentum was saved, not reset
     lines = (tmp_path / "train.log").read_text().splitlines()
-    assert [line.split(",")[0] for line in lines] == ["Steps:2", "Steps:4", "Steps:6", "Steps:6",
-                                                    "Steps:8"]  # 5-6 redone after the kill
+    assert [line.split(",")[0] for line in lines] == [
+        "Steps:2",
+        "Steps:4",
+        "Steps:6",
+        "Steps:6",
+        "Steps:8",
+    ]  # 5-6 redone after the kill
 
 
 def test_float16_loss_scaling_path_runs_on_cpu(ingested: Path, tmp_path: Path) -> None:
-    config = TrainConfig(**{**TINY, "epochs": 1, "precision": "mixed_float16",
-                            "eval_every_epochs": 0})
+    config = TrainConfig(
+        **{**TINY, "epochs": 1, "precision": "mixed_float16", "eval_every_epochs": 0}
+    )
     summary = run_training(config, str(ingested), str(tmp_path))
     assert summary["precision"] == "mixed_float16" and summary["steps"] == 4
     assert np.isfinite(summary["final"]["top1"])

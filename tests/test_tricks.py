@@ -87,9 +87,21 @@ def test_warmup_cosine_values() -> None:
 def test_original_step_schedule_at_its_boundaries() -> None:
     schedule = WarmupPiecewise(list(ORIGINAL_STEP_BOUNDARIES), list(ORIGINAL_STEP_VALUES), 1000)
     assert float(schedule(500)) == pytest.approx(0.01)  # warming up to 0.02
-    expected = {1000: 0.02, 29_999: 0.02, 30_000: 0.01, 60_000: 0.005, 90_000: 0.002,
-                120_000: 0.001, 150_000: 0.0005, 170_000: 0.00025, 190_000: 0.0001,
-                220_000: 0.00005, 260_000: 0.000025, 275_000: 0.00001, 400_000: 0.00001}
+    expected = {
+        1000: 0.02,
+        29_999: 0.02,
+        30_000: 0.01,
+        60_000: 0.005,
+        90_000: 0.002,
+        120_000: 0.001,
+        150_000: 0.0005,
+        170_000: 0.00025,
+        190_000: 0.0001,
+        220_000: 0.00005,
+        260_000: 0.000025,
+        275_000: 0.00001,
+        400_000: 0.00001,
+    }
     for step, lr in expected.items():
         assert float(schedule(step)) == pytest.approx(lr), step
 

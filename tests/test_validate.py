@@ -41,8 +41,16 @@ def test_out_of_domain_label_and_count_mismatch_fail(ingested: Path, tmp_path: P
 
 
 def test_table_is_readable() -> None:
-    table = format_table([{"split": "train", "feature": "label", "problem": "Out-of-range values",
-                           "detail": "Unexpectedly large value: 7."}])
+    table = format_table(
+        [
+            {
+                "split": "train",
+                "feature": "label",
+                "problem": "Out-of-range values",
+                "detail": "Unexpectedly large value: 7.",
+            }
+        ]
+    )
     header, rule, row = table.splitlines()
     assert header.split() == ["split", "feature", "problem", "detail"]
     assert row.startswith("train  label")

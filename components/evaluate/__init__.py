@@ -21,12 +21,15 @@ from components.train.loop import read_labels
 __all__ = ["CHAMPION", "GateConfig", "GateDecision", "evaluate", "gate_and_register"]
 
 
-def evaluate(data_dir: str, servable_path: str, output_dir: str,
-             on_progress: Callable[[int], None] | None = None) -> dict:
+def evaluate(
+    data_dir: str,
+    servable_path: str,
+    output_dir: str,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
     """Evaluates the servable; writes and returns evaluation.json's content."""
     names = read_labels(data_dir)
-    metrics = evaluate_servable(load_servable(servable_path), data_dir, names,
-                                on_batch=on_progress)
+    metrics = evaluate_servable(load_servable(servable_path), data_dir, names, on_batch=on_progress)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
@@ -65,21 +68,41 @@ def gate_and_register(
     decision: GateDecision = decide(metrics["top1"], labels_id, champion, gate)
 
     out = Path(output_dir)
-    run_tags = {**(tags or {}), "label_fingerprint": labels_id,
-                "gate_passed": str(decision.passed), "gate_reason": decision.reason}
-    run_metrics = {"top1": metrics["top1"], "top5": metrics["top5"],
-                   "gate_passed": float(decision.passed)}
+    run_tags = {
+        **(tags or {}),
+        "label_fingerprint": labels_id,
+        "gate_passed": str(decision.passed),
+        "gate_reason": decision.reason,
+    }
+    run_metrics = {
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "gate_passed": float(decision.passed),
+    }
     if decision.champion_top1 is not None:
         run_metrics["champion_top1"] = decision.champion_top1
-    run_id = registry.log_run(f"trickflow-{model_name}", params or {}, run_metrics, run_tags,
-                              [str(out / "evaluation.json")])
+    run_id = registry.log_run(
+        f"trickflow-{model_name}",
+        params or {},
+        run_metrics,
+        run_tags,
+        [str(out / "evaluation.json")],
+    )
     version = None
     if decision.passed:
-        version_tags = {**run_tags, "top1": f"{metrics['top1']:.4f}",
-                        "top5": f"{metrics['top5']:.4f}"}
+        version_tags = {
+            **run_tags,
+            "top1": f"{metrics['top1']:.4f}",
+            "top5": f"{metrics['top5']:.4f}",
+        }
         version = registry.register(run_id, model_name, servable_path, version_tags)
-    result = {"gate": decision.to_dict(), "run_id": run_id, "model_name": model_name,
-              "version": version, "alias": CHAMPION if version else None,
-              "tracking_uri": registry.tracking_uri}
+    result = {
+        "gate": decision.to_dict(),
+        "run_id": run_id,
+        "model_name": model_name,
+        "version": version,
+        "alias": CHAMPION if version else None,
+        "tracking_uri": registry.tracking_uri,
+    }
     (out / "registration.json").write_text(json.dumps(result, indent=2))
     return result

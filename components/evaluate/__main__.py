@@ -22,10 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(args.data, args.servable, args.output)
     print(json.dumps({k: metrics[k] for k in ("top1", "top5", "count")}))
     if args.model_name:
-        gate = GateConfig(min_top1=args.min_top1, max_regression=args.max_regression,
-                          allow_label_change=args.allow_label_change)
-        result = gate_and_register(args.data, args.servable, args.output, metrics,
-                                   args.model_name, gate)
+        gate = GateConfig(
+            min_top1=args.min_top1,
+            max_regression=args.max_regression,
+            allow_label_change=args.allow_label_change,
+        )
+        result = gate_and_register(
+            args.data, args.servable, args.output, metrics, args.model_name, gate
+        )
         print(json.dumps(result))
         return 0 if result["gate"]["passed"] else 3
     return 0

@@ -29,13 +29,15 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return matrix
 
 
-def summarize(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str],
-              worst: int = 5) -> dict:
+def summarize(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], worst: int = 5
+) -> dict:
     """Metrics from true labels [N] and probabilities [N, K]."""
     num_classes = probabilities.shape[1]
     if len(class_names) != num_classes:
-        raise ValueError(f"the model predicts {num_classes} classes but labels.txt has "
-                         f"{len(class_names)}")
+        raise ValueError(
+            f"the model predicts {num_classes} classes but labels.txt has {len(class_names)}"
+        )
     k = min(5, num_classes)
     top = np.argsort(-probabilities, axis=1)[:, :k]  # (N, k)
     predictions = top[:, 0]
@@ -49,10 +51,20 @@ def summarize(labels: np.ndarray, probabilities: np.ndarray, class_names: list[s
     for c in sorted(present, key=lambda c: (per_class[c], c))[:worst]:
         row = matrix[c].copy()
         row[c] = 0
-        confused = [{"label": int(j), "name": class_names[j], "count": int(row[j])}
-                    for j in np.argsort(-row)[:3] if row[j] > 0]
-        worst_classes.append({"label": c, "name": class_names[c], "accuracy": float(per_class[c]),
-                              "support": int(support[c]), "confused_with": confused})
+        confused = [
+            {"label": int(j), "name": class_names[j], "count": int(row[j])}
+            for j in np.argsort(-row)[:3]
+            if row[j] > 0
+        ]
+        worst_classes.append(
+            {
+                "label": c,
+                "name": class_names[c],
+                "accuracy": float(per_class[c]),
+                "support": int(support[c]),
+                "confused_with": confused,
+            }
+        )
     return {
         "top1": top1,
         "top5": top5,
@@ -63,8 +75,9 @@ def summarize(labels: np.ndarray, probabilities: np.ndarray, class_names: list[s
     }
 
 
-def predict_records(servable, data_dir: str, batch_size: int = 64,
-                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict_records(
+    servable, data_dir: str, batch_size: int = 64, on_batch: Callable[[int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Runs the servable over every validation record: (labels [N], probabilities [N, K])."""
     pattern = str(Path(data_dir) / "validation-*-of-*")
     labels, probabilities = [], []
@@ -78,7 +91,12 @@ def predict_records(servable, data_dir: str, batch_size: int = 64,
     return np.concatenate(labels), np.concatenate(probabilities)
 
 
-def evaluate_servable(servable, data_dir: str, class_names: list[str], batch_size: int = 64,
-                      on_batch: Callable[[int], None] | None = None) -> dict:
+def evaluate_servable(
+    servable,
+    data_dir: str,
+    class_names: list[str],
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
     labels, probabilities = predict_records(servable, data_dir, batch_size, on_batch)
     return summarize(labels, probabilities, class_names)

@@ -11,10 +11,12 @@ class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_top1: float = Field(0.0, ge=0, le=1, description="the challenger's top-1 floor")
-    max_regression: float = Field(0.005, ge=0, le=1,
-                                  description="how far below the champion's top-1 may it be")
+    max_regression: float = Field(
+        0.005, ge=0, le=1, description="how far below the champion's top-1 may it be"
+    )
     allow_label_change: bool = Field(
-        False, description="replace a champion trained on a different label set")
+        False, description="replace a champion trained on a different label set"
+    )
 
 
 @dataclass(frozen=True)
@@ -35,30 +37,43 @@ class GateDecision:
         return asdict(self)
 
 
-def decide(top1: float, label_fingerprint: str, champion: Champion | None,
-           config: GateConfig) -> GateDecision:
+def decide(
+    top1: float, label_fingerprint: str, champion: Champion | None, config: GateConfig
+) -> GateDecision:
     """Whether the challenger may become champion, and why, in words a person can act on."""
     if top1 < config.min_top1:
         return GateDecision(False, f"top-1 {top1:.4f} is below the floor {config.min_top1:.4f}")
     if champion is None:
-        return GateDecision(True, f"first model: top-1 {top1:.4f} meets the floor "
-                                  f"{config.min_top1:.4f} and there is no champion yet")
+        return GateDecision(
+            True,
+            f"first model: top-1 {top1:.4f} meets the floor "
+            f"{config.min_top1:.4f} and there is no champion yet",
+        )
     if champion.label_fingerprint != label_fingerprint:
         if config.allow_label_change:
-            return GateDecision(True, f"champion v{champion.version} was trained on a different "
-                                      "label set, so it is no baseline; replacing it as allowed",
-                                champion.version)
+            return GateDecision(
+                True,
+                f"champion v{champion.version} was trained on a different "
+                "label set, so it is no baseline; replacing it as allowed",
+                champion.version,
+            )
         return GateDecision(
-            False, f"champion v{champion.version} was trained on a different label set, so it is "
+            False,
+            f"champion v{champion.version} was trained on a different label set, so it is "
             "no valid baseline; register under another model name or allow the label change",
-            champion.version)
+            champion.version,
+        )
     if champion.top1 is None:
         raise ValueError("the champion's top-1 on this validation data is needed")
     floor = champion.top1 - config.max_regression
-    verdict = (f"top-1 {top1:.4f} vs champion v{champion.version} at {champion.top1:.4f} on the "
-               f"same validation data (allowed margin {config.max_regression:.4f})")
+    verdict = (
+        f"top-1 {top1:.4f} vs champion v{champion.version} at {champion.top1:.4f} on the "
+        f"same validation data (allowed margin {config.max_regression:.4f})"
+    )
     if top1 < floor:
-        return GateDecision(False, "worse than the champion: " + verdict, champion.version,
-                            champion.top1)
-    return GateDecision(True, "no worse than the champion: " + verdict, champion.version,
-                        champion.top1)
+        return GateDecision(
+            False, "worse than the champion: " + verdict, champion.version, champion.top1
+        )
+    return GateDecision(
+        True, "no worse than the champion: " + verdict, champion.version, champion.top1
+    )

@@ -65,16 +65,20 @@ class Registry:
     def load_version(self, model_name: str, version: str):
         """A registered version's servable, callable on JPEG bytes [N] -> probabilities [N, K]."""
         local = mlflow.artifacts.download_artifacts(
-            f"models:/{model_name}/{version}", dst_path=tempfile.mkdtemp(prefix="champion-"))
+            f"models:/{model_name}/{version}", dst_path=tempfile.mkdtemp(prefix="champion-")
+        )
         return tf.saved_model.load(str(Path(local) / "tf2model"))
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
-        """The champion, with its top-1 recomputed by `top1_on_this_data(servable)` if comparable."""
+        """The champion, with its top-1 on this data from `top1_on_this_data` (None: not comparable)."""
         version = self.champion(model_name)
         if version is None:
             return None
-        return Champion(str(version.version), version.tags.get("label_fingerprint", ""),
-                        top1_on_this_data(version))
+        return Champion(
+            str(version.version),
+            version.tags.get("label_fingerprint", ""),
+            top1_on_this_data(version),
+        )
 
     def _artifact_root(self) -> str | None:
         """Beside a local SQLite store, not in whatever folder the process happens to run in."""
@@ -83,8 +87,9 @@ class Registry:
             return (db.parent / "artifacts").resolve().as_uri()
         return None  # a tracking server decides
 
-    def log_run(self, experiment: str, params: dict, metrics: dict, tags: dict,
-                files: list[str]) -> str:
+    def log_run(
+        self, experiment: str, params: dict, metrics: dict, tags: dict, files: list[str]
+    ) -> str:
         """Records an evaluation (gate passed or not) as an MLflow run; returns its id."""
         if self.client.get_experiment_by_name(experiment) is None:
             self.client.create_experiment(experiment, artifact_location=self._artifact_root())
@@ -101,7 +106,8 @@ class Registry:
         servable = _Servable(tf.saved_model.load(servable_path))
         with mlflow.start_run(run_id=run_id):
             info = mlflow.tensorflow.log_model(
-                servable, name="model",
+                servable,
+                name="model",
                 pip_requirements=[f"tensorflow=={tf.__version__}"],
             )
         version = mlflow.register_model(info.model_uri, model_name, tags=tags)

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 # Local default: Beam's direct runner in multi-processing mode, one worker per core.
-LOCAL_BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                   "--direct_num_workers=0"]
+LOCAL_BEAM_ARGS = [
+    "--runner=DirectRunner",
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=0",
+]
 
 
 class IngestConfig(BaseModel):
@@ -55,8 +58,9 @@ def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
 
 def _fingerprint(config: IngestConfig, found: Discovery) -> str:
     """Inputs and the settings that shape the output; runner options do not change the bytes."""
-    settings = json.dumps(config.model_dump(exclude={"source", "output", "beam_args"}),
-                          sort_keys=True)
+    settings = json.dumps(
+        config.model_dump(exclude={"source", "output", "beam_args"}), sort_keys=True
+    )
     settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:12]
     return f"v{FORMAT_VERSION}-{found.fingerprint()[:32]}-{settings_hash}"
 
@@ -91,8 +95,9 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
     if previous and previous.get("fingerprint") == fingerprint:
         on_stage(f"inputs unchanged (fingerprint {fingerprint}); reusing {config.output}")
         return {**previous, "reused": True}
-    on_stage(f"{found.layout}: {len(found.items)} files, {len(found.classes)} classes; "
-             f"shards {shards}")
+    on_stage(
+        f"{found.layout}: {len(found.items)} files, {len(found.classes)} classes; shards {shards}"
+    )
 
     if not _is_remote(config.output):
         os.makedirs(config.output, exist_ok=True)
@@ -118,27 +123,36 @@ def _is_remote(path: str) -> bool:
 def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
     names = ["metadata.json", "labels.txt", "quarantine.jsonl", "_staging"]
-    stale = [m.path for s in SPLITS
-             for m in FileSystems.match([FileSystems.join(output, f"{s}-*-of-*")])[0].metadata_list]
-    stale += [FileSystems.join(output, n) for n in names
-              if FileSystems.exists(FileSystems.join(output, n))]
+    stale = [
+        m.path
+        for s in SPLITS
+        for m in FileSystems.match([FileSystems.join(output, f"{s}-*-of-*")])[0].metadata_list
+    ]
+    stale += [
+        FileSystems.join(output, n)
+        for n in names
+        if FileSystems.exists(FileSystems.join(output, n))
+    ]
     if stale:
         FileSystems.delete(stale)
 
 
-def _finalize(config: IngestConfig, found: Discovery, shards: dict[str, int], fingerprint: str,
-              staging: str) -> dict:
+def _finalize(
+    config: IngestConfig, found: Discovery, shards: dict[str, int], fingerprint: str, staging: str
+) -> dict:
     """Writes labels.txt, quarantine.jsonl and metadata.json; checks that nothing was lost."""
     summaries = [json.loads(line) for line in _read_lines(FileSystems.join(staging, "summaries*"))]
-    quarantine = sorted((json.loads(line) for line in
-                         _read_lines(FileSystems.join(staging, "quarantine*"))),
-                        key=lambda q: (q["split"], q["path"]))
+    quarantine = sorted(
+        (json.loads(line) for line in _read_lines(FileSystems.join(staging, "quarantine*"))),
+        key=lambda q: (q["split"], q["path"]),
+    )
     written_shards = {(s["split"], s["shard"]) for s in summaries}
     for split in SPLITS:  # shards that got no record still exist, so the -of-N names hold
         for shard in range(shards[split]):
             if (split, shard) not in written_shards:
-                _write_text(FileSystems.join(config.output, shard_name(split, shard,
-                                                                       shards[split])), "")
+                _write_text(
+                    FileSystems.join(config.output, shard_name(split, shard, shards[split])), ""
+                )
 
     inputs = Counter(item.split for item in found.items)
     records = Counter()
@@ -159,17 +173,20 @@ def _finalize(config: IngestConfig, found: Discovery, shards: dict[str, int], fi
                 "incomplete"
             )
 
-    _write_text(FileSystems.join(config.output, "labels.txt"),
-                "".join(f"{c.label}\t{c.wnid}\t{c.text}\n" for c in found.classes))
-    _write_text(FileSystems.join(config.output, "quarantine.jsonl"),
-                "".join(json.dumps(q, sort_keys=True, ensure_ascii=False) + "\n"
-                        for q in quarantine))
+    _write_text(
+        FileSystems.join(config.output, "labels.txt"),
+        "".join(f"{c.label}\t{c.wnid}\t{c.text}\n" for c in found.classes),
+    )
+    _write_text(
+        FileSystems.join(config.output, "quarantine.jsonl"),
+        "".join(json.dumps(q, sort_keys=True, ensure_ascii=False) + "\n" for q in quarantine),
+    )
     metadata = {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
         "layout": found.layout,
         "source": config.source,
-        "config": config.model_dump(exclude={"beam_args"}),
+        "config": config.model_dump(exclude={"beam_args", "output"}),  # same bytes anywhere
         "num_classes": len(found.classes),
         "inputs": {s: inputs[s] for s in SPLITS},
         "records": {s: records[s] for s in SPLITS},
@@ -180,6 +197,8 @@ def _finalize(config: IngestConfig, found: Discovery, shards: dict[str, int], fi
         "shards": shards,
         "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
     }
-    _write_text(FileSystems.join(config.output, "metadata.json"),
-                json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _write_text(
+        FileSystems.join(config.output, "metadata.json"),
+        json.dumps(metadata, indent=2, sort_keys=True) + "\n",
+    )
     return metadata

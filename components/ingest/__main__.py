@@ -21,14 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder for shards and reports")
     parser.add_argument("--train-shards", type=int, default=None)
     parser.add_argument("--validation-shards", type=int, default=None)
-    parser.add_argument("--max-side", type=int, default=None,
-                        help="downscale images whose longer side exceeds this")
+    parser.add_argument(
+        "--max-side", type=int, default=None, help="downscale images whose longer side exceeds this"
+    )
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     config = IngestConfig(
-        source=args.source, output=args.output, train_shards=args.train_shards,
-        validation_shards=args.validation_shards, max_side=args.max_side,
+        source=args.source,
+        output=args.output,
+        train_shards=args.train_shards,
+        validation_shards=args.validation_shards,
+        max_side=args.max_side,
         beam_args=beam_args or list(LOCAL_BEAM_ARGS),
     )
     try:

@@ -1,4 +1,4 @@
-"""Turning one source file into the stored image: a 3-channel baseline RGB JPEG, or a reason why not.
+"""One source file -> the stored image (a 3-channel baseline RGB JPEG), or the reason why not.
 
 Detection is by content, never by file name: ImageNet's CMYK JPEGs and its PNG named `.JPEG` are
 found the same way as crawled grayscale, palette, RGBA, 16-bit, BMP, GIF, WebP or progressive files.
@@ -111,10 +111,7 @@ def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
         source_format = f"{source_format}/{image.mode}"
     too_big = max_side is not None and max(width, height) > max_side
     keep = (
-        source_format == "JPEG"
-        and image.mode == "RGB"
-        and not too_big
-        and _is_baseline_jpeg(data)
+        source_format == "JPEG" and image.mode == "RGB" and not too_big and _is_baseline_jpeg(data)
     )
     if keep:
         return StoredImage(data, height, width, source_format, reencoded=False, resized=False)

@@ -27,7 +27,7 @@ QUARANTINE = "quarantine"
 
 
 class ConvertImageFn(beam.DoFn):
-    """Manifest item -> (split, shard), (order, example bytes, label, stats); bad files to QUARANTINE."""
+    """Manifest item -> ((split, shard), (order, example, label, stats)); bad files to QUARANTINE."""
 
     def __init__(self, shards: dict[str, int], max_side: int | None):
         self._shards = shards
@@ -60,8 +60,11 @@ class ConvertImageFn(beam.DoFn):
         self._reencoded.inc(int(stored.reencoded))
         split = item["split"]
         key = order_key(split, item["relpath"])
-        stats = {"format": stored.source_format, "reencoded": stored.reencoded,
-                 "resized": stored.resized}
+        stats = {
+            "format": stored.source_format,
+            "reencoded": stored.reencoded,
+            "resized": stored.resized,
+        }
         yield (split, shard_of(key, self._shards[split])), (key, example, item["label"], stats)
 
 
@@ -80,8 +83,15 @@ def write_shard(output: str, num_shards: dict[str, int], element) -> dict:
             formats[stats["format"]] = formats.get(stats["format"], 0) + 1
             reencoded += stats["reencoded"]
             resized += stats["resized"]
-    return {"split": split, "shard": shard, "records": len(records), "per_label": per_label,
-            "formats": formats, "reencoded": reencoded, "resized": resized}
+    return {
+        "split": split,
+        "shard": shard,
+        "records": len(records),
+        "per_label": per_label,
+        "formats": formats,
+        "reencoded": reencoded,
+        "resized": resized,
+    }
 
 
 class ConvertImages(beam.PTransform):
@@ -111,8 +121,14 @@ class WriteShards(beam.PTransform):
         )
 
 
-def build_pipeline(pipeline: beam.Pipeline, manifest: str, staging: str, output: str,
-                   shards: dict[str, int], max_side: int | None) -> None:
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    manifest: str,
+    staging: str,
+    output: str,
+    shards: dict[str, int],
+    max_side: int | None,
+) -> None:
     """Wires the job: the driver reads the staged summaries and quarantine afterwards."""
     items = (
         pipeline

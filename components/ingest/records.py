@@ -1,4 +1,4 @@
-"""Plain per-record functions of the ingestion job: example encoding, shard assignment, TFRecord framing.
+"""Per-record functions of the ingestion job: example encoding, shard assignment, TFRecord framing.
 
 Kept free of Beam so that each can be tested on its own and reused by the benchmark's plain loop.
 """
@@ -21,7 +21,7 @@ def _masked_crc(data: bytes) -> bytes:
 
 
 def tfrecord_frame(record: bytes) -> bytes:
-    """One record in TFRecord framing: length, masked CRC-32C of length, data, masked CRC of data."""
+    """One record in TFRecord framing: length, its masked CRC-32C, data, the data's masked CRC."""
     length = struct.pack("<Q", len(record))
     return length + _masked_crc(length) + record + _masked_crc(record)
 
@@ -61,8 +61,9 @@ def relative_boxes(boxes: list[list[float]], width: int, height: int) -> list[li
     return out
 
 
-def make_example(image: StoredImage, label: int, text: str, filename: str,
-                 boxes: list[list[float]]) -> bytes:
+def make_example(
+    image: StoredImage, label: int, text: str, filename: str, boxes: list[list[float]]
+) -> bytes:
     """The serialized tf.train.Example with exactly the features of schemas/image_examples.pbtxt."""
     from tensorflow.core.example import example_pb2, feature_pb2
 

@@ -147,17 +147,26 @@ def _class_table(wnids: list[str], names: dict[str, str]) -> list[ClassInfo]:
 def _folder_items(split_dir: str, split: str, root: str, classes: dict[str, ClassInfo]):
     dirs, stray = _list_dir(split_dir)
     for path, size in stray:
-        yield SourceItem(path, _relpath(path, root), split, size, None,
-                         problem="file outside any class folder")
+        yield SourceItem(
+            path, _relpath(path, root), split, size, None, problem="file outside any class folder"
+        )
     for name in dirs:
         info = classes.get(name)
         for path, size in _list_dir(_join(split_dir, name))[1]:
             if info is None:
-                yield SourceItem(path, _relpath(path, root), split, size, None, wnid=name,
-                                 problem=f"class folder '{name}' is not a training class")
+                yield SourceItem(
+                    path,
+                    _relpath(path, root),
+                    split,
+                    size,
+                    None,
+                    wnid=name,
+                    problem=f"class folder '{name}' is not a training class",
+                )
             else:
-                yield SourceItem(path, _relpath(path, root), split, size, info.label,
-                                 info.wnid, info.text)
+                yield SourceItem(
+                    path, _relpath(path, root), split, size, info.label, info.wnid, info.text
+                )
 
 
 def _discover_kaggle(source: str) -> Discovery:
@@ -176,14 +185,26 @@ def _discover_kaggle(source: str) -> Discovery:
         image_id = os.path.splitext(path.rsplit("/", 1)[-1])[0]
         rel = _relpath(path, source)
         if image_id not in solution:
-            items.append(SourceItem(path, rel, VALIDATION, size, None,
-                                    problem="no label in LOC_val_solution.csv"))
+            items.append(
+                SourceItem(
+                    path, rel, VALIDATION, size, None, problem="no label in LOC_val_solution.csv"
+                )
+            )
             continue
         wnid, boxes = solution[image_id]
         info = by_wnid.get(wnid)
         if info is None:
-            items.append(SourceItem(path, rel, VALIDATION, size, None, wnid=wnid,
-                                    problem=f"label '{wnid}' is not in LOC_synset_mapping.txt"))
+            items.append(
+                SourceItem(
+                    path,
+                    rel,
+                    VALIDATION,
+                    size,
+                    None,
+                    wnid=wnid,
+                    problem=f"label '{wnid}' is not in LOC_synset_mapping.txt",
+                )
+            )
             continue
         items.append(SourceItem(path, rel, VALIDATION, size, info.label, wnid, info.text, boxes))
     return Discovery("kaggle-imagenet", classes, items, [mapping_path, solution_path])
@@ -202,7 +223,7 @@ def _discover_class_folders(source: str) -> Discovery:
     if val_files and not val_classes:
         raise ValueError(
             f"{val_dir}: validation images are flat, without class folders; this layout needs a "
-            "label file (ILSVRC2012 label files are not supported yet: sort them into class folders)"
+            "label file (ILSVRC2012 label files are not read yet: sort them into class folders)"
         )
     label_files, names = [], {}
     for candidate in ("LOC_synset_mapping.txt", "synset_words.txt"):

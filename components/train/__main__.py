@@ -11,13 +11,19 @@ from components.train import TrainConfig, run_training
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.train",
-                                     description="Train a classifier on ingested TFRecords.")
+    parser = argparse.ArgumentParser(
+        prog="python -m components.train", description="Train a classifier on ingested TFRecords."
+    )
     parser.add_argument("--data", required=True, help="output folder of components.ingest")
     parser.add_argument("--output", required=True, help="checkpoints, logs and the servable")
     parser.add_argument("--config", help="JSON file of TrainConfig fields (unknown keys fail)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="override one field, e.g. --set epochs=3 --set width=0.25")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override one field, e.g. --set epochs=3 --set width=0.25",
+    )
     args = parser.parse_args(argv)
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     for item in args.set:

@@ -37,7 +37,9 @@ class TrainConfig(BaseModel):
     base_lr: float = Field(0.1, gt=0, description="lr at batch 256; scaled linearly")
     schedule: Literal["cosine", "step"] = "cosine"
     warmup_epochs: float = Field(5.0, ge=0, description="the paper: 5 epochs")
-    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_epochs (original: 1000)")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="overrides warmup_epochs (original: 1000)"
+    )
     step_boundaries: tuple[int, ...] = ORIGINAL_STEP_BOUNDARIES
     step_values: tuple[float, ...] = ORIGINAL_STEP_VALUES
 

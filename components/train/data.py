@@ -36,12 +36,22 @@ def eval_transform(features: dict, size: int) -> dict:
 
 def _records(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
     files = tf.data.Dataset.list_files(pattern, shuffle=shuffle, seed=seed)
-    return files.interleave(tf.data.TFRecordDataset, cycle_length=16, num_parallel_calls=AUTOTUNE,
-                            deterministic=not shuffle)
+    return files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=16,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not shuffle,
+    )
 
 
-def train_dataset(pattern: str, batch_size: int, size: int, augment: AugmentConfig,
-                  shuffle_buffer: int = 10_000, seed: int = 0) -> tf.data.Dataset:
+def train_dataset(
+    pattern: str,
+    batch_size: int,
+    size: int,
+    augment: AugmentConfig,
+    shuffle_buffer: int = 10_000,
+    seed: int = 0,
+) -> tf.data.Dataset:
     """Endless shuffled batches of (image float32 [B, S, S, 3], label int64 [B])."""
     transform = functools.partial(train_transform, size=size, augment=augment)
     ds = _records(pattern, shuffle=True, seed=seed).shuffle(shuffle_buffer, seed=seed).repeat()

@@ -63,7 +63,9 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int, total_steps: int):
 def build_optimizer(config: TrainConfig, model: keras.Model, schedule, precision: str):
     """SGD with Nesterov momentum; decoupled decay on kernels only; loss scaling for float16."""
     optimizer = keras.optimizers.SGD(
-        learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov,
+        learning_rate=schedule,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
         weight_decay=config.weight_decay or None,
     )
     if config.weight_decay and config.no_bias_decay:
@@ -94,8 +96,12 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, num_classes: in
     return {"top1": correct1 / total, "top5": correct5 / total, "count": total}
 
 
-def run_training(config: TrainConfig, data_dir: str, output_dir: str,
-                 on_event: Callable[[Event], None] | None = None) -> dict:
+def run_training(
+    config: TrainConfig,
+    data_dir: str,
+    output_dir: str,
+    on_event: Callable[[Event], None] | None = None,
+) -> dict:
     """Trains (or resumes) into `output_dir`; returns a summary with the servable's path."""
     on_event = on_event or (lambda e: None)
     out = Path(output_dir)
@@ -105,8 +111,10 @@ def run_training(config: TrainConfig, data_dir: str, output_dir: str,
     num_classes = len(labels)
     records = _records(data_dir)
     if records["train"] < config.batch_size:
-        raise ValueError(f"{data_dir}: {records['train']} train records are fewer than one batch "
-                         f"({config.batch_size})")
+        raise ValueError(
+            f"{data_dir}: {records['train']} train records are fewer than one batch "
+            f"({config.batch_size})"
+        )
     steps_per_epoch = records["train"] // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -124,9 +132,14 @@ def run_training(config: TrainConfig, data_dir: str, output_dir: str,
     keras.config.set_dtype_policy(precision)
     try:
         with strategy.scope():
-            model = create_model(config.model, num_classes, width=config.width,
-                                 input_size=config.image_size, data_format=config.data_format,
-                                 zero_gamma=config.zero_gamma)
+            model = create_model(
+                config.model,
+                num_classes,
+                width=config.width,
+                input_size=config.image_size,
+                data_format=config.data_format,
+                zero_gamma=config.zero_gamma,
+            )
             schedule = build_schedule(config, steps_per_epoch, total_steps)
             optimizer = build_optimizer(config, model, schedule, precision)
     finally:
@@ -140,11 +153,19 @@ def run_training(config: TrainConfig, data_dir: str, output_dir: str,
     start_step = int(optimizer.iterations.numpy())
 
     pattern = str(Path(data_dir) / "train-*-of-*")
-    train_ds = strategy.experimental_distribute_dataset(train_dataset(
-        pattern, config.batch_size, config.image_size, config.augment, config.shuffle_buffer,
-        config.seed + start_step))
-    val_ds = eval_dataset(str(Path(data_dir) / "validation-*-of-*"), config.batch_size,
-                          config.image_size)
+    train_ds = strategy.experimental_distribute_dataset(
+        train_dataset(
+            pattern,
+            config.batch_size,
+            config.image_size,
+            config.augment,
+            config.shuffle_buffer,
+            config.seed + start_step,
+        )
+    )
+    val_ds = eval_dataset(
+        str(Path(data_dir) / "validation-*-of-*"), config.batch_size, config.image_size
+    )
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
@@ -161,9 +182,18 @@ def run_training(config: TrainConfig, data_dir: str, output_dir: str,
         losses = strategy.run(replica_step, args=(images, labels))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    on_event({"type": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-              "start_step": start_step, "precision": precision, "devices": replicas,
-              "jit_compile": jit, "num_classes": num_classes})
+    on_event(
+        {
+            "type": "start",
+            "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch,
+            "start_step": start_step,
+            "precision": precision,
+            "devices": replicas,
+            "jit_compile": jit,
+            "num_classes": num_classes,
+        }
+    )
     history_path = out / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
     log_file = (out / "train.log").open("a")
@@ -180,12 +210,23 @@ def run_training(config: TrainConfig, data_dir: str, output_dir: str,
             now = time.perf_counter()
             lr = float(schedule(step - 1))
             # The original's log line, word for word.
-            line = (f"Steps:{step}, LR:{lr:6.4f}, Loss:{np.mean(window):4.2f}, "
-                    f"Time:{now - last_time:4.1f}s")
+            line = (
+                f"Steps:{step}, LR:{lr:6.4f}, Loss:{np.mean(window):4.2f}, "
+                f"Time:{now - last_time:4.1f}s"
+            )
             log_file.write(line + "\n")
             log_file.flush()
-            on_event({"type": "log", "step": step, "total_steps": total_steps, "lr": lr,
-                      "loss": float(np.mean(window)), "seconds": now - last_time, "line": line})
+            on_event(
+                {
+                    "type": "log",
+                    "step": step,
+                    "total_steps": total_steps,
+                    "lr": lr,
+                    "loss": float(np.mean(window)),
+                    "seconds": now - last_time,
+                    "line": line,
+                }
+            )
             last_time, window = now, []
         epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if step % config.checkpoint_every == 0 or epoch_end:
@@ -204,9 +245,15 @@ def run_training(config: TrainConfig, data_dir: str, output_dir: str,
     model.save_weights(str(out / "model.weights.h5"))
     servable = export_servable(model, config.image_size, labels, str(out / "servable"))
     final = history[-1] if history else evaluate_model(model, val_ds, num_classes)
-    summary = {"steps": step, "resumed_from": start_step, "precision": precision,
-               "servable": servable, "num_classes": num_classes, "history": history,
-               "final": final}
+    summary = {
+        "steps": step,
+        "resumed_from": start_step,
+        "precision": precision,
+        "servable": servable,
+        "num_classes": num_classes,
+        "history": history,
+        "final": final,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     on_event({"type": "done", **summary})
     return summary

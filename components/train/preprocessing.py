@@ -98,11 +98,15 @@ def rotate(image: tf.Tensor, radians: tf.Tensor) -> tf.Tensor:
     cos, sin = tf.cos(radians), tf.sin(radians)
     # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): inverse rotation.
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
-                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+    transform = tf.stack(
+        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    )
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis], transforms=transform[tf.newaxis],
-        output_shape=tf.shape(image)[:2], fill_value=0.0, interpolation="BILINEAR",
+        images=image[tf.newaxis],
+        transforms=transform[tf.newaxis],
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
     return tf.reshape(out[0], tf.shape(image))

@@ -8,10 +8,31 @@ import keras
 import tensorflow as tf
 
 # The original design's step decay (batch 128): boundaries in steps, and the LR from each one on.
-ORIGINAL_STEP_BOUNDARIES = (30_000, 60_000, 90_000, 120_000, 150_000, 170_000, 190_000, 220_000,
-                            260_000, 275_000)
-ORIGINAL_STEP_VALUES = (0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.00025, 0.0001, 0.00005,
-                        0.000025, 0.00001)
+ORIGINAL_STEP_BOUNDARIES = (
+    30_000,
+    60_000,
+    90_000,
+    120_000,
+    150_000,
+    170_000,
+    190_000,
+    220_000,
+    260_000,
+    275_000,
+)
+ORIGINAL_STEP_VALUES = (
+    0.02,
+    0.01,
+    0.005,
+    0.002,
+    0.001,
+    0.0005,
+    0.00025,
+    0.0001,
+    0.00005,
+    0.000025,
+    0.00001,
+)
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, reference_batch: int = 256) -> float:
@@ -21,7 +42,7 @@ def scaled_learning_rate(base_lr: float, batch_size: int, reference_batch: int =
 
 @keras.saving.register_keras_serializable("trickflow")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """0 -> peak linearly over `warmup_steps`, then ½(1 + cos(π t / T)) · peak to 0 at `total_steps`.
+    """0 -> peak linearly over `warmup_steps`, then ½(1 + cos(π t / T)) · peak down to 0 at T.
 
     t and T count from the end of warmup, so the cosine spans the rest of training.
     """
@@ -42,8 +63,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return self.peak_lr * tf.where(step < warm, warmup, cosine)
 
     def get_config(self) -> dict:
-        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps}
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
 
 
 @keras.saving.register_keras_serializable("trickflow")
@@ -52,8 +76,10 @@ class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, boundaries: list[int], values: list[float], warmup_steps: int = 0):
         if len(values) != len(boundaries) + 1:
-            raise ValueError(f"need one more value than boundaries: {len(values)} values, "
-                             f"{len(boundaries)} boundaries")
+            raise ValueError(
+                f"need one more value than boundaries: {len(values)} values, "
+                f"{len(boundaries)} boundaries"
+            )
         if list(boundaries) != sorted(boundaries):
             raise ValueError(f"step boundaries must increase: {boundaries}")
         self.boundaries = [int(b) for b in boundaries]
@@ -69,5 +95,8 @@ class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < warm, warmup, piecewise)
 
     def get_config(self) -> dict:
-        return {"boundaries": self.boundaries, "values": self.values,
-                "warmup_steps": self.warmup_steps}
+        return {
+            "boundaries": self.boundaries,
+            "values": self.values,
+            "warmup_steps": self.warmup_steps,
+        }

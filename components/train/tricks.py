@@ -1,4 +1,4 @@
-"""The small pieces of the Bag-of-Tricks recipe that are not the schedule: loss, decay, precision."""
+"""The Bag-of-Tricks pieces that are not the schedule: loss, weight decay, zero-γ, precision."""
 
 from __future__ import annotations
 
@@ -36,9 +36,13 @@ def decay_variables(model: keras.Model) -> list:
 
 def zero_gamma_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """The BatchNorm closing each residual block (its γ starts at 0 with zero-γ)."""
-    return [layer for layer in model.layers
-            if isinstance(layer, keras.layers.BatchNormalization)
-            and "_block" in layer.name and layer.name.endswith("_b_bn")]
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and "_block" in layer.name
+        and layer.name.endswith("_b_bn")
+    ]
 
 
 def resolve_precision(precision: str, gpus: int) -> str:

@@ -61,8 +61,14 @@ def image_domain_anomalies(split: str, stats) -> list[dict]:
                 continue
             for bucket in custom.rank_histogram.buckets:
                 if bucket.label != "jpeg" and bucket.sample_count > 0:
-                    rows.append({"split": split, "feature": "image", "problem": "not JPEG",
-                                 "detail": f"{bucket.sample_count:.0f} values are {bucket.label}"})
+                    rows.append(
+                        {
+                            "split": split,
+                            "feature": "image",
+                            "problem": "not JPEG",
+                            "detail": f"{bucket.sample_count:.0f} values are {bucket.label}",
+                        }
+                    )
     return rows
 
 
@@ -78,35 +84,59 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, str(out / "schema.pbtxt"))
-    options = tfdv.StatsOptions(schema=schema, infer_type_from_schema=True,
-                                enable_semantic_domain_stats=True)
+    options = tfdv.StatsOptions(
+        schema=schema, infer_type_from_schema=True, enable_semantic_domain_stats=True
+    )
     anomalies: list[dict] = []
     summary = {}
     for split in SPLITS:
         expected = int(metadata["records"][split])
         if expected == 0:
-            anomalies.append({"split": split, "feature": "*", "problem": "empty split",
-                              "detail": "ingestion wrote no records for this split"})
+            anomalies.append(
+                {
+                    "split": split,
+                    "feature": "*",
+                    "problem": "empty split",
+                    "detail": "ingestion wrote no records for this split",
+                }
+            )
             continue
         on_stage(f"computing TFDV statistics for {split} ({expected} records)")
         stats = tfdv.generate_statistics_from_tfrecord(
-            str(data / f"{split}-*-of-*"), output_path=str(out / f"{split}.stats.tfrecord"),
+            str(data / f"{split}-*-of-*"),
+            output_path=str(out / f"{split}.stats.tfrecord"),
             stats_options=options,
             pipeline_options=PipelineOptions(config.beam_args) if config.beam_args else None,
         )
         counted = int(stats.datasets[0].num_examples)
         summary[split] = {"examples": counted, "expected": expected}
         if counted != expected:
-            anomalies.append({"split": split, "feature": "*", "problem": "record count",
-                              "detail": f"statistics saw {counted} examples, ingestion wrote "
-                                        f"{expected} (metadata.json)"})
+            anomalies.append(
+                {
+                    "split": split,
+                    "feature": "*",
+                    "problem": "record count",
+                    "detail": f"statistics saw {counted} examples, ingestion wrote "
+                    f"{expected} (metadata.json)",
+                }
+            )
         result = tfdv.validate_statistics(stats, schema)
         for name, info in sorted(result.anomaly_info.items()):
-            anomalies.append({"split": split, "feature": name, "problem": info.short_description,
-                              "detail": info.description})
+            anomalies.append(
+                {
+                    "split": split,
+                    "feature": name,
+                    "problem": info.short_description,
+                    "detail": info.description,
+                }
+            )
         anomalies += image_domain_anomalies(split, stats)
-    report = {"passed": not anomalies, "anomalies": anomalies, "num_classes": num_classes,
-              "splits": summary}
+    report = {
+        "passed": not anomalies,
+        "anomalies": anomalies,
+        "num_classes": num_classes,
+        "splits": summary,
+    }
     (out / "anomalies.json").write_text(json.dumps(report, indent=2))
     if anomalies:
         raise ValidationFailed(anomalies)

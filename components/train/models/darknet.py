@@ -27,18 +27,29 @@ def _channels(filters: int, width: float) -> int:
     return max(4, int(round(filters * width)))
 
 
-def conv_bn_leaky(x, filters: int, kernel: int, stride: int, name: str, data_format: str,
-                  zero_gamma: bool = False):
-    """Conv -> BN -> LeakyReLU(0.1). Stride-2 convs pad top-left like Darknet ("valid" after pad)."""
+def conv_bn_leaky(
+    x, filters: int, kernel: int, stride: int, name: str, data_format: str, zero_gamma: bool = False
+):
+    """Conv -> BN -> LeakyReLU(0.1). Stride-2 convs pad top-left, as Darknet does, then "valid"."""
     if stride == 2:
         pad = ((1, 0), (1, 0))
         x = layers.ZeroPadding2D(pad, data_format=data_format, name=f"{name}_pad")(x)
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same" if stride == 1 else "valid",
-                      use_bias=False, kernel_initializer="he_normal", data_format=data_format,
-                      name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding="same" if stride == 1 else "valid",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        data_format=data_format,
+        name=f"{name}_conv",
+    )(x)
     x = layers.BatchNormalization(
-        axis=1 if data_format == "channels_first" else -1, momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON, gamma_initializer="zeros" if zero_gamma else "ones", name=f"{name}_bn",
+        axis=1 if data_format == "channels_first" else -1,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        name=f"{name}_bn",
     )(x)
     return layers.LeakyReLU(negative_slope=0.1, name=f"{name}_leaky")(x)
 
@@ -75,13 +86,15 @@ def darknet53(
         filters = _channels(filters, width)
         x = conv_bn_leaky(x, filters, 3, 2, f"stage{stage + 1}_down", data_format)  # H/2, W/2
         for block in range(blocks):
-            x = residual_block(x, filters, f"stage{stage + 1}_block{block + 1}", data_format,
-                               zero_gamma)
+            x = residual_block(
+                x, filters, f"stage{stage + 1}_block{block + 1}", data_format, zero_gamma
+            )
         if stage in ROUTE_STAGES:
             x = layers.Identity(name=ROUTE_STAGES[stage])(x)  # (B, H/8|16|32, W/.., C)
     x = layers.GlobalAveragePooling2D(data_format=data_format, keepdims=True, name="pool")(x)
-    x = layers.Conv2D(num_classes, 1, use_bias=True, data_format=data_format, dtype="float32",
-                      name="logits_conv")(x)  # (B, 1, 1, K): the head stays float32
+    x = layers.Conv2D(
+        num_classes, 1, use_bias=True, data_format=data_format, dtype="float32", name="logits_conv"
+    )(x)  # (B, 1, 1, K): the head stays float32
     logits = layers.Flatten(name="logits", dtype="float32")(x)  # (B, K)
     return keras.Model(inputs, logits, name="darknet53")
 
