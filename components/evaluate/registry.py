@@ -70,7 +70,7 @@ class Registry:
         return tf.saved_model.load(str(Path(local) / "tf2model"))
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
-        """The champion, with its top-1 on this data from `top1_on_this_data` (None: not comparable)."""
+        """The champion, with its top-1 on this data by `top1_on_this_data` (None: no baseline)."""
         version = self.champion(model_name)
         if version is None:
             return None

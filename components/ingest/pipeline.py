@@ -27,7 +27,7 @@ QUARANTINE = "quarantine"
 
 
 class ConvertImageFn(beam.DoFn):
-    """Manifest item -> ((split, shard), (order, example, label, stats)); bad files to QUARANTINE."""
+    """Manifest item -> ((split, shard), (order, example, label, stats)); bad ones: QUARANTINE."""
 
     def __init__(self, shards: dict[str, int], max_side: int | None):
         self._shards = shards
