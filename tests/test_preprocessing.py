@@ -26,8 +26,8 @@ def features(boxes: list[list[float]] | None = None) -> dict:
     }
 
 
-def decoded() -> dict:
-    return {**features(), "image": tf.cast(tf.io.decode_jpeg(JPEG, channels=3), tf.float32)}
+def decoded(dtype=tf.float32) -> dict:
+    return {**features(), "image": tf.cast(tf.io.decode_jpeg(JPEG, channels=3), dtype)}
 
 
 def both_ways(fn, inputs: dict) -> tuple[dict, dict]:
@@ -38,17 +38,23 @@ def both_ways(fn, inputs: dict) -> tuple[dict, dict]:
 
 
 OPS = {
-    "decode_random_crop": (lambda f: pp.decode_random_crop(f, 32), features, (32, 32, 3)),
+    "decode_random_crop": (
+        lambda f: {**f, "image": tf.image.resize(pp.decode_random_crop(f)["image"], [32, 32])},
+        features,
+        (32, 32, 3),
+    ),
     "decode_random_crop_boxes": (
-        lambda f: pp.decode_random_crop(f, 24),
+        lambda f: {**f, "image": tf.image.resize(pp.decode_random_crop(f)["image"], [24, 24])},
         lambda: features([[0.1, 0.1, 0.6, 0.9]]),
         (24, 24, 3),
     ),
     "decode_center_crop": (lambda f: pp.decode_center_crop(f, 32), features, (32, 32, 3)),
-    "random_flip": (pp.random_flip, decoded, (60, 80, 3)),
-    "random_rotate": (pp.random_rotate, decoded, (60, 80, 3)),
-    "color_jitter": (pp.color_jitter, decoded, (60, 80, 3)),
-    "pca_lighting": (pp.pca_lighting, decoded, (60, 80, 3)),
+    "random_geometry": (
+        lambda f: pp.random_geometry(f, 32),
+        lambda: decoded(tf.uint8),
+        (32, 32, 3),
+    ),
+    "random_color": (pp.random_color, decoded, (60, 80, 3)),
     "normalize": (pp.normalize, decoded, (60, 80, 3)),
     "train_transform": (lambda f: train_transform(f, 32, AugmentConfig()), features, (32, 32, 3)),
     "eval_transform": (lambda f: eval_transform(f, 32), features, (32, 32, 3)),
@@ -89,15 +95,46 @@ def test_normalize_uses_the_papers_mean_and_std() -> None:
     )
 
 
-def test_zero_rotation_is_identity() -> None:
-    image = decoded()["image"]
-    np.testing.assert_allclose(pp.rotate(image, tf.constant(0.0)).numpy(), image.numpy(), atol=1e-3)
+def test_geometry_without_flip_or_rotation_is_a_resize() -> None:
+    image = decoded(tf.uint8)
+    out = pp.random_geometry(image, 40, flip=False, max_degrees=0)["image"].numpy()
+    expected = tf.image.resize(image["image"], [40, 40]).numpy()
+    assert np.abs(out - expected)[2:-2, 2:-2].max() < 2.0  # same sampling grid inside
 
 
-def test_color_jitter_keeps_pixel_range() -> None:
-    tf.random.set_seed(1)
-    out = pp.color_jitter(decoded(), 0.4)["image"].numpy()
-    assert out.min() >= 0 and out.max() <= 255
+def test_geometry_mirror_flips_left_right() -> None:
+    image = tf.cast(tf.io.decode_jpeg(JPEG, channels=3), tf.float32)
+    transform = pp.geometry_transform(60, 80, 40, tf.constant(0.0), tf.constant(True))
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis],
+        transforms=transform[tf.newaxis],
+        output_shape=[40, 40],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )[0].numpy()
+    expected = tf.image.resize(image, [40, 40]).numpy()[:, ::-1]
+    assert np.abs(out - expected)[2:-2, 2:-2].max() < 2.0
+
+
+def test_geometry_rotates_about_the_center() -> None:
+    transform = pp.geometry_transform(64, 64, 64, tf.constant(np.pi / 2), tf.constant(False))
+    a0, a1, a2, b0, b1, b2 = transform.numpy()[:6]
+    center = 31.5
+    assert a0 * center + a1 * center + a2 == pytest.approx(center, abs=1e-4)
+    assert b0 * center + b1 * center + b2 == pytest.approx(center, abs=1e-4)
+
+
+def test_color_matrix_identity_gray_and_luma() -> None:
+    identity = pp.color_matrix(1.0, 1.0, tf.constant(0.0), tf.constant(True)).numpy()
+    np.testing.assert_allclose(identity, np.eye(3), atol=2e-3)
+    gray = pp.color_matrix(1.0, 0.0, tf.constant(0.0), tf.constant(True)).numpy()
+    rgb = np.array([200.0, 50.0, 10.0])
+    assert np.ptp(gray @ rgb) < 1e-3  # saturation 0: all channels equal the luma
+    hue = pp.color_matrix(1.0, 1.0, tf.constant(1.0), tf.constant(False)).numpy()
+    assert np.dot(pp.LUMA, hue @ rgb) == pytest.approx(np.dot(pp.LUMA, rgb), rel=1e-2)
+    brighter = pp.color_matrix(1.2, 1.0, tf.constant(0.0), tf.constant(True)).numpy()
+    np.testing.assert_allclose(brighter, 1.2 * identity, rtol=1e-6)
 
 
 def test_random_crop_stays_within_area_and_aspect() -> None:

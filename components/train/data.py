@@ -20,12 +20,9 @@ def parse(serialized: tf.Tensor) -> dict:
 
 def train_transform(features: dict, size: int, augment: AugmentConfig) -> dict:
     """The train preprocessing of SPEC §6, in the paper's order; output image float32 [S, S, 3]."""
-    features = pp.decode_random_crop(features, size, augment.crop_area, augment.crop_aspect)
-    if augment.flip:
-        features = pp.random_flip(features)
-    features = pp.random_rotate(features, augment.rotation_degrees)
-    features = pp.color_jitter(features, augment.color_jitter)
-    features = pp.pca_lighting(features, augment.pca_lighting)
+    features = pp.decode_random_crop(features, augment.crop_area, augment.crop_aspect)
+    features = pp.random_geometry(features, size, augment.flip, augment.rotation_degrees)
+    features = pp.random_color(features, augment.color_jitter, augment.pca_lighting)
     return pp.normalize(features)
 
 
