@@ -53,18 +53,29 @@ def original(jpeg):
     """The original's pipeline (its slips fixed): decode everything, crop, then one op at a time."""
     image = tf.io.decode_jpeg(jpeg, channels=3)
     begin, size, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([1, 0, 4]), min_object_covered=0.1,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
+        tf.shape(image),
+        tf.zeros([1, 0, 4]),
+        min_object_covered=0.1,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
     image = tf.image.resize(tf.slice(image, begin, size), [SIZE, SIZE])
     image = tf.image.random_flip_left_right(image)
     angle = tf.random.uniform([], -7.0, 7.0) * math.pi / 180
     cos, sin, c = tf.cos(angle), tf.sin(angle), (SIZE - 1) / 2
-    rotation = tf.stack([cos, -sin, c - cos * c + sin * c, sin, cos, c - sin * c - cos * c,
-                         0.0, 0.0])
+    rotation = tf.stack(
+        [cos, -sin, c - cos * c + sin * c, sin, cos, c - sin * c - cos * c, 0.0, 0.0]
+    )
     image = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis], transforms=rotation[tf.newaxis], output_shape=[SIZE, SIZE],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+        images=image[tf.newaxis],
+        transforms=rotation[tf.newaxis],
+        output_shape=[SIZE, SIZE],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )[0]
     image = image / 255.0 * tf.random.uniform([], 0.6, 1.4)
     image = tf.image.adjust_saturation(image, tf.random.uniform([], 0.6, 1.4))
     image = tf.image.adjust_hue(image, tf.random.uniform([], -0.2, 0.2))

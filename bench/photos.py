@@ -25,7 +25,7 @@ def write_photo_folders(
         h, w = int(photo.shape[0] * scale), int(photo.shape[1] * scale)
         y, x = rng.integers(0, photo.shape[0] - h + 1), rng.integers(0, photo.shape[1] - w + 1)
         image = Image.fromarray(photo[y : y + h, x : x + w]).resize((width, height))
-        split = "val" if i % 10 == 9 else "train"
+        split = "val" if (i // classes) % 10 == 9 else "train"
         folder = root / split / f"n{i % classes:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         out = io.BytesIO()

@@ -28,11 +28,13 @@ from components.ingest.sources import SPLITS, Discovery, discover
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# Local default: Beam's direct runner in multi-processing mode, one worker per core.
+# Local default: Beam's direct runner with one worker thread per core. Decoding and encoding in
+# Pillow release the GIL, so threads scale; multi-processing mode measured 4x slower here (each
+# worker process imports TensorFlow, and every image crosses a gRPC channel) - BENCHMARKS.md.
 LOCAL_BEAM_ARGS = [
     "--runner=DirectRunner",
-    "--direct_running_mode=multi_processing",
-    "--direct_num_workers=0",
+    "--direct_running_mode=multi_threading",
+    f"--direct_num_workers={os.cpu_count() or 1}",
 ]
 
 

@@ -134,6 +134,8 @@ def build_pipeline(
         pipeline
         | "ReadManifest" >> beam.io.ReadFromText(manifest)
         | "ParseManifest" >> beam.Map(json.loads)
+        # The manifest is one small file, read as one bundle: spread the images over workers.
+        | "SpreadOverWorkers" >> beam.Reshuffle()
     )
     converted = items | "ConvertImages" >> ConvertImages(shards, max_side)
     (

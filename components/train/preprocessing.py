@@ -86,9 +86,7 @@ def geometry_transform(
     ])  # fmt: skip
 
 
-def random_geometry(
-    features: dict, size: int, flip: bool = True, max_degrees: float = 7.0
-) -> dict:
+def random_geometry(features: dict, size: int, flip: bool = True, max_degrees: float = 7.0) -> dict:
     """image: uint8 [h, w, 3] -> float32 [size, size, 3] in 0..255.
 
     Resize, random horizontal flip and a random rotation within +-max_degrees (the original
