@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.ingest.pipeline import build_pipeline
 from components.ingest.records import auto_shards, shard_name
-from components.ingest.sources import SPLITS, Discovery, discover
+from components.ingest.sources import SPLITS, Discovery, discover, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
         f"{found.layout}: {len(found.items)} files, {len(found.classes)} classes; shards {shards}"
     )
 
-    if not _is_remote(config.output):
+    if not is_remote(config.output):
         os.makedirs(config.output, exist_ok=True)
     staging = FileSystems.join(config.output, "_staging")
     _remove_outputs(config.output)
@@ -116,10 +116,6 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
     FileSystems.delete([staging])
     on_stage(f"wrote {metadata['records']} records, quarantined {metadata['quarantined']}")
     return {**metadata, "reused": False}
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def _remove_outputs(output: str) -> None:

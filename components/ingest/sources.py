@@ -69,13 +69,13 @@ def _exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
     return "://" in path
 
 
 def _list_dir(path: str) -> tuple[list[str], list[tuple[str, int]]]:
     """(sub-directory names, [(file path, size)]) directly under `path`, sorted."""
-    if not _is_remote(path):
+    if not is_remote(path):
         dirs, files = [], []
         with os.scandir(path) as entries:
             for entry in entries:
@@ -241,7 +241,7 @@ def _discover_class_folders(source: str) -> Discovery:
 
 def discover(source: str) -> Discovery:
     """Recognises the layout of `source` and lists every input file with its label."""
-    source = source.rstrip("/") if _is_remote(source) else os.path.abspath(source)
+    source = source.rstrip("/") if is_remote(source) else os.path.abspath(source)
     if not _exists(source):
         raise ValueError(f"source {source} does not exist")
     if _exists(_join(source, *KAGGLE_ROOT)):

@@ -76,15 +76,10 @@ def build_optimizer(config: TrainConfig, model: keras.Model, schedule, precision
     return optimizer
 
 
-def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, num_classes: int) -> dict:
-    """Top-1 / top-5 accuracy of `model` over a (image, label) dataset, center-crop preprocessed."""
+def evaluate_model(predict, dataset: tf.data.Dataset, num_classes: int) -> dict:
+    """Top-1 / top-5 accuracy of `predict` (images -> logits) over center-crop (image, label)."""
     k = min(5, num_classes)
     correct1 = correct5 = total = 0
-
-    @tf.function
-    def predict(images):
-        return model(images, training=False)
-
     for images, labels in dataset:
         logits = predict(images)
         labels = tf.cast(labels, tf.int32)
@@ -177,6 +172,9 @@ def run_training(
         optimizer.apply(grads, model.trainable_variables)
         return loss
 
+    # One traced function for every evaluation; the last, smaller batch is a second shape only.
+    predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
     @tf.function(jit_compile=jit)
     def train_step(images, labels):
         losses = strategy.run(replica_step, args=(images, labels))
@@ -236,7 +234,7 @@ def run_training(
             due = config.eval_every_epochs and epoch % config.eval_every_epochs == 0
             entry = {"epoch": epoch, "step": step, "lr": float(schedule(step - 1))}
             if due or step == total_steps:
-                entry.update(evaluate_model(model, val_ds, num_classes))
+                entry.update(evaluate_model(predict, val_ds, num_classes))
             history.append(entry)
             history_path.write_text(json.dumps(history, indent=2))
             on_event({"type": "epoch", **entry, "epochs": math.ceil(total_steps / steps_per_epoch)})
@@ -244,7 +242,7 @@ def run_training(
 
     model.save_weights(str(out / "model.weights.h5"))
     servable = export_servable(model, config.image_size, labels, str(out / "servable"))
-    final = history[-1] if history else evaluate_model(model, val_ds, num_classes)
+    final = history[-1] if history else evaluate_model(predict, val_ds, num_classes)
     summary = {
         "steps": step,
         "resumed_from": start_step,
