@@ -13,10 +13,11 @@ infra/stack.sh deploy >"$STATE/logs/deploy.log" 2>&1 || { cat "$STATE/logs/deplo
 export PREFECT_API_URL=http://127.0.0.1:${PREFECT_PORT:-4200}/api PREFECT_HOME=$STATE/prefect
 echo "running train-imagenet/demo (follow it at http://127.0.0.1:${PREFECT_PORT:-4200}/runs)"
 set +e
-"$BIN/prefect" deployment run train-imagenet/demo --watch "$@" 2>&1 | tee "$STATE/logs/demo-run.log"
+"$BIN/prefect" deployment run train-imagenet/demo -p data_dir="$STATE/demo-data" \
+  -p work_dir="$STATE/work" --watch "$@" 2>&1 | tee "$STATE/logs/demo-run.log"
 status=${PIPESTATUS[0]}
 set -e
-run_id=$(grep -oE 'UUID: [0-9a-f-]{36}' "$STATE/logs/demo-run.log" | head -1 | cut -d' ' -f2)
+run_id=$(grep -oE 'UUID: [0-9a-f-]{36}' "$STATE/logs/demo-run.log" | head -1 | cut -d' ' -f2 || true)
 "$BIN/python" - "$STATE/work/runs/$run_id/report.json" "${PREFECT_PORT:-4200}" "${MLFLOW_PORT:-5000}" <<'PY'
 import json, sys
 path, prefect_port, mlflow_port = sys.argv[1:]

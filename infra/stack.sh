@@ -33,7 +33,13 @@ export TRICKFLOW_REPO=$REPO
 
 mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow/artifacts"
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# A pid file left by a reboot may name some other process by now: check it is still ours.
+alive() {
+  [ -f "$RUN/$1.pid" ] || return 1
+  local pid
+  pid=$(cat "$RUN/$1.pid")
+  kill -0 "$pid" 2>/dev/null && ps -o args= -p "$pid" | grep -qE 'prefect|mlflow'
+}
 
 healthy() {  # URL: true once it answers 200
   "$BIN/python" - "$1" <<'PY'
@@ -103,6 +109,7 @@ stop_one() {  # NAME: TERM the session, wait, KILL if needed, and check that it 
   local name=$1 pid
   [ -f "$RUN/$name.pid" ] || return 0
   pid=$(cat "$RUN/$name.pid")
+  if ! alive "$name"; then rm -f "$RUN/$name.pid"; return 0; fi  # stale: not ours to signal
   if ! gone "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 20); do gone "$pid" && break; sleep 0.5; done

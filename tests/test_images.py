@@ -83,3 +83,36 @@ def test_huge_images_are_kept_without_max_side() -> None:
 def test_broken_files_raise_with_a_reason(name: str, reason: str) -> None:
     with pytest.raises(BadImage, match=reason):
         to_stored_image(BROKEN[name])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "PPM", "TIFF"])
+def test_16_bit_gray_keeps_its_range(fmt: str) -> None:
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    out = io.BytesIO()
+    Image.fromarray(ramp).save(out, format=fmt)
+    pixels = tf.io.decode_jpeg(to_stored_image(out.getvalue()).jpeg).numpy()
+    assert pixels.min() < 10 and pixels.max() > 245  # neither black nor clipped
+
+
+def test_big_endian_16_bit_tiff_converts() -> None:
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(">u2")
+    image = Image.frombytes("I;16B", (32, 32), ramp.tobytes())
+    out = io.BytesIO()
+    image.save(out, format="TIFF")
+    pixels = tf.io.decode_jpeg(to_stored_image(out.getvalue()).jpeg).numpy()
+    assert pixels.max() > 200
+
+
+def test_boxes_stay_relative_to_the_source_after_downscaling() -> None:
+    from components.ingest.records import make_example
+
+    big = io.BytesIO()
+    Image.new("RGB", (1000, 800), (20, 30, 40)).save(big, format="PNG")
+    stored = to_stored_image(big.getvalue(), max_side=500)
+    assert (stored.width, stored.height) == (500, 400)
+    example = tf.train.Example.FromString(
+        make_example(stored, 0, "x", "x.png", [[100, 100, 900, 700]])
+    )
+    feature = example.features.feature
+    assert feature["bbox_xmin"].float_list.value[0] == pytest.approx(0.1)
+    assert feature["bbox_ymax"].float_list.value[0] == pytest.approx(0.875)

@@ -23,6 +23,7 @@ from components.train.tricks import (
     resolve_precision,
     smooth_labels,
     smoothed_cross_entropy,
+    weight_decay_loss,
 )
 
 
@@ -51,16 +52,28 @@ def test_no_decay_selects_biases_and_batchnorm_only() -> None:
     assert sum("logits_conv/bias" in v.path for v in skip) == 1
 
 
-def test_optimizer_decays_kernels_only() -> None:
+def test_weight_decay_is_a_coupled_l2_on_kernels_only() -> None:
     model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
-    config = TrainConfig(weight_decay=0.1, momentum=0.0, nesterov=False)
-    optimizer = build_optimizer(config, model, 0.5, "float32")
     kernel, gamma = decay_variables(model)[0], model.get_layer("stem_bn").gamma
-    before_k, before_g = kernel.numpy().copy(), gamma.numpy().copy()
-    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
-    optimizer.apply(zeros, model.trainable_variables)  # only decay can move the weights
-    np.testing.assert_allclose(kernel.numpy(), before_k * (1 - 0.5 * 0.1), rtol=1e-5)
-    np.testing.assert_array_equal(gamma.numpy(), before_g)
+    with tf.GradientTape() as tape:
+        loss = weight_decay_loss(decay_variables(model), 0.1)
+    expected = 0.1 * sum(0.5 * np.sum(v.numpy() ** 2) for v in decay_variables(model))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    grad_kernel, grad_gamma = tape.gradient(loss, [kernel, gamma])
+    np.testing.assert_allclose(grad_kernel.numpy(), 0.1 * kernel.numpy(), rtol=1e-5)
+    assert grad_gamma is None  # biases and BatchNorm get no decay
+    assert float(weight_decay_loss(decay_variables(model), 0.0)) == 0.0
+
+
+def test_the_optimizer_itself_does_not_decay() -> None:
+    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    optimizer = build_optimizer(TrainConfig(weight_decay=0.1), model, 0.5, "float32")
+    kernel = decay_variables(model)[0]
+    before = kernel.numpy().copy()
+    optimizer.apply(
+        [tf.zeros_like(v) for v in model.trainable_variables], model.trainable_variables
+    )
+    np.testing.assert_array_equal(kernel.numpy(), before)
 
 
 def test_mixed_float16_wraps_the_optimizer_in_loss_scaling() -> None:

@@ -10,6 +10,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageFile
 
 # Decode what is really there; a file that ends early is broken, not "mostly fine".
@@ -33,6 +34,7 @@ class StoredImage:
     source_format: str  # what the file really was, e.g. "JPEG", "PNG", "JPEG/CMYK"
     reencoded: bool
     resized: bool
+    source_size: tuple[int, int]  # (width, height) of the file as decoded: boxes refer to it
 
 
 def _sniff_reason(data: bytes) -> str:
@@ -64,12 +66,18 @@ def _is_baseline_jpeg(data: bytes) -> bool:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any decoded PIL image as 8-bit RGB; transparency is composited onto white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit (or 32-bit integer) gray: keep the most significant byte instead of clipping.
-        shift = 8 if image.mode.startswith("I;16") else 24
-        image = image.point(lambda v: v / (1 << shift)).convert("L")
-    elif image.mode == "F":
-        image = image.convert("L")
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit, 32-bit integer or float gray: scale the full range to 8 bits, never clip.
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = float(pixels.max()) if pixels.size else 0.0
+        if image.mode.startswith("I;16") or 255 < peak <= 65535:
+            top = 65535.0
+        elif image.mode == "F" and peak <= 1.0:
+            top = 1.0
+        else:
+            top = max(peak, 1.0)
+        gray = np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(gray, mode="L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
@@ -114,17 +122,20 @@ def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
         source_format == "JPEG" and image.mode == "RGB" and not too_big and _is_baseline_jpeg(data)
     )
     if keep:
-        return StoredImage(data, height, width, source_format, reencoded=False, resized=False)
-    rgb = _to_rgb(image)
-    if too_big:
-        scale = max_side / max(width, height)
-        rgb = rgb.resize(
-            (max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC
-        )
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=JPEG_QUALITY, progressive=False, optimize=False)
+        return StoredImage(data, height, width, source_format, False, False, (width, height))
+    try:
+        rgb = _to_rgb(image)
+        if too_big:
+            scale = max_side / max(width, height)
+            rgb = rgb.resize(
+                (max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC
+            )
+        out = io.BytesIO()
+        rgb.save(out, format="JPEG", quality=JPEG_QUALITY, progressive=False, optimize=False)
+    except Exception as err:  # an exotic mode Pillow decodes but cannot convert
+        raise BadImage(f"cannot convert {source_format} to RGB JPEG: {err}") from err
     return StoredImage(
-        out.getvalue(), rgb.height, rgb.width, source_format, reencoded=True, resized=too_big
+        out.getvalue(), rgb.height, rgb.width, source_format, True, too_big, (width, height)
     )
 
 

@@ -76,7 +76,7 @@ def make_example(
     def f(values: list[float]) -> feature_pb2.Feature:
         return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
 
-    rel = relative_boxes(boxes, image.width, image.height)
+    rel = relative_boxes(boxes, *image.source_size)  # pixel boxes of the source image
     features = {
         "image": b(image.jpeg),
         "height": i(image.height),

@@ -69,7 +69,7 @@ def decode_random_crop(
 def geometry_transform(
     in_height: tf.Tensor, in_width: tf.Tensor, size: int, radians: tf.Tensor, mirror: tf.Tensor
 ) -> tf.Tensor:
-    """The [8] projective transform that resizes to size x size, mirrors, then rotates.
+    """The [8] projective transform that resizes to size x size, rotates, then mirrors.
 
     ImageProjectiveTransform maps each output pixel (x, y) to the input point
     (a0 x + a1 y + a2, b0 x + b1 y + b2); centers follow tf.image.resize (half-pixel).
@@ -89,7 +89,7 @@ def geometry_transform(
 def random_geometry(features: dict, size: int, flip: bool = True, max_degrees: float = 7.0) -> dict:
     """image: uint8 [h, w, 3] -> float32 [size, size, 3] in 0..255.
 
-    Resize, random horizontal flip and a random rotation within +-max_degrees (the original
+    Resize, a random rotation within +-max_degrees and a random horizontal flip (the original
     adds +-7 degrees) in one bilinear resampling instead of three; corners are reflected.
     """
     image = features["image"]

@@ -34,6 +34,13 @@ def decay_variables(model: keras.Model) -> list:
     return [v for v in model.trainable_variables if len(v.shape) > 1]
 
 
+def weight_decay_loss(variables: list, weight_decay: float) -> tf.Tensor:
+    """wd/2 · Σ‖w‖²: its gradient adds wd · w to each variable's gradient (coupled L2 decay)."""
+    if not weight_decay or not variables:
+        return tf.constant(0.0)
+    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in variables])
+
+
 def zero_gamma_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """The BatchNorm closing each residual block (its γ starts at 0 with zero-γ)."""
     return [
