@@ -37,6 +37,9 @@ class Overrides(BaseModel):
     min_top1: float | None = Field(None, ge=0, le=1, description="gate floor")
     max_regression: float | None = Field(None, ge=0, le=1, description="allowed drop vs champion")
     allow_label_change: bool = False
+    resume_run: str | None = Field(
+        None, description="flow run id of a killed run whose checkpoints this run continues"
+    )
 
 
 def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
@@ -55,6 +58,16 @@ def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
 def default_model_name(model: str, data_dir: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", Path(data_dir.rstrip("/")).name.lower()).strip("-")
     return f"{model}-{slug or 'data'}"
+
+
+def train_dir(work_dir: Path, run_id: str, resume_run: str | None) -> Path:
+    """This run's training folder, or a killed run's, to resume from its last checkpoint."""
+    if resume_run is None:
+        return work_dir / "runs" / run_id / "train"
+    folder = work_dir / "runs" / resume_run / "train"
+    if not (folder / "checkpoints").is_dir():
+        raise ValueError(f"resume_run {resume_run}: no checkpoints in {folder}")
+    return folder
 
 
 def _dataset_dir(work_dir: Path, data_dir: str) -> Path:
@@ -231,7 +244,8 @@ def train_imagenet(
             raise
         report["validate"] = {"passed": True, "anomalies": []}
         with _timed(report, "train"):
-            trained = train_task(data, str(run_dir / "train"), config.train)
+            folder = train_dir(work, run_id, overrides.resume_run)
+            trained = train_task(data, str(folder), config.train)
         report["train"] = {
             "steps": trained["steps"],
             "resumed_from": trained["resumed_from"],

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from flows.presets import PRESETS, preset
-from flows.train_imagenet import Overrides, default_model_name, resolve_config, train_imagenet
+from flows.train_imagenet import (
+    Overrides,
+    default_model_name,
+    resolve_config,
+    train_dir,
+    train_imagenet,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +89,11 @@ def test_every_preset_is_valid_and_documented() -> None:
 
 def test_default_model_name_is_per_dataset() -> None:
     assert default_model_name("darknet53", "/data/My ImageNet/") == "darknet53-my-imagenet"
+
+
+def test_a_killed_run_is_resumed_from_its_checkpoints(tmp_path: Path) -> None:
+    assert train_dir(tmp_path, "new", None) == tmp_path / "runs" / "new" / "train"
+    with pytest.raises(ValueError, match="no checkpoints"):
+        train_dir(tmp_path, "new", "killed")
+    (tmp_path / "runs" / "killed" / "train" / "checkpoints").mkdir(parents=True)
+    assert train_dir(tmp_path, "new", "killed") == tmp_path / "runs" / "killed" / "train"
