@@ -1,10 +1,12 @@
-"""Ingestion: a class-per-folder or ImageNet image set -> sharded TFRecords (SPEC §3-4).
+"""Ingestion: a class-per-folder or ImageNet image set -> sharded TFRecords.
 
     python -m components.ingest --source SRC --output OUT [Beam pipeline options]
 
 Writes `train-*-of-*` / `validation-*-of-*` shards, `labels.txt`, `metadata.json` and
-`quarantine.jsonl` to OUT. The same inputs and config give byte-identical outputs, and a rerun
-on unchanged inputs reuses them (the fingerprint in metadata.json).
+`quarantine.jsonl` to OUT (components/dataset.py describes them). The driver lists every entry
+under the source, stages one task per shard, runs the Beam job (pipeline.py), and checks that
+every entry was written or quarantined. The same inputs and config give byte-identical outputs
+on every runner, and a rerun on unchanged inputs reuses them (the fingerprint in metadata.json).
 """
 
 from __future__ import annotations
@@ -13,29 +15,27 @@ import hashlib
 import json
 import logging
 import os
-from collections import Counter
+import threading
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.ingest.pipeline import build_pipeline
-from components.ingest.records import auto_shards, shard_name
-from components.ingest.sources import SPLITS, Discovery, discover, is_remote
+from components import dataset
+from components.dataset import SPLITS, join, shard_name
+from components.ingest.pipeline import build_pipeline, summary_path
+from components.ingest.records import auto_shards, order_key, shard_of
+from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
+from components.ingest.sources import Discovery, discover, is_remote
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# Local default: Beam's direct runner with one worker thread per core. Decoding and encoding in
-# Pillow release the GIL, so threads scale; multi-processing mode measured 4x slower here (each
-# worker process imports TensorFlow, and every image crosses a gRPC channel) - BENCHMARKS.md.
-LOCAL_BEAM_ARGS = [
-    "--runner=DirectRunner",
-    "--direct_running_mode=multi_threading",
-    f"--direct_num_workers={os.cpu_count() or 1}",
-]
+__all__ = ["LOCAL_BEAM_ARGS", "IngestConfig", "run_ingest"]
 
 
 class IngestConfig(BaseModel):
@@ -48,7 +48,12 @@ class IngestConfig(BaseModel):
     train_shards: int | None = Field(None, ge=1, description="None: ~1024 records a shard")
     validation_shards: int | None = Field(None, ge=1, description="None: ~1024 records a shard")
     max_side: int | None = Field(None, ge=16, description="downscale images with a longer side")
-    beam_args: list[str] = Field(default_factory=lambda: list(LOCAL_BEAM_ARGS))
+    threads: int | None = Field(
+        None, ge=1, description="conversion threads per worker process; None: its cores"
+    )
+    beam_args: list[str] = Field(
+        default_factory=list, description="Beam runner options; empty: the local runner"
+    )
 
 
 def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
@@ -61,31 +66,55 @@ def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
 def _fingerprint(config: IngestConfig, found: Discovery) -> str:
     """Inputs and the settings that shape the output; runner options do not change the bytes."""
     settings = json.dumps(
-        config.model_dump(exclude={"source", "output", "beam_args"}), sort_keys=True
+        config.model_dump(exclude={"source", "output", "beam_args", "threads"}), sort_keys=True
     )
     settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:12]
     return f"v{FORMAT_VERSION}-{found.fingerprint()[:32]}-{settings_hash}"
 
 
-def _read_lines(pattern: str) -> list[str]:
-    lines = []
-    for meta in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(meta.path) as handle:
-            lines += [ln for ln in handle.read().decode("utf-8").splitlines() if ln.strip()]
-    return lines
-
-
-def _write_text(path: str, text: str) -> None:
-    with FileSystems.create(path, mime_type="text/plain") as handle:
-        handle.write(text.encode("utf-8"))
-
-
 def read_metadata(output: str) -> dict | None:
-    path = FileSystems.join(output, "metadata.json")
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
+    return dataset.read_metadata(output, required=False)
+
+
+def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str) -> list[str]:
+    """One task file per shard: its items in record order (by order key). Returns their paths."""
+    per_shard = defaultdict(list)
+    for item in found.items:
+        key = order_key(item.split, item.relpath)
+        per_shard[(item.split, shard_of(key, shards[item.split]))].append((key, item.to_json()))
+    paths = []
+    for split in SPLITS:
+        for shard in range(shards[split]):  # empty shards too, so that every -of-N file exists
+            items = [item for _, item in sorted(per_shard[(split, shard)], key=lambda r: r[0])]
+            task = {"split": split, "shard": shard, "num_shards": shards[split], "items": items}
+            path = join(staging, "tasks", shard_name(split, shard, shards[split]) + ".json")
+            dataset.write_text(path, json.dumps(task))
+            paths.append(path)
+    return paths
+
+
+class _Progress(threading.Thread):
+    """Reports finished shards while the job runs, by counting staged summaries (any runner)."""
+
+    def __init__(self, staging: str, total: int, report: Callable[[str], None]):
+        super().__init__(daemon=True, name="ingest-progress")
+        self._pattern = join(staging, "summaries", "*.json")
+        self._total, self._report = total, report
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        last = 0
+        while not self._done.wait(10.0):
+            try:
+                finished = len(FileSystems.match([self._pattern])[0].metadata_list)
+            except Exception:  # noqa: BLE001 - progress must never fail the job
+                continue
+            if finished != last:
+                last = finished
+                self._report(f"{finished}/{self._total} shards written")
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info) -> dict:
@@ -100,83 +129,112 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
     on_stage(
         f"{found.layout}: {len(found.items)} files, {len(found.classes)} classes; shards {shards}"
     )
+    for line in found.not_read:
+        on_stage(f"not read: {line}")
 
     if not is_remote(config.output):
         os.makedirs(config.output, exist_ok=True)
-    staging = FileSystems.join(config.output, "_staging")
+    staging = join(config.output, "_staging")
     _remove_outputs(config.output)
-    manifest = FileSystems.join(staging, "manifest.jsonl")
-    _write_text(manifest, "".join(json.dumps(i.to_json()) + "\n" for i in found.items))
+    tasks = _stage_tasks(found, shards, staging)
+    beam_args = resolve_beam_args(config.beam_args, len(tasks))
+    on_stage(f"converting images with Beam ({' '.join(beam_args)})")
+    progress = _Progress(staging, len(tasks), on_stage)
+    progress.start()
+    try:
+        _run_job(beam_args, tasks, config, staging)
+    finally:
+        progress.stop()
 
-    on_stage(f"converting images with Beam ({' '.join(config.beam_args)})")
-    with beam.Pipeline(options=PipelineOptions(config.beam_args)) as pipeline:
-        build_pipeline(pipeline, manifest, staging, config.output, shards, config.max_side)
-
-    metadata = _finalize(config, found, shards, fingerprint, staging)
+    metadata = _finalize(config, found, shards, fingerprint, staging, runner_name(beam_args))
     FileSystems.delete([staging])
     on_stage(f"wrote {metadata['records']} records, quarantined {metadata['quarantined']}")
     return {**metadata, "reused": False}
 
 
+def _run_job(beam_args: list[str], tasks: list[str], config: IngestConfig, staging: str) -> None:
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    build_pipeline(pipeline, tasks, config.output, staging, config.max_side, config.threads)
+    result = pipeline.run()
+    try:
+        state = result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the DaskRunner leaves its client connected
+        if client is not None:
+            client.close()
+    if state != PipelineState.DONE:
+        raise RuntimeError(f"the {runner_name(beam_args)} job ended in state {state}")
+
+
 def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
-    names = ["metadata.json", "labels.txt", "quarantine.jsonl", "_staging"]
+    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE, "_staging"]
     stale = [
         m.path
         for s in SPLITS
-        for m in FileSystems.match([FileSystems.join(output, f"{s}-*-of-*")])[0].metadata_list
+        for m in FileSystems.match([dataset.shard_pattern(output, s)])[0].metadata_list
     ]
-    stale += [
-        FileSystems.join(output, n)
-        for n in names
-        if FileSystems.exists(FileSystems.join(output, n))
-    ]
+    stale += [join(output, n) for n in names if dataset.exists(join(output, n))]
     if stale:
         FileSystems.delete(stale)
 
 
+def _read_summaries(staging: str, shards: dict[str, int], runner: str, output: str) -> list[dict]:
+    summaries, missing = [], []
+    for split in SPLITS:
+        for shard in range(shards[split]):
+            name = shard_name(split, shard, shards[split])
+            path = summary_path(staging, name)
+            if dataset.exists(path):
+                summaries.append(json.loads(dataset.read_text(path)))
+            else:
+                missing.append(name)
+    if missing:
+        raise RuntimeError(
+            f"the {runner} job reported success but did not write {len(missing)} shard(s): "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; outputs in {output} "
+            "are incomplete"
+        )
+    return summaries
+
+
 def _finalize(
-    config: IngestConfig, found: Discovery, shards: dict[str, int], fingerprint: str, staging: str
+    config: IngestConfig,
+    found: Discovery,
+    shards: dict[str, int],
+    fingerprint: str,
+    staging: str,
+    runner: str,
 ) -> dict:
     """Writes labels.txt, quarantine.jsonl and metadata.json; checks that nothing was lost."""
-    summaries = [json.loads(line) for line in _read_lines(FileSystems.join(staging, "summaries*"))]
+    summaries = _read_summaries(staging, shards, runner, config.output)
     quarantine = sorted(
-        (json.loads(line) for line in _read_lines(FileSystems.join(staging, "quarantine*"))),
-        key=lambda q: (q["split"], q["path"]),
+        (q for s in summaries for q in s["quarantine"]), key=lambda q: (q["split"], q["path"])
     )
-    written_shards = {(s["split"], s["shard"]) for s in summaries}
-    for split in SPLITS:  # shards that got no record still exist, so the -of-N names hold
-        for shard in range(shards[split]):
-            if (split, shard) not in written_shards:
-                _write_text(
-                    FileSystems.join(config.output, shard_name(split, shard, shards[split])), ""
-                )
-
     inputs = Counter(item.split for item in found.items)
-    records = Counter()
+    records, reencoded, with_boxes = Counter(), Counter(), Counter()
     per_class = {s: Counter() for s in SPLITS}
-    formats, reencoded, resized = Counter(), Counter(), 0
+    formats, resized, box_problems = Counter(), 0, []
     for s in summaries:
         records[s["split"]] += s["records"]
         per_class[s["split"]].update({int(k): v for k, v in s["per_label"].items()})
         formats.update(s["formats"])
         reencoded[s["split"]] += s["reencoded"]
+        with_boxes[s["split"]] += s["with_boxes"]
         resized += s["resized"]
+        box_problems += s["box_problems"]
     quarantined = Counter(q["split"] for q in quarantine)
     for split in SPLITS:
         if records[split] + quarantined[split] != inputs[split]:
             raise RuntimeError(
-                f"ingestion lost files in {split}: {inputs[split]} inputs but {records[split]} "
-                f"written + {quarantined[split]} quarantined; outputs in {config.output} are "
-                "incomplete"
+                f"ingestion lost files in {split}: {inputs[split]} entries on disk but "
+                f"{records[split]} written + {quarantined[split]} quarantined ({runner}); "
+                f"outputs in {config.output} are incomplete"
             )
 
-    _write_text(
-        FileSystems.join(config.output, "labels.txt"),
-        "".join(f"{c.label}\t{c.wnid}\t{c.text}\n" for c in found.classes),
-    )
-    _write_text(
-        FileSystems.join(config.output, "quarantine.jsonl"),
+    dataset.write_text(join(config.output, dataset.LABELS), dataset.format_labels(found.classes))
+    dataset.write_text(
+        join(config.output, dataset.QUARANTINE),
         "".join(json.dumps(q, sort_keys=True, ensure_ascii=False) + "\n" for q in quarantine),
     )
     metadata = {
@@ -184,19 +242,23 @@ def _finalize(
         "fingerprint": fingerprint,
         "layout": found.layout,
         "source": config.source,
-        "config": config.model_dump(exclude={"beam_args", "output"}),  # same bytes anywhere
+        # same bytes whatever the runner, its options and the output folder
+        "config": config.model_dump(exclude={"beam_args", "output", "threads"}),
         "num_classes": len(found.classes),
         "inputs": {s: inputs[s] for s in SPLITS},
         "records": {s: records[s] for s in SPLITS},
         "quarantined": {s: quarantined[s] for s in SPLITS},
         "reencoded": {s: reencoded[s] for s in SPLITS},
+        "with_boxes": {s: with_boxes[s] for s in SPLITS},
         "resized": resized,
+        "box_problems": sorted(box_problems),
+        "not_read": found.not_read,
         "source_formats": dict(sorted(formats.items())),
         "shards": shards,
         "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
     }
-    _write_text(
-        FileSystems.join(config.output, "metadata.json"),
+    dataset.write_text(
+        join(config.output, dataset.METADATA),
         json.dumps(metadata, indent=2, sort_keys=True) + "\n",
     )
     return metadata

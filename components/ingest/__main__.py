@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-side", type=int, default=None, help="downscale images whose longer side exceeds this"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="conversion threads per worker (default: cores)"
+    )
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
@@ -33,13 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         train_shards=args.train_shards,
         validation_shards=args.validation_shards,
         max_side=args.max_side,
-        beam_args=beam_args or list(LOCAL_BEAM_ARGS),
+        threads=args.threads,
+        beam_args=beam_args,
     )
     try:
         metadata = run_ingest(config)
-    except ValueError as err:
+    except ValueError as err:  # bad input: the message names the file and the problem
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # the job failed or lost records: nothing is reused
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     summary = {k: metadata[k] for k in ("records", "quarantined", "num_classes", "reused")}
     print(json.dumps(summary))
     return 0

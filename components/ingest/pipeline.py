@@ -1,151 +1,194 @@
-"""The Beam job: manifest of source files -> converted examples -> deterministic TFRecord shards.
+"""The Beam job: one element per output shard, each converting its images and writing its shard.
 
-Each step is a named composite transform around a plain function from `images`/`records`. Files
-that cannot become examples leave through a counted dead-letter output (the quarantine), never
-silently.
+The driver lists every file and knows its shard (a hash of its path), so it stages one small task
+file per shard holding that shard's items in record order. The job is a single step over those
+task files: read each file, convert its images (a thread pool, results taken in order), and
+stream the records to the shard. There is no GroupByKey of image bytes, so memory stays at one
+shard's look-ahead window whatever the data size, and the shape is one linear ParDo that every
+runner executes the same way (Beam's DaskRunner computes only the last transform of a job, and
+can lose tagged outputs; a job with one step and no outputs to lose is safe there).
+
+Each shard is written under a temporary name and renamed when complete; its summary (counts and
+quarantined files) is then written beside the staging files, and the driver counts summaries:
+a shard whose summary is missing fails the run instead of losing records silently.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from components.dataset import join, shard_name
+from components.ingest.annotations import read_voc_boxes
 from components.ingest.images import BadImage, to_stored_image
-from components.ingest.records import (
-    make_example,
-    order_key,
-    shard_name,
-    shard_of,
-    tfrecord_frame,
-)
+from components.ingest.records import make_example, tfrecord_frame
 
-QUARANTINE = "quarantine"
+log = logging.getLogger(__name__)
 
 
-class ConvertImageFn(beam.DoFn):
-    """Manifest item -> ((split, shard), (order, example, label, stats)); bad ones: QUARANTINE."""
+def summary_path(staging: str, name: str) -> str:
+    return join(staging, "summaries", f"{name}.json")
 
-    def __init__(self, shards: dict[str, int], max_side: int | None):
-        self._shards = shards
-        self._max_side = max_side
+
+def convert_item(item: dict, max_side: int | None) -> tuple[bytes | None, dict]:
+    """One staged item -> (serialized example, stats), or (None, {"reason": ...}) to quarantine."""
+    reason = item.get("problem")
+    if not reason:
+        try:
+            with FileSystems.open(item["path"]) as handle:
+                stored = to_stored_image(handle.read(), max_side)
+        except BadImage as err:
+            reason = str(err)
+        except OSError as err:
+            reason = f"unreadable file: {err}"
+    if reason:
+        return None, {"reason": reason}
+    boxes, box_size, box_problem = item["boxes"], item.get("box_size"), ""
+    if item.get("box_file"):
+        try:
+            boxes, box_size = read_voc_boxes(item["box_file"])
+        except ValueError as err:  # the image is fine; only its boxes are unknown
+            box_problem = str(err)
+    filename = item["relpath"].rsplit("/", 1)[-1]
+    example = make_example(stored, item["label"], item["text"], filename, boxes, box_size)
+    stats = {
+        "format": stored.source_format,
+        "reencoded": stored.reencoded,
+        "resized": stored.resized,
+        "boxes": bool(boxes),
+        "box_problem": box_problem,
+    }
+    return example, stats
+
+
+def ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
+    """fn over items on `threads` threads, results in input order, a bounded window in flight.
+
+    Pillow releases the GIL while it decodes and encodes, so threads use every core; the window
+    (4 per thread) bounds memory to a few dozen images.
+    """
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="convert") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _write_atomically(path: str, chunks: Iterable[bytes]) -> None:
+    """Writes to a hidden temporary file beside `path`, then renames it: no reader (nor the
+    shard glob) ever sees half a shard."""
+    folder, name = path.rsplit("/", 1)
+    temp = join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    with FileSystems.create(temp, mime_type="application/octet-stream") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+    if FileSystems.exists(path):  # a retried or speculative run of the same shard
+        FileSystems.delete([path])
+    FileSystems.rename([temp], [path])
+
+
+def write_shard(task: dict, output: str, staging: str, max_side: int | None, threads: int) -> dict:
+    """Converts one shard's items and writes the shard and its summary; returns the summary."""
+    name = shard_name(task["split"], task["shard"], task["num_shards"])
+    per_label, formats, quarantine, box_problems = Counter(), Counter(), [], []
+    totals = Counter()
+
+    def records() -> Iterator[bytes]:
+        convert = lambda item: convert_item(item, max_side)  # noqa: E731
+        for item, (example, stats) in zip(
+            task["items"], ordered_map(convert, task["items"], threads), strict=True
+        ):
+            if example is None:
+                quarantine.append(
+                    {"path": item["path"], "split": item["split"], "reason": stats["reason"]}
+                )
+                continue
+            per_label[item["label"]] += 1
+            formats[stats["format"]] += 1
+            totals.update(
+                records=1, reencoded=stats["reencoded"], resized=stats["resized"],
+                with_boxes=stats["boxes"],
+            )  # fmt: skip
+            if stats["box_problem"]:
+                box_problems.append(stats["box_problem"])
+            yield tfrecord_frame(example)
+
+    _write_atomically(join(output, name), records())
+    summary = {
+        "split": task["split"],
+        "shard": task["shard"],
+        "records": totals["records"],
+        "per_label": {str(k): v for k, v in sorted(per_label.items())},
+        "formats": dict(sorted(formats.items())),
+        "reencoded": totals["reencoded"],
+        "resized": totals["resized"],
+        "with_boxes": totals["with_boxes"],
+        "box_problems": box_problems,
+        "quarantine": quarantine,
+    }
+    text = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    _write_atomically(summary_path(staging, name), [text])
+    return summary
+
+
+class WriteShardFn(beam.DoFn):
+    """Task file of one shard -> the shard written, its summary staged (and emitted)."""
+
+    def __init__(self, output: str, staging: str, max_side: int | None, threads: int | None):
+        self._output, self._staging = output, staging
+        self._max_side, self._threads = max_side, threads
         self._written = Metrics.counter("ingest", "examples_written")
         self._quarantined = Metrics.counter("ingest", "files_quarantined")
-        self._reencoded = Metrics.counter("ingest", "images_reencoded")
 
-    def process(self, item: dict):
-        reason = item.get("problem")
-        stored = None
-        if not reason:
-            try:
-                with FileSystems.open(item["path"]) as handle:
-                    data = handle.read()
-                stored = to_stored_image(data, self._max_side)
-            except BadImage as err:
-                reason = str(err)
-            except OSError as err:
-                reason = f"unreadable file: {err}"
-        if reason:
-            self._quarantined.inc()
-            yield beam.pvalue.TaggedOutput(
-                QUARANTINE, {"path": item["path"], "split": item["split"], "reason": reason}
-            )
-            return
-        filename = item["relpath"].rsplit("/", 1)[-1]
-        example = make_example(stored, item["label"], item["text"], filename, item["boxes"])
-        self._written.inc()
-        self._reencoded.inc(int(stored.reencoded))
-        split = item["split"]
-        key = order_key(split, item["relpath"])
-        stats = {
-            "format": stored.source_format,
-            "reencoded": stored.reencoded,
-            "resized": stored.resized,
-        }
-        yield (split, shard_of(key, self._shards[split])), (key, example, item["label"], stats)
+    def setup(self):
+        import os
 
+        # Imported once here rather than by the first conversion threads all at once.
+        from tensorflow.core.example import example_pb2  # noqa: F401
 
-def write_shard(output: str, num_shards: dict[str, int], element) -> dict:
-    """Writes one shard, records in key order, and returns its summary for metadata.json."""
-    (split, shard), records = element
-    records = sorted(records, key=lambda r: r[0])
-    path = FileSystems.join(output, shard_name(split, shard, num_shards[split]))
-    per_label: dict[int, int] = {}
-    formats: dict[str, int] = {}
-    reencoded = resized = 0
-    with FileSystems.create(path, mime_type="application/octet-stream") as handle:
-        for _, example, label, stats in records:
-            handle.write(tfrecord_frame(example))
-            per_label[label] = per_label.get(label, 0) + 1
-            formats[stats["format"]] = formats.get(stats["format"], 0) + 1
-            reencoded += stats["reencoded"]
-            resized += stats["resized"]
-    return {
-        "split": split,
-        "shard": shard,
-        "records": len(records),
-        "per_label": per_label,
-        "formats": formats,
-        "reencoded": reencoded,
-        "resized": resized,
-    }
+        self._pool_size = self._threads or os.cpu_count() or 1
 
-
-class ConvertImages(beam.PTransform):
-    """Manifest items -> keyed examples (main output) and quarantine records (QUARANTINE)."""
-
-    def __init__(self, shards: dict[str, int], max_side: int | None):
-        super().__init__()
-        self._fn = ConvertImageFn(shards, max_side)
-
-    def expand(self, items):
-        return items | beam.ParDo(self._fn).with_outputs(QUARANTINE, main="examples")
-
-
-class WriteShards(beam.PTransform):
-    """Groups keyed examples by shard and writes each shard file; emits one summary per shard."""
-
-    def __init__(self, output: str, shards: dict[str, int]):
-        super().__init__()
-        self._output = output
-        self._shards = shards
-
-    def expand(self, examples):
-        return (
-            examples
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(functools.partial(write_shard, self._output, self._shards))
+    def process(self, task_path: str):
+        with FileSystems.open(task_path) as handle:
+            task = json.loads(handle.read())
+        summary = write_shard(task, self._output, self._staging, self._max_side, self._pool_size)
+        self._written.inc(summary["records"])
+        self._quarantined.inc(len(summary["quarantine"]))
+        log.info(
+            "%s: %d records, %d quarantined",
+            shard_name(task["split"], task["shard"], task["num_shards"]),
+            summary["records"],
+            len(summary["quarantine"]),
         )
+        yield summary["split"], summary["shard"], summary["records"]
 
 
 def build_pipeline(
     pipeline: beam.Pipeline,
-    manifest: str,
-    staging: str,
+    task_paths: list[str],
     output: str,
-    shards: dict[str, int],
+    staging: str,
     max_side: int | None,
+    threads: int | None,
 ) -> None:
-    """Wires the job: the driver reads the staged summaries and quarantine afterwards."""
-    items = (
+    """Wires the job: shard task files -> shards and summaries (one step, no grouping)."""
+    (
         pipeline
-        | "ReadManifest" >> beam.io.ReadFromText(manifest)
-        | "ParseManifest" >> beam.Map(json.loads)
-        # The manifest is one small file, read as one bundle: spread the images over workers.
-        | "SpreadOverWorkers" >> beam.Reshuffle()
-    )
-    converted = items | "ConvertImages" >> ConvertImages(shards, max_side)
-    (
-        converted.examples
-        | "WriteShards" >> WriteShards(output, shards)
-        | "SummaryJson" >> beam.Map(lambda s: json.dumps(s, sort_keys=True))
-        | "WriteSummaries" >> beam.io.WriteToText(FileSystems.join(staging, "summaries"))
-    )
-    (
-        converted[QUARANTINE]
-        | "QuarantineJson" >> beam.Map(lambda q: json.dumps(q, sort_keys=True, ensure_ascii=False))
-        | "WriteQuarantine" >> beam.io.WriteToText(FileSystems.join(staging, "quarantine"))
+        # Create spreads its elements over the workers (it reshuffles on every runner).
+        | "ShardTasks" >> beam.Create(task_paths)
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output, staging, max_side, threads))
     )

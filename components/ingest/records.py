@@ -8,15 +8,15 @@ from __future__ import annotations
 import hashlib
 import struct
 
-import crcmod.predefined
+import google_crc32c
 
 from components.ingest.images import StoredImage
 
-_crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
-
 
 def _masked_crc(data: bytes) -> bytes:
-    crc = _crc32c(data)
+    # google-crc32c uses the CPU's CRC instructions: ~25 GB/s against crcmod's ~0.45 GB/s,
+    # which would otherwise cost a fifth of an image decode per record.
+    crc = google_crc32c.value(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
@@ -33,10 +33,6 @@ def order_key(split: str, relpath: str) -> str:
 
 def shard_of(key: str, num_shards: int) -> int:
     return int(key[:12], 16) % num_shards
-
-
-def shard_name(split: str, shard: int, num_shards: int) -> str:
-    return f"{split}-{shard:05d}-of-{num_shards:05d}"
 
 
 def auto_shards(num_records: int, per_shard: int = 1024, most: int = 1024) -> int:
@@ -62,9 +58,18 @@ def relative_boxes(boxes: list[list[float]], width: int, height: int) -> list[li
 
 
 def make_example(
-    image: StoredImage, label: int, text: str, filename: str, boxes: list[list[float]]
+    image: StoredImage,
+    label: int,
+    text: str,
+    filename: str,
+    boxes: list[list[float]],
+    box_size: tuple[int, int] | None = None,
 ) -> bytes:
-    """The serialized tf.train.Example with exactly the features of schemas/image_examples.pbtxt."""
+    """The serialized tf.train.Example with exactly the features of schemas/image_examples.pbtxt.
+
+    `boxes` are pixel boxes of the image `box_size` (width, height) names, by default the source
+    image as decoded (before any downscaling); they are stored relative, clamped to [0, 1].
+    """
     from tensorflow.core.example import example_pb2, feature_pb2
 
     def b(value: bytes) -> feature_pb2.Feature:
@@ -76,7 +81,7 @@ def make_example(
     def f(values: list[float]) -> feature_pb2.Feature:
         return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
 
-    rel = relative_boxes(boxes, *image.source_size)  # pixel boxes of the source image
+    rel = relative_boxes(boxes, *(box_size or image.source_size))
     features = {
         "image": b(image.jpeg),
         "height": i(image.height),

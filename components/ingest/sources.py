@@ -1,42 +1,54 @@
-"""Finding the images of a source dataset and their labels, for each supported layout (SPEC §4).
+"""Finding the images of a source dataset, their labels and boxes, for each supported layout.
 
-`discover(source)` runs on the driver: it recognises the layout, lists every file, and returns one
-`SourceItem` per input file (split, class, boxes). Listing goes through Beam's FileSystems so that
-`gs://` and `s3://` sources work the same as local folders.
+`discover(source)` runs on the driver, recognises the layout by what is on disk, and returns one
+`SourceItem` for every entry under the split folders: a labelled image, or an entry with the
+`problem` it is quarantined for (hidden, a broken link, outside any class folder, unlabelled...).
+Nothing under a split folder is skipped, so `written + quarantined == entries` checks the disk.
+
+Layouts:
+- class folders: `train/<class>/**`, `val/<class>/**` or `validation/<class>/**`; files in
+  sub-folders of a class folder belong to that class;
+- ILSVRC2012 as extracted from the official archives: `train/<wnid>/*.JPEG`, flat
+  `val/ILSVRC2012_val_<8 digits>.JPEG` labelled by `imagenet_2012_validation_synset_labels.txt`
+  or the devkit (`ILSVRC2012_devkit_t12/data/{meta.mat, ILSVRC2012_validation_ground_truth.txt}`),
+  optional VOC XML boxes under `bbox/train/<wnid>/` and `bbox/val/`;
+- the Kaggle release: `ILSVRC/Data/CLS-LOC/{train,val}`, `LOC_synset_mapping.txt`,
+  `LOC_val_solution.csv`, optional `LOC_train_solution.csv` (train boxes).
+Class labels are the positions of the class ids in sorted order, whatever order a label file
+uses. Listing goes through Beam's FileSystems, so gs:// and s3:// sources work too.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from apache_beam.io.filesystems import FileSystems
+from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, exists, join
+from components.ingest import annotations
+from components.ingest.listing import Entry, children, is_dir, is_remote, walk
 
-TRAIN, VALIDATION = "train", "validation"
-SPLITS = (TRAIN, VALIDATION)
 KAGGLE_ROOT = ("ILSVRC", "Data", "CLS-LOC")
+DEVKIT = "ILSVRC2012_devkit_t12"
+SYNSET_LABELS = "imagenet_2012_validation_synset_labels.txt"
+NAME_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
 
-
-@dataclass(frozen=True)
-class ClassInfo:
-    label: int  # 0-based position of `wnid` in sorted order
-    wnid: str
-    text: str
+__all__ = ["SPLITS", "ClassInfo", "Discovery", "SourceItem", "discover", "is_remote"]
 
 
 @dataclass
 class SourceItem:
     path: str
-    relpath: str
+    relpath: str  # relative to the source root; decides the shard and the order in it
     split: str
     size: int
-    label: int | None  # None: the file could not be labelled; it is quarantined with `problem`
+    label: int | None  # None: the entry is quarantined with `problem`
     wnid: str = ""
     text: str = ""
     boxes: list[list[float]] = field(default_factory=list)  # pixel [xmin, ymin, xmax, ymax]
+    box_size: list[int] | None = None  # (width, height) the boxes refer to; None: the image's
+    box_file: str = ""  # a VOC XML file with the boxes, read by the worker
     problem: str = ""
 
     def to_json(self) -> dict:
@@ -48,210 +60,242 @@ class Discovery:
     layout: str
     classes: list[ClassInfo]
     items: list[SourceItem]
-    label_files: list[str]  # files whose content defines labels; part of the fingerprint
+    label_files: list[str]  # files whose content defines labels or boxes: their bytes count
+    box_files: list[Entry] = field(default_factory=list)  # per-image XML: listed, not read here
+    not_read: list[str] = field(default_factory=list)  # top-level entries the layout ignores
 
     def fingerprint(self) -> str:
-        """Identity of the inputs: every file's split, path and size, and the label files' bytes."""
+        """Identity of the inputs: every entry's split, path and size, label files' bytes."""
         digest = hashlib.sha256(self.layout.encode())
         for item in sorted(self.items, key=lambda i: (i.split, i.relpath)):
             digest.update(f"{item.split}\0{item.relpath}\0{item.size}\n".encode())
+        for entry in self.box_files:
+            digest.update(f"box\0{entry.path}\0{entry.size}\n".encode())
         for path in sorted(self.label_files):
-            with FileSystems.open(path) as handle:
-                digest.update(handle.read())
+            digest.update(annotations.read_text(path).encode())
         return digest.hexdigest()
 
 
-def _join(*parts: str) -> str:
-    return FileSystems.join(*parts)
-
-
-def _exists(path: str) -> bool:
-    return FileSystems.exists(path)
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def _list_dir(path: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """(sub-directory names, [(file path, size)]) directly under `path`, sorted."""
-    if not is_remote(path):
-        dirs, files = [], []
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if entry.is_dir():
-                    dirs.append(entry.name)
-                elif entry.is_file():
-                    files.append((entry.path, entry.stat().st_size))
-        return sorted(dirs), sorted(files)
-    prefix = path.rstrip("/") + "/"
-    dirs, files = set(), []
-    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
-        rest = meta.path[len(prefix) :]
-        if "/" in rest:
-            dirs.add(rest.split("/", 1)[0])
-        else:
-            files.append((meta.path, meta.size_in_bytes))
-    return sorted(dirs), sorted(files)
-
-
-def _read_text(path: str) -> str:
-    with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8-sig")
-
-
-def _relpath(path: str, root: str) -> str:
-    return path[len(root.rstrip("/")) + 1 :]
-
-
-def read_synset_mapping(path: str) -> dict[str, str]:
-    """`<wnid> <names>` per line (LOC_synset_mapping.txt, synset_words.txt) -> {wnid: names}."""
-    mapping = {}
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        wnid, _, text = line.strip().partition(" ")
-        if not wnid:
-            raise ValueError(f"{path}:{number}: expected '<wnid> <names>', got {line!r}")
-        mapping[wnid] = text.strip() or wnid
-    return mapping
-
-
-def read_kaggle_val_solution(path: str) -> dict[str, tuple[str, list[list[float]]]]:
-    """LOC_val_solution.csv -> {ImageId: (wnid, pixel boxes)}; the class is the first token."""
-    rows = {}
-    reader = csv.reader(io.StringIO(_read_text(path)))
-    header = next(reader, None)
-    if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-        raise ValueError(f"{path}: expected the header 'ImageId,PredictionString', got {header}")
-    for number, row in enumerate(reader, 2):
-        if not row:
-            continue
-        if len(row) != 2 or not row[1].split():
-            raise ValueError(f"{path}:{number}: expected 'ImageId,<wnid> xmin ymin xmax ymax ...'")
-        tokens = row[1].split()
-        boxes = []
-        for start in range(0, len(tokens) - 4, 5):
-            try:
-                boxes.append([float(v) for v in tokens[start + 1 : start + 5]])
-            except ValueError as err:
-                raise ValueError(f"{path}:{number}: bad box coordinates: {err}") from err
-        rows[row[0].strip()] = (tokens[0], boxes)
-    return rows
+def _stem(name: str) -> str:
+    return os.path.splitext(name.rsplit("/", 1)[-1])[0]
 
 
 def _class_table(wnids: list[str], names: dict[str, str]) -> list[ClassInfo]:
     return [ClassInfo(i, w, names.get(w, w)) for i, w in enumerate(sorted(wnids))]
 
 
-def _folder_items(split_dir: str, split: str, root: str, classes: dict[str, ClassInfo]):
-    dirs, stray = _list_dir(split_dir)
-    for path, size in stray:
-        yield SourceItem(
-            path, _relpath(path, root), split, size, None, problem="file outside any class folder"
-        )
-    for name in dirs:
-        info = classes.get(name)
-        for path, size in _list_dir(_join(split_dir, name))[1]:
-            if info is None:
-                yield SourceItem(
-                    path,
-                    _relpath(path, root),
-                    split,
-                    size,
-                    None,
-                    wnid=name,
-                    problem=f"class folder '{name}' is not a training class",
-                )
+def _walk_split(split_dir: str, source: str, split: str) -> Iterator[tuple[Entry, SourceItem]]:
+    """Every entry under a split folder as an item; hidden and unreadable ones get a problem."""
+    for entry in walk(split_dir):
+        item = SourceItem(entry.path, f"{split_dir[len(source) + 1 :]}/{entry.rel}", split,
+                          entry.size, None, problem=entry.problem)  # fmt: skip
+        if not item.problem and entry.hidden:
+            item.problem = "hidden file or folder (name starts with '.')"
+        yield entry, item
+
+
+def _label(item: SourceItem, info: ClassInfo) -> None:
+    item.label, item.wnid, item.text = info.label, info.wnid, info.text
+
+
+BoxLookup = Callable[[SourceItem], None]
+
+
+def _class_folder_items(
+    split_dir: str, source: str, split: str, classes: dict[str, ClassInfo], boxes: BoxLookup
+) -> Iterator[SourceItem]:
+    for entry, item in _walk_split(split_dir, source, split):
+        if not item.problem:
+            if len(entry.parts) == 1:
+                item.problem = "file outside any class folder"
+            elif entry.parts[0] not in classes:
+                item.wnid = entry.parts[0]
+                item.problem = f"class folder '{entry.parts[0]}' is not a training class"
             else:
-                yield SourceItem(
-                    path, _relpath(path, root), split, size, info.label, info.wnid, info.text
-                )
+                _label(item, classes[entry.parts[0]])
+                boxes(item)
+        yield item
+
+
+def _flat_items(
+    split_dir: str,
+    source: str,
+    split: str,
+    classes: dict[str, ClassInfo],
+    wnid_of: dict[str, str],
+    label_file: str,
+    boxes: BoxLookup,
+) -> Iterator[SourceItem]:
+    """A flat folder labelled by file name (ILSVRC2012 / Kaggle validation)."""
+    for entry, item in _walk_split(split_dir, source, split):
+        if not item.problem:
+            wnid = wnid_of.get(_stem(entry.rel))
+            if len(entry.parts) > 1:
+                item.problem = "in a sub-folder of a flat validation folder (labels are by name)"
+            elif wnid is None:
+                item.problem = f"no label in {label_file}"
+            elif wnid not in classes:
+                item.wnid = wnid
+                item.problem = f"label '{wnid}' ({label_file}) is not a training class"
+            else:
+                _label(item, classes[wnid])
+                boxes(item)
+        yield item
+
+
+def _box_files(folder: str) -> tuple[dict[str, Entry], list[Entry]]:
+    """VOC XML files anywhere under `folder`, by image stem."""
+    if not exists(folder):
+        return {}, []
+    found = [e for e in walk(folder) if not e.problem and e.rel.lower().endswith(".xml")]
+    return {_stem(e.rel): e for e in found}, found
+
+
+def _xml_boxes(index: dict[str, Entry]) -> BoxLookup:
+    def lookup(item: SourceItem) -> None:
+        entry = index.get(_stem(item.relpath))
+        if entry is not None:
+            item.box_file = entry.path
+
+    return lookup
+
+
+def _csv_boxes(rows: dict[str, tuple[str, list]]) -> BoxLookup:
+    def lookup(item: SourceItem) -> None:
+        row = rows.get(_stem(item.relpath))
+        if row is not None:
+            item.boxes = row[1]
+
+    return lookup
+
+
+def _not_read(folder: str, used: set[str]) -> list[str]:
+    dirs, others = children(folder)
+    return [f"{join(folder, n)}: not part of this layout" for n in dirs + others if n not in used]
+
+
+def _validation_dir(source: str) -> str:
+    found = [join(source, n) for n in ("val", "validation") if exists(join(source, n))]
+    if len(found) == 2:
+        raise ValueError(
+            f"{source}: both val/ and validation/ exist; keep the one that holds the validation "
+            "images and move the other out of the source"
+        )
+    if not found:
+        raise ValueError(f"{source}: found train/ but no val/ or validation/ folder")
+    return found[0]
+
+
+def _names(source: str) -> tuple[dict[str, str], list[str]]:
+    for candidate in NAME_FILES:
+        path = join(source, candidate)
+        if exists(path):
+            return annotations.read_synset_mapping(path), [path]
+    return {}, []
+
+
+def _flat_val_labels(source: str) -> tuple[dict[str, str], dict[str, str], list[str], str] | None:
+    """(stem -> wnid, wnid -> words, label files, the file named in errors), or None."""
+    synset_labels = join(source, SYNSET_LABELS)
+    meta = join(source, DEVKIT, "data", "meta.mat")
+    truth = join(source, DEVKIT, "data", "ILSVRC2012_validation_ground_truth.txt")
+    if exists(meta) and exists(truth):
+        synsets = annotations.read_devkit_synsets(meta)
+        wnids = annotations.read_devkit_ground_truth(truth, synsets)
+        words = dict(synsets.values())
+        files, named = [meta, truth], truth
+    elif exists(synset_labels):
+        wnids, words = annotations.read_wnid_lines(synset_labels), {}
+        files, named = [synset_labels], synset_labels
+    else:
+        return None
+    by_stem = {f"ILSVRC2012_val_{i:08d}": wnid for i, wnid in enumerate(wnids, 1)}
+    return by_stem, words, files, named
+
+
+def _discover_folders(source: str) -> Discovery:
+    train_dir, val_dir = join(source, "train"), _validation_dir(source)
+    wnids = [d for d in children(train_dir)[0] if not d.startswith(".")]
+    if not wnids:
+        raise ValueError(f"{train_dir}: no class folders")
+    names, label_files = _names(source)
+    val_dirs, val_files = children(val_dir)
+    flat = _flat_val_labels(source) if val_files else None
+    if val_files and not val_dirs and flat is None:
+        raise ValueError(
+            f"{val_dir}: validation images are flat, without class folders, and no label file "
+            f"was found: add {SYNSET_LABELS} or the devkit ({DEVKIT}/data/meta.mat and "
+            "ILSVRC2012_validation_ground_truth.txt) to the source, or sort them into class folders"
+        )
+    if flat is not None:
+        names = {**flat[1], **names}
+        label_files += flat[2]
+    classes = _class_table(wnids, names)
+    by_wnid = {c.wnid: c for c in classes}
+    train_boxes, train_box_files = _box_files(join(source, "bbox", "train"))
+    val_boxes, val_box_files = _box_files(join(source, "bbox", "val"))
+    items = list(_class_folder_items(train_dir, source, TRAIN, by_wnid, _xml_boxes(train_boxes)))
+    if flat is not None:
+        items += _flat_items(
+            val_dir, source, VALIDATION, by_wnid, flat[0], flat[3], _xml_boxes(val_boxes)
+        )
+    else:
+        items += _class_folder_items(val_dir, source, VALIDATION, by_wnid, _xml_boxes(val_boxes))
+    used = {"train", val_dir.rsplit("/", 1)[-1], "bbox", DEVKIT, SYNSET_LABELS, *NAME_FILES}
+    return Discovery(
+        "ilsvrc2012" if flat is not None else "class-folders",
+        classes,
+        items,
+        label_files,
+        train_box_files + val_box_files,
+        _not_read(source, used),
+    )
 
 
 def _discover_kaggle(source: str) -> Discovery:
-    base = _join(source, *KAGGLE_ROOT)
-    mapping_path = _join(source, "LOC_synset_mapping.txt")
-    solution_path = _join(source, "LOC_val_solution.csv")
-    for required in (mapping_path, solution_path, _join(base, "train"), _join(base, "val")):
-        if not _exists(required):
+    base = join(source, *KAGGLE_ROOT)
+    mapping_path = join(source, "LOC_synset_mapping.txt")
+    solution_path = join(source, "LOC_val_solution.csv")
+    train_solution = join(source, "LOC_train_solution.csv")
+    for required in (mapping_path, solution_path, join(base, "train"), join(base, "val")):
+        if not exists(required):
             raise ValueError(f"Kaggle ImageNet layout under {source}: missing {required}")
-    names = read_synset_mapping(mapping_path)
+    names = annotations.read_synset_mapping(mapping_path)
     classes = _class_table(list(names), names)
     by_wnid = {c.wnid: c for c in classes}
-    items = list(_folder_items(_join(base, "train"), TRAIN, source, by_wnid))
-    solution = read_kaggle_val_solution(solution_path)
-    for path, size in _list_dir(_join(base, "val"))[1]:
-        image_id = os.path.splitext(path.rsplit("/", 1)[-1])[0]
-        rel = _relpath(path, source)
-        if image_id not in solution:
-            items.append(
-                SourceItem(
-                    path, rel, VALIDATION, size, None, problem="no label in LOC_val_solution.csv"
-                )
-            )
-            continue
-        wnid, boxes = solution[image_id]
-        info = by_wnid.get(wnid)
-        if info is None:
-            items.append(
-                SourceItem(
-                    path,
-                    rel,
-                    VALIDATION,
-                    size,
-                    None,
-                    wnid=wnid,
-                    problem=f"label '{wnid}' is not in LOC_synset_mapping.txt",
-                )
-            )
-            continue
-        items.append(SourceItem(path, rel, VALIDATION, size, info.label, wnid, info.text, boxes))
-    return Discovery("kaggle-imagenet", classes, items, [mapping_path, solution_path])
-
-
-def _discover_class_folders(source: str) -> Discovery:
-    train_dir = _join(source, "train")
-    val_dirs = [_join(source, name) for name in ("val", "validation")]
-    val_dir = next((d for d in val_dirs if _exists(d)), None)
-    if val_dir is None:
-        raise ValueError(f"{source}: found train/ but no val/ or validation/ folder")
-    wnids, _ = _list_dir(train_dir)
-    if not wnids:
-        raise ValueError(f"{train_dir}: no class folders")
-    val_classes, val_files = _list_dir(val_dir)
-    if val_files and not val_classes:
-        raise ValueError(
-            f"{val_dir}: validation images are flat, without class folders; this layout needs a "
-            "label file (ILSVRC2012 label files are not read yet: sort them into class folders)"
-        )
-    label_files, names = [], {}
-    for candidate in ("LOC_synset_mapping.txt", "synset_words.txt"):
-        path = _join(source, candidate)
-        if _exists(path):
-            names = read_synset_mapping(path)
-            label_files.append(path)
-            break
-    classes = _class_table(wnids, names)
-    by_wnid = {c.wnid: c for c in classes}
-    items = list(_folder_items(train_dir, TRAIN, source, by_wnid))
-    items += _folder_items(val_dir, VALIDATION, source, by_wnid)
-    return Discovery("class-folders", classes, items, label_files)
+    label_files = [mapping_path, solution_path]
+    train_rows = {}
+    if exists(train_solution):
+        train_rows = annotations.read_kaggle_solution(train_solution)
+        label_files.append(train_solution)
+    solution = annotations.read_kaggle_solution(solution_path)
+    items = list(
+        _class_folder_items(join(base, "train"), source, TRAIN, by_wnid, _csv_boxes(train_rows))
+    )
+    wnid_of = {image_id: wnid for image_id, (wnid, _) in solution.items()}
+    items += _flat_items(
+        join(base, "val"), source, VALIDATION, by_wnid, wnid_of, solution_path,
+        _csv_boxes(solution),
+    )  # fmt: skip
+    not_read = _not_read(source, {"ILSVRC", *(p.rsplit("/", 1)[-1] for p in label_files)})
+    not_read += _not_read(base, {"train", "val"})
+    return Discovery("kaggle-imagenet", classes, items, label_files, [], not_read)
 
 
 def discover(source: str) -> Discovery:
-    """Recognises the layout of `source` and lists every input file with its label."""
+    """Recognises the layout of `source` and lists every entry with its label or problem."""
     source = source.rstrip("/") if is_remote(source) else os.path.abspath(source)
-    if not _exists(source):
+    if not exists(source):
         raise ValueError(f"source {source} does not exist")
-    if _exists(_join(source, *KAGGLE_ROOT)):
+    if is_dir(join(source, *KAGGLE_ROOT)):
         found = _discover_kaggle(source)
-    elif _exists(_join(source, "train")):
-        found = _discover_class_folders(source)
+    elif is_dir(join(source, "train")):
+        found = _discover_folders(source)
     else:
         raise ValueError(
-            f"{source}: unrecognised layout; expected train/<class>/ with val/<class>/, or the "
-            f"Kaggle ImageNet release ({'/'.join(KAGGLE_ROOT)}/ with LOC_*.csv/txt)"
+            f"{source}: unrecognised layout; expected train/<class>/ with val/ (class folders, "
+            f"or flat with {SYNSET_LABELS} or the {DEVKIT} devkit), or the Kaggle ImageNet "
+            f"release ({'/'.join(KAGGLE_ROOT)}/ with LOC_*.csv/txt)"
         )
     if not found.items:
         raise ValueError(f"{source}: no files found")

@@ -1,0 +1,86 @@
+"""A real Dask cluster on this machine: a `dask scheduler` and N `dask worker` processes.
+
+Used by the Dask integration test and the ingestion benchmark; the same commands start a
+cluster across machines (infra/scale-out/beam-runners.md).
+
+    with dask_cluster(workers=2) as address:   # "tcp://127.0.0.1:PORT"
+        run_ingest(IngestConfig(..., beam_args=["--runner=DaskRunner",
+                                                f"--dask_client_address={address}"]))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """TERM, then KILL; returns only when the process is gone."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextmanager
+def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> Iterator[str]:
+    """Starts a scheduler on a free loopback port and `workers` worker processes; yields the
+    scheduler address; stops them all (verified) on exit."""
+    folder = Path(tempfile.mkdtemp(prefix="dask-"))
+    scheduler_file = folder / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    logs = open(folder / "cluster.log", "wb")  # noqa: SIM115 - closed below
+    common = dict(cwd=ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--dashboard-address", "127.0.0.1:0",
+             "--scheduler-file", str(scheduler_file)],
+            **common,
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not scheduler_file.exists():
+            if processes[0].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dask scheduler did not start; see {folder / 'cluster.log'}")
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        for _ in range(workers):
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "distributed.cli.dask_worker", address,
+                     "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
+                     "--host", "127.0.0.1", "--local-directory", str(folder)],
+                    **common,
+                )
+            )  # fmt: skip
+        _wait_for_workers(address, workers, deadline, folder)
+        yield address
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        logs.close()
+
+
+def _wait_for_workers(address: str, workers: int, deadline: float, folder: Path) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=max(1.0, deadline - time.monotonic())) as client:
+        try:
+            client.wait_for_workers(workers, timeout=max(1.0, deadline - time.monotonic()))
+        except TimeoutError as err:
+            raise RuntimeError(f"dask workers did not start; see {folder / 'cluster.log'}") from err

@@ -1,0 +1,127 @@
+"""The ingested dataset's contract: what ingestion writes and every later stage reads.
+
+A dataset folder (local, or any filesystem Beam understands such as gs://) holds:
+
+- `train-00000-of-00008` ... and `validation-00000-of-00001` ...: TFRecord shards of
+  `tf.train.Example`s with the features of schemas/image_examples.pbtxt;
+- `labels.txt`: one line per class, `label<TAB>class id<TAB>text`, labels 0..K-1 in order;
+- `metadata.json`: counts per split and class, the source fingerprint and the ingest config;
+- `quarantine.jsonl`: one JSON object per source file that did not become a record
+  (`path`, `split`, `reason`).
+
+Every stage reads these through this module, so the names live in one place and a missing or
+malformed file is reported with its path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from apache_beam.io.filesystems import FileSystems
+
+TRAIN, VALIDATION = "train", "validation"
+SPLITS = (TRAIN, VALIDATION)
+LABELS, METADATA, QUARANTINE = "labels.txt", "metadata.json", "quarantine.jsonl"
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    label: int  # 0-based position of `wnid` among the sorted class ids
+    wnid: str
+    text: str
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    """`train-00003-of-01024`, the reference converters' naming."""
+    return f"{split}-{shard:05d}-of-{num_shards:05d}"
+
+
+def shard_pattern(data_dir: str, split: str) -> str:
+    """A glob of one split's shards, for tf.data, TFDV and FileSystems.match."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return join(data_dir, f"{split}-*-of-*")
+
+
+def shard_files(data_dir: str, split: str) -> list[str]:
+    """The shards of one split, sorted; an error names the folder when there are none."""
+    matched = FileSystems.match([shard_pattern(data_dir, split)])[0].metadata_list
+    if not matched:
+        raise ValueError(f"{data_dir}: no {split} shards ({split}-*-of-*); run ingestion first")
+    return sorted(m.path for m in matched)
+
+
+def read_text(path: str) -> str:
+    try:
+        with FileSystems.open(path) as handle:
+            return handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:  # Beam raises IOError subclasses for all FS
+        raise ValueError(f"cannot read {path}: {err}") from err
+
+
+def write_text(path: str, text: str) -> None:
+    with FileSystems.create(path, mime_type="text/plain") as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def format_labels(classes: list[ClassInfo]) -> str:
+    return "".join(f"{c.label}\t{c.wnid}\t{c.text}\n" for c in classes)
+
+
+def read_classes(data_dir: str) -> list[ClassInfo]:
+    """labels.txt -> the classes in label order; labels must be 0..K-1."""
+    path = join(data_dir, LABELS)
+    classes = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[0].isdigit():
+            raise ValueError(f"{path}:{number}: expected 'label<TAB>class id<TAB>text'")
+        text = parts[2] if len(parts) > 2 and parts[2] else parts[1]
+        classes.append(ClassInfo(int(parts[0]), parts[1], text))
+    if [c.label for c in classes] != list(range(len(classes))):
+        raise ValueError(f"{path}: labels must be 0..K-1 in order")
+    if not classes:
+        raise ValueError(f"{path}: no classes")
+    return classes
+
+
+def read_labels(data_dir: str) -> list[str]:
+    """The class texts in label order (what reports and confusion tables show)."""
+    return [c.text for c in read_classes(data_dir)]
+
+
+def read_metadata(data_dir: str, required: bool = True) -> dict | None:
+    """metadata.json as a dict; None when it is absent and not `required`."""
+    path = join(data_dir, METADATA)
+    if not exists(path):
+        if required:
+            raise ValueError(f"{path} does not exist: {data_dir} is not an ingested dataset")
+        return None
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def read_quarantine(data_dir: str) -> list[dict]:
+    """quarantine.jsonl as a list of {path, split, reason}."""
+    path = join(data_dir, QUARANTINE)
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
+    return rows

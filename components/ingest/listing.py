@@ -1,0 +1,99 @@
+"""Listing every entry under a folder, so that nothing on disk escapes the count.
+
+A walk reports each thing it finds exactly once: regular files and links to files as readable
+entries; broken links, link loops, and sockets/FIFOs/devices as entries with a problem (they are
+quarantined with it). Links to folders are followed like folders. Local folders are walked with
+os.scandir; gs://, s3:// and other Beam filesystems are listed with FileSystems.match (object
+stores have neither links nor empty folders).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from apache_beam.io.filesystems import FileSystems
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # where it was found (a link keeps its own path; readers follow it)
+    rel: str  # relative to the walked folder, '/'-separated
+    size: int  # bytes of the file (0 where there is a problem)
+    problem: str = ""  # why it cannot be read; "" for a readable file
+
+    @property
+    def parts(self) -> list[str]:
+        return self.rel.split("/")
+
+    @property
+    def hidden(self) -> bool:
+        """Inside or named like a hidden entry (.DS_Store, ._x.JPEG, .ipynb_checkpoints/...)."""
+        return any(part.startswith(".") for part in self.parts)
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def walk(root: str) -> Iterator[Entry]:
+    """Every entry under `root`, recursively, in sorted order of relative path."""
+    if is_remote(root):
+        yield from _walk_remote(root)
+    else:
+        yield from _walk_local(root, "", frozenset([os.path.realpath(root)]))
+
+
+def _walk_local(folder: str, prefix: str, ancestors: frozenset[str]) -> Iterator[Entry]:
+    with os.scandir(folder) as found:
+        entries = sorted(found, key=lambda e: e.name)
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            target = os.readlink(entry.path)
+            yield Entry(entry.path, rel, 0, f"broken symbolic link (points to {target})")
+        elif entry.is_dir():  # follows links to folders
+            real = os.path.realpath(entry.path)
+            if real in ancestors:
+                yield Entry(entry.path, rel, 0, f"symbolic link loop (back to {real})")
+            else:
+                yield from _walk_local(entry.path, rel + "/", ancestors | {real})
+        elif entry.is_file():  # follows links to files
+            yield Entry(entry.path, rel, entry.stat().st_size)
+        else:
+            yield Entry(entry.path, rel, 0, "not a regular file (socket, FIFO or device)")
+
+
+def _walk_remote(root: str) -> Iterator[Entry]:
+    prefix = root.rstrip("/") + "/"
+    matched = FileSystems.match([prefix + "**"])[0].metadata_list
+    for meta in sorted(matched, key=lambda m: m.path):
+        rel = meta.path[len(prefix) :]
+        if rel and not rel.endswith("/"):  # "folder/" placeholder objects are not files
+            yield Entry(meta.path, rel, meta.size_in_bytes)
+
+
+def children(folder: str) -> tuple[list[str], list[str]]:
+    """(sub-folder names, other entry names) directly under `folder`, each sorted."""
+    if not is_remote(folder):
+        dirs, others = [], []
+        with os.scandir(folder) as found:
+            for entry in found:
+                (dirs if entry.is_dir() else others).append(entry.name)
+        return sorted(dirs), sorted(others)
+    prefix = folder.rstrip("/") + "/"
+    dirs, others = set(), set()
+    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+        rest = meta.path[len(prefix) :]
+        if "/" in rest:
+            dirs.add(rest.split("/", 1)[0])
+        elif rest:
+            others.add(rest)
+    return sorted(dirs), sorted(others)
+
+
+def is_dir(path: str) -> bool:
+    if is_remote(path):
+        return bool(FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list)
+    return os.path.isdir(path)
