@@ -1,13 +1,25 @@
-"""Ingestion throughput: the Beam job (local multi-process runner) against a plain single-process
-Python loop that writes the same TFRecords, side by side in one run, outputs checked identical.
+"""Ingestion throughput and memory at two sizes, side by side in one run.
 
-    .venv/bin/python bench/ingest_bench.py [--images 2000]
+    .venv/bin/python bench/ingest_bench.py [--small 1000] [--large 8000] [--dask-workers 2]
+
+Real photo crops (scikit-learn's sample photos, 375x500 px JPEGs, as ImageNet's typical size)
+in class folders. Measures, on the same files:
+- one core's full-decode rate (read the file, decode every pixel with Pillow): the unit;
+- a plain single-threaded loop that writes the same shards (what a one-file converter does);
+- the Beam job on the local default runner, and on a local Dask cluster (optional);
+each variant in a fresh process at both sizes (wall time of the ingestion call, peak RSS). The
+marginal rate (images between the sizes / seconds between them) removes start-up costs. Every
+variant's shards must be byte-identical to the plain loop's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,83 +29,157 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.photos import write_photo_folders  # noqa: E402
-from components.ingest import LOCAL_BEAM_ARGS, IngestConfig, run_ingest  # noqa: E402
-from components.ingest.images import BadImage, to_stored_image  # noqa: E402
-from components.ingest.records import (  # noqa: E402
-    make_example,
-    order_key,
-    shard_name,
-    shard_of,
-    tfrecord_frame,
-)
-from components.ingest.sources import discover  # noqa: E402
+
+SIZE = (375, 500)
 
 
-def plain_loop(source: Path, output: Path, shards: dict[str, int]) -> int:
-    """What a one-file converter does: every file in turn, then the shards in key order."""
-    found = discover(str(source))
+def plain_loop(source: str, output: str) -> int:
+    """Every file in turn on one thread, then the shards in key order (all records in memory)."""
+    from components.dataset import shard_name
+    from components.ingest import IngestConfig, _shard_counts
+    from components.ingest.pipeline import convert_item
+    from components.ingest.records import order_key, shard_of, tfrecord_frame
+    from components.ingest.sources import discover
+
+    found = discover(source)
+    shards = _shard_counts(IngestConfig(source=source, output=output), found)
     per_shard = defaultdict(list)
     for item in found.items:
-        if item.problem:  # unlabelled: quarantined, as in the Beam job
-            continue
-        try:
-            stored = to_stored_image(Path(item.path).read_bytes())
-        except BadImage:
-            continue
-        key = order_key(item.split, item.relpath)
-        example = make_example(stored, item.label, item.text, Path(item.relpath).name, item.boxes)
-        per_shard[(item.split, shard_of(key, shards[item.split]))].append((key, example))
-    output.mkdir(parents=True)
+        example, _ = convert_item(item.to_json(), None)
+        if example is not None:
+            key = order_key(item.split, item.relpath)
+            per_shard[(item.split, shard_of(key, shards[item.split]))].append((key, example))
+    os.makedirs(output)
     for (split, shard), records in per_shard.items():
-        with open(output / shard_name(split, shard, shards[split]), "wb") as handle:
+        with open(os.path.join(output, shard_name(split, shard, shards[split])), "wb") as handle:
             for _, example in sorted(records):
                 handle.write(tfrecord_frame(example))
     return sum(len(r) for r in per_shard.values())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=2000)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
-    source = write_photo_folders(work / "src", args.images, odd_every=20)
-    shards = {"train": 4, "validation": 1}
-    print(f"{args.images} JPEGs of 400x500 px (5% PNG or CMYK), {os.cpu_count()} cores")
+def one_variant(variant: str, source: str, output: str, address: str) -> None:
+    """Runs one variant in this (fresh) process and prints its measurements as JSON."""
+    from tensorflow.core.example import example_pb2  # noqa: F401 - imported before the clock
+
+    from components.ingest import IngestConfig, run_ingest
+    from components.ingest.records import make_example  # noqa: F401 - TensorFlow import
+    from components.ingest.runners import LOCAL_BEAM_ARGS
 
     start = time.perf_counter()
-    written = plain_loop(source, work / "loop", shards)
-    loop_s = time.perf_counter() - start
-
-    variants = {
-        "Beam, local default": list(LOCAL_BEAM_ARGS),
-        "Beam, multi-processing": [
-            "--runner=DirectRunner",
-            "--direct_running_mode=multi_processing",
-            f"--direct_num_workers={os.cpu_count()}",
-        ],
-    }
-    print(f"plain Python loop      : {written / loop_s:7.1f} images/s ({loop_s:.1f} s)")
-    for number, (name, beam_args) in enumerate(variants.items()):
-        output = work / f"beam{number}"
-        start = time.perf_counter()
+    if variant == "loop":
+        records = plain_loop(source, output)
+    else:
+        beam_args = (
+            ["--runner=DaskRunner", f"--dask_client_address={address}"]
+            if variant == "dask"
+            else LOCAL_BEAM_ARGS
+        )
         meta = run_ingest(
-            IngestConfig(
-                source=str(source),
-                output=str(output),
-                train_shards=4,
-                validation_shards=1,
-                beam_args=beam_args,
-            ),
-            on_stage=lambda s: None,
+            IngestConfig(source=source, output=output, beam_args=beam_args), on_stage=lambda s: None
         )
-        beam_s = time.perf_counter() - start
-        assert sum(meta["records"].values()) == written
-        for shard in sorted((work / "loop").iterdir()):
-            assert shard.read_bytes() == (output / shard.name).read_bytes(), shard.name
+        records = sum(meta["records"].values())
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "records": records, "rss_mb": rss}))
+
+
+def decode_rate(source: Path, limit: int) -> float:
+    from PIL import Image
+
+    files = sorted(p for p in source.rglob("*.JPEG"))[:limit]
+    start = time.perf_counter()
+    for path in files:
+        with Image.open(path) as image:
+            image.load()
+    return len(files) / (time.perf_counter() - start)
+
+
+def run(variant: str, source: Path, output: Path, address: str = "") -> dict:
+    command = [sys.executable, __file__, "--variant", variant, "--source", str(source)]
+    command += ["--output", str(output), "--address", address]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def same_shards(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.glob("*-of-*"))
+    return names == sorted(p.name for p in b.glob("*-of-*")) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--large", type=int, default=8000)
+    parser.add_argument("--dask-workers", type=int, default=0, help="0: no Dask variant")
+    parser.add_argument("--work", default=None, help="keeps the photos between runs")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--address", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        return one_variant(args.variant, args.source, args.output, args.address)
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="ingest-bench-"))
+    sizes = (args.small, args.large)
+    sources = {}
+    for n in sizes:
+        sources[n] = work / f"photos-{n}"
+        if not (sources[n] / "train").is_dir():
+            write_photo_folders(sources[n], n, size=SIZE)
+    cores = os.cpu_count() or 1
+    unit = decode_rate(sources[args.large], 3000)
+    print(
+        f"{args.small} and {args.large} real photo crops, {SIZE[0]}x{SIZE[1]} JPEG, {cores} cores"
+    )
+    print(f"one core, full decode (read + Pillow decode): {unit:.0f} images/s")
+    print(f"{'variant':28s} {'s@' + str(sizes[0]):>8s} {'s@' + str(sizes[1]):>8s} "
+          f"{'marginal img/s':>15s} {'x cores*decode':>15s} {'peak RSS MB':>16s}")  # fmt: skip
+
+    variants = [("plain loop, 1 thread", "loop"), ("Beam, local default", "local")]
+    if args.dask_workers:
+        variants.append((f"Beam on Dask, {args.dask_workers} workers", "dask"))
+    for old_output in work.glob("out-*"):
+        shutil.rmtree(old_output)
+    repeat = run("local", sources[args.large], work / "out-repeat")  # also warms the page cache
+    for name, variant in variants:
+        context = _cluster(args.dask_workers) if variant == "dask" else _no_cluster()
+        with context as address:
+            if variant == "dask":  # workers import TensorFlow on their first task: warm them
+                run(variant, sources[sizes[0]], work / "out-dask-warm-up", address)
+            results = {
+                n: run(variant, sources[n], work / f"out-{variant}-{n}", address) for n in sizes
+            }
+        dt = results[sizes[1]]["seconds"] - results[sizes[0]]["seconds"]
+        marginal = (sizes[1] - sizes[0]) / dt
         print(
-            f"{name:23s}: {written / beam_s:7.1f} images/s ({beam_s:.1f} s, "
-            f"{loop_s / beam_s:.2f}x the loop; {' '.join(beam_args[1:])}); shards identical"
+            f"{name:28s} {results[sizes[0]]['seconds']:8.1f} {results[sizes[1]]['seconds']:8.1f} "
+            f"{marginal:15.0f} {marginal / (cores * unit):15.2f} "
+            f"{results[sizes[0]]['rss_mb']:7.0f} / {results[sizes[1]]['rss_mb']:6.0f}"
         )
+        if variant != "loop":
+            for n in sizes:
+                if not same_shards(work / f"out-loop-{n}", work / f"out-{variant}-{n}"):
+                    raise SystemExit(f"{name}: shards differ from the plain loop's at {n}")
+    identical = same_shards(work / "out-repeat", work / f"out-local-{args.large}")
+    print(f"local default, {args.large} again: {repeat['seconds']:.1f} s, shards identical: "
+          f"{identical}; every variant's shards identical to the plain loop's")  # fmt: skip
+
+
+def _no_cluster():
+    from contextlib import nullcontext
+
+    return nullcontext("")
+
+
+def _cluster(workers: int):
+    from bench.dask_cluster import dask_cluster
+
+    return dask_cluster(workers=workers)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,12 @@ class IngestSettings(BaseModel):
     train_shards: int | None = None
     validation_shards: int | None = None
     max_side: int | None = None
-    beam_args: list[str] | None = Field(None, description="None: the local multi-process runner")
+    threads: int | None = Field(None, ge=1, description="conversion threads per worker")
+    beam_args: list[str] = Field(
+        default_factory=list,
+        description="Beam runner options for ingestion and TFDV, e.g. ['--runner=DaskRunner', "
+        "'--dask_client_address=tcp://HOST:8786']; empty: the local in-process runner",
+    )
 
 
 class PipelineConfig(BaseModel):

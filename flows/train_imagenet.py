@@ -18,8 +18,9 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
+from components import dataset
 from components.evaluate import evaluate, gate_and_register
-from components.ingest import LOCAL_BEAM_ARGS, IngestConfig, run_ingest
+from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
 from components.validate import ValidateConfig, ValidationFailed, validate
 from flows import artifacts
@@ -40,6 +41,11 @@ class Overrides(BaseModel):
     resume_run: str | None = Field(
         None, description="flow run id of a killed run whose checkpoints this run continues"
     )
+    beam_args: list[str] | None = Field(
+        None,
+        description="Beam runner options for ingestion and validation, e.g. "
+        "['--runner=DaskRunner', '--dask_client_address=tcp://HOST:8786']",
+    )
 
 
 def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
@@ -52,6 +58,8 @@ def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
         if getattr(overrides, key) is not None:
             base["gate"][key] = getattr(overrides, key)
     base["gate"]["allow_label_change"] = overrides.allow_label_change
+    if overrides.beam_args is not None:
+        base["ingest"]["beam_args"] = overrides.beam_args
     return PipelineConfig(**base)
 
 
@@ -98,25 +106,24 @@ def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
             train_shards=settings.train_shards,
             validation_shards=settings.validation_shards,
             max_side=settings.max_side,
-            beam_args=settings.beam_args or list(LOCAL_BEAM_ARGS),
+            threads=settings.threads,
+            beam_args=settings.beam_args,
         ),
         on_stage=logger.info,
     )
-    quarantine = [
-        json.loads(line)
-        for line in Path(output, "quarantine.jsonl").read_text().splitlines()
-        if line
-    ]
-    artifacts.publish_ingest(metadata, quarantine)
+    artifacts.publish_ingest(metadata, dataset.read_quarantine(output))
     return metadata
 
 
 @task(name="validate")
-def validate_task(data: str, output: str) -> dict:
+def validate_task(data: str, output: str, beam_args: list[str]) -> dict:
     """Check TFDV statistics of the TFRecords against the reviewed schema (never retried)."""
     logger = get_run_logger()
     try:
-        report = validate(ValidateConfig(data_dir=data, output=output), on_stage=logger.info)
+        report = validate(
+            ValidateConfig(data_dir=data, output=output, beam_args=beam_args),
+            on_stage=logger.info,
+        )
     except ValidationFailed as err:
         artifacts.publish_validation({"anomalies": err.anomalies})
         raise
@@ -238,7 +245,7 @@ def train_imagenet(
         }
         try:
             with _timed(report, "validate"):
-                validate_task(data, str(run_dir / "validation"))
+                validate_task(data, str(run_dir / "validation"), config.ingest.beam_args)
         except ValidationFailed as err:
             report["validate"] = {"passed": False, "anomalies": err.anomalies}
             raise

@@ -17,9 +17,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect is imported anywhere; environment variables outrank prefect.toml.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="trickflow-test-prefect-")
 
-# In-process Beam for speed; the multi-process default is exercised by the e2e test and the demo.
-IN_MEMORY_BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-
 
 def jpeg_bytes(array: np.ndarray, **save_args) -> bytes:
     out = io.BytesIO()
@@ -70,11 +67,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("ingested")
     source = make_class_folders(root / "src", classes=3, train=12, val=4)
-    run_ingest(
-        IngestConfig(
-            source=str(source), output=str(root / "data"), train_shards=2, beam_args=IN_MEMORY_BEAM
-        )
-    )
+    run_ingest(IngestConfig(source=str(source), output=str(root / "data"), train_shards=2))
     return root / "data"
 
 

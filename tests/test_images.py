@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from components.ingest.images import BadImage, _is_baseline_jpeg, to_stored_image
+from tests.conftest import jpeg_bytes
 from tests.odd_files import broken, odd_but_decodable
 
 ODD = odd_but_decodable()
@@ -116,3 +117,66 @@ def test_boxes_stay_relative_to_the_source_after_downscaling() -> None:
     feature = example.features.feature
     assert feature["bbox_xmin"].float_list.value[0] == pytest.approx(0.1)
     assert feature["bbox_ymax"].float_list.value[0] == pytest.approx(0.875)
+
+
+def _damaged_photos() -> list[tuple[str, bytes]]:
+    """Real photo JPEGs cut short, without their end marker, or with bytes overwritten."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for index, photo in enumerate(load_sample_images().images):
+        for crop in range(4):
+            y, x = rng.integers(0, 60), rng.integers(0, 100)
+            data = jpeg_bytes(photo[y : y + 375, x : x + 500], quality=90)
+            cases.append((f"photo{index}-{crop}", data))
+            cases.append((f"photo{index}-{crop} cut", data[: int(len(data) * 0.9)]))
+            cases.append((f"photo{index}-{crop} no end marker", data[:-2]))
+            for hit in range(3):
+                spot = int(rng.integers(len(data) // 4, len(data) - 100))
+                damaged = bytearray(data)
+                damaged[spot : spot + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+                cases.append((f"photo{index}-{crop} overwritten {hit}", bytes(damaged)))
+    return cases
+
+
+def test_every_stored_image_decodes_in_tensorflow_and_damage_never_passes_silently() -> None:
+    """Whatever is stored (kept as is, or re-encoded) decodes with tf.io.decode_jpeg to the
+    stated size; a stream cut short is always quarantined."""
+    stored = quarantined = 0
+    for name, data in _damaged_photos():
+        try:
+            image = to_stored_image(data)
+        except BadImage:
+            quarantined += 1
+            continue
+        assert not name.endswith("cut"), name
+        pixels = tf.io.decode_jpeg(image.jpeg)
+        assert pixels.shape == (image.height, image.width, 3), name
+        stored += 1
+    assert stored >= 8 and quarantined >= 8
+
+
+def _jpeg_that_pillow_reads_without_its_end_marker() -> bytes:
+    """A real photo whose last block ends right at the cut: libjpeg warns, Pillow accepts."""
+    from sklearn.datasets import load_sample_images
+
+    photo = load_sample_images().images[0]
+    for offset in range(400):
+        data = jpeg_bytes(photo[offset % 50 : offset % 50 + 96, offset : offset + 128])[:-2]
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+            return data
+        except OSError:
+            continue
+    raise AssertionError("no such crop found")
+
+
+def test_jpeg_without_end_marker_is_reencoded_so_tensorflow_reads_it() -> None:
+    data = _jpeg_that_pillow_reads_without_its_end_marker()
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_jpeg(data)
+    stored = to_stored_image(data)
+    assert stored.reencoded
+    assert tf.io.decode_jpeg(stored.jpeg).shape == (96, 128, 3)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from components.demo_data import write_demo_dataset
-from components.ingest.sources import discover, read_kaggle_val_solution
+from components.ingest.annotations import read_kaggle_solution
+from components.ingest.sources import discover
 
 
 def test_class_folders(class_folders: Path) -> None:
@@ -42,14 +43,14 @@ def test_kaggle_layout_labels_val_from_the_solution_csv(tmp_path: Path) -> None:
 def test_kaggle_solution_parses_several_boxes(tmp_path: Path) -> None:
     csv = tmp_path / "LOC_val_solution.csv"
     csv.write_text("ImageId,PredictionString\nimg1,n01 1 2 3 4 n01 5 6 7 8 \n")
-    assert read_kaggle_val_solution(str(csv)) == {"img1": ("n01", [[1, 2, 3, 4], [5, 6, 7, 8]])}
+    assert read_kaggle_solution(str(csv)) == {"img1": ("n01", [[1, 2, 3, 4], [5, 6, 7, 8]])}
 
 
 def test_kaggle_solution_with_bad_header_names_the_file(tmp_path: Path) -> None:
     csv = tmp_path / "LOC_val_solution.csv"
     csv.write_text("id,label\n")
     with pytest.raises(ValueError, match="LOC_val_solution.csv"):
-        read_kaggle_val_solution(str(csv))
+        read_kaggle_solution(str(csv))
 
 
 def test_unlabelled_files_are_items_with_a_problem(class_folders: Path) -> None:

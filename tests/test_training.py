@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.dataset import read_labels
 from components.train import AugmentConfig, TrainConfig, run_training
-from components.train.loop import read_labels
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from components.dataset import read_labels
 from components.evaluate.evaluation import evaluate_servable, load_servable
 from components.evaluate.gate import GateConfig, GateDecision, decide
 from components.evaluate.registry import CHAMPION, Registry, label_fingerprint
-from components.train.loop import read_labels
 
 __all__ = ["CHAMPION", "GateConfig", "GateDecision", "evaluate", "gate_and_register"]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from components import dataset
 from components.train.data import jpeg_dataset
 
 
@@ -79,7 +80,7 @@ def predict_records(
     servable, data_dir: str, batch_size: int = 64, on_batch: Callable[[int], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Runs the servable over every validation record: (labels [N], probabilities [N, K])."""
-    pattern = str(Path(data_dir) / "validation-*-of-*")
+    pattern = dataset.shard_pattern(data_dir, dataset.VALIDATION)
     labels, probabilities = [], []
     for jpegs, batch_labels in jpeg_dataset(pattern, batch_size):
         probabilities.append(servable(jpegs).numpy())

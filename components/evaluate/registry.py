@@ -16,6 +16,7 @@ import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from components import dataset
 from components.evaluate.gate import Champion
 
 CHAMPION = "champion"
@@ -32,7 +33,8 @@ def default_tracking_uri() -> str:
 
 def label_fingerprint(data_dir: str) -> str:
     """Identity of the label set: labels.txt's bytes (label, class id and name per line)."""
-    return hashlib.sha256((Path(data_dir) / "labels.txt").read_bytes()).hexdigest()[:16]
+    text = dataset.read_text(dataset.join(data_dir, dataset.LABELS))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class _Servable(tf.Module):

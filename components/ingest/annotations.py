@@ -18,6 +18,7 @@ import csv
 import io
 import xml.etree.ElementTree as ElementTree
 
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 Box = list[float]  # [xmin, ymin, xmax, ymax] in pixels
@@ -78,7 +79,7 @@ def read_wnid_lines(path: str) -> list[str]:
     while wnids and not wnids[-1]:
         wnids.pop()
     for number, wnid in enumerate(wnids, 1):
-        if not wnid or " " in wnid:
+        if len(wnid.split()) != 1:  # empty, or several words (spaces or tabs)
             raise ValueError(f"{path}:{number}: expected one wnid, got {wnid!r}")
     return wnids
 
@@ -90,12 +91,14 @@ def read_devkit_synsets(meta_mat: str) -> dict[int, tuple[str, str]]:
     are not classes and are left out.
     """
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError  # an empty or truncated file; not a ValueError
 
     try:
         with FileSystems.open(meta_mat) as handle:
             synsets = loadmat(io.BytesIO(handle.read()), squeeze_me=True)["synsets"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, MatReadError) as err:
         raise ValueError(f"{meta_mat}: not an ILSVRC2012 devkit meta.mat ({err})") from err
+    synsets = np.asarray(synsets)  # a scalar `synsets` (squeezed by loadmat) has no fields
     fields = synsets.dtype.names or ()
     missing = {"ILSVRC2012_ID", "WNID", "words", "num_children"} - set(fields)
     if missing:

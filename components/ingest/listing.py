@@ -38,11 +38,28 @@ def is_remote(path: str) -> bool:
 
 
 def walk(root: str) -> Iterator[Entry]:
-    """Every entry under `root`, recursively, in sorted order of relative path."""
+    """Every entry under `root`, recursively.
+
+    Local folders are walked depth first with each folder's names sorted (so `a/x` comes before
+    `a.b`); remote listings are sorted by path. Either way the order is the same on every run.
+    """
     if is_remote(root):
         yield from _walk_remote(root)
     else:
         yield from _walk_local(root, "", frozenset([os.path.realpath(root)]))
+
+
+def _contains(folder: str, path: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _loops_back(real: str, ancestors: frozenset[str]) -> bool:
+    """Whether a folder link's target holds the walk itself: following it would come round again.
+
+    Not only a link to a folder on the current path: one to a folder above the walked root
+    (`train/n01/up -> ../..`) would first list everything beside the root, then loop.
+    """
+    return any(_contains(real, folder) for folder in ancestors)
 
 
 def _walk_local(folder: str, prefix: str, ancestors: frozenset[str]) -> Iterator[Entry]:
@@ -55,7 +72,7 @@ def _walk_local(folder: str, prefix: str, ancestors: frozenset[str]) -> Iterator
             yield Entry(entry.path, rel, 0, f"broken symbolic link (points to {target})")
         elif entry.is_dir():  # follows links to folders
             real = os.path.realpath(entry.path)
-            if real in ancestors:
+            if _loops_back(real, ancestors):
                 yield Entry(entry.path, rel, 0, f"symbolic link loop (back to {real})")
             else:
                 yield from _walk_local(entry.path, rel + "/", ancestors | {real})
@@ -75,12 +92,17 @@ def _walk_remote(root: str) -> Iterator[Entry]:
 
 
 def children(folder: str) -> tuple[list[str], list[str]]:
-    """(sub-folder names, other entry names) directly under `folder`, each sorted."""
+    """(sub-folder names, other entry names) directly under `folder`, each sorted.
+
+    A link that loops back is not a sub-folder, as in `walk`: under train/ it is no class.
+    """
     if not is_remote(folder):
         dirs, others = [], []
+        home = frozenset([os.path.realpath(folder)])
         with os.scandir(folder) as found:
             for entry in found:
-                (dirs if entry.is_dir() else others).append(entry.name)
+                loop = entry.is_symlink() and _loops_back(os.path.realpath(entry.path), home)
+                (dirs if entry.is_dir() and not loop else others).append(entry.name)
         return sorted(dirs), sorted(others)
     prefix = folder.rstrip("/") + "/"
     dirs, others = set(), set()

@@ -107,12 +107,15 @@ def write_shard(task: dict, output: str, staging: str, max_side: int | None, thr
     per_label, formats, quarantine, box_problems = Counter(), Counter(), [], []
     totals = Counter()
 
+    def convert(item: dict) -> tuple[bytes | None, dict]:
+        example, stats = convert_item(item, max_side)  # framed here too: off the writer thread
+        return (tfrecord_frame(example) if example is not None else None), stats
+
     def records() -> Iterator[bytes]:
-        convert = lambda item: convert_item(item, max_side)  # noqa: E731
-        for item, (example, stats) in zip(
+        for item, (record, stats) in zip(
             task["items"], ordered_map(convert, task["items"], threads), strict=True
         ):
-            if example is None:
+            if record is None:
                 quarantine.append(
                     {"path": item["path"], "split": item["split"], "reason": stats["reason"]}
                 )
@@ -125,7 +128,7 @@ def write_shard(task: dict, output: str, staging: str, max_side: int | None, thr
             )  # fmt: skip
             if stats["box_problem"]:
                 box_problems.append(stats["box_problem"])
-            yield tfrecord_frame(example)
+            yield record
 
     _write_atomically(join(output, name), records())
     summary = {

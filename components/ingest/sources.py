@@ -220,6 +220,8 @@ def _discover_folders(source: str) -> Discovery:
         raise ValueError(f"{train_dir}: no class folders")
     names, label_files = _names(source)
     val_dirs, val_files = children(val_dir)
+    # A .DS_Store beside class folders does not make val/ flat (its entries are still listed).
+    val_files = [n for n in val_files if not n.startswith(".")]
     flat = _flat_val_labels(source) if val_files else None
     if val_files and not val_dirs and flat is None:
         raise ValueError(

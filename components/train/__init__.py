@@ -4,6 +4,6 @@ python -m components.train --data DATA_DIR --output OUT_DIR [--config config.jso
 """
 
 from components.train.config import AugmentConfig, TrainConfig
-from components.train.loop import read_labels, run_training
+from components.train.loop import run_training
 
-__all__ = ["AugmentConfig", "TrainConfig", "read_labels", "run_training"]
+__all__ = ["AugmentConfig", "TrainConfig", "run_training"]

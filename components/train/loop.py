@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from components import dataset
 from components.train import tricks
 from components.train.config import TrainConfig
 from components.train.data import eval_dataset, train_dataset
@@ -31,21 +32,8 @@ log = logging.getLogger(__name__)
 Event = dict
 
 
-def read_labels(data_dir: str) -> list[str]:
-    """labels.txt (label, wnid, text per line) -> class texts in label order."""
-    path = Path(data_dir) / "labels.txt"
-    try:
-        rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
-    if [int(r[0]) for r in rows] != list(range(len(rows))):
-        raise ValueError(f"{path}: labels must be 0..K-1 in order")
-    return [r[2] if len(r) > 2 else r[1] for r in rows]
-
-
 def _records(data_dir: str) -> dict[str, int]:
-    meta = json.loads((Path(data_dir) / "metadata.json").read_text())
-    return meta["records"]
+    return dataset.read_metadata(data_dir)["records"]
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int, total_steps: int):
@@ -102,7 +90,7 @@ def run_training(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(config.model_dump_json(indent=2))
-    labels = read_labels(data_dir)
+    labels = dataset.read_labels(data_dir)
     num_classes = len(labels)
     records = _records(data_dir)
     if records["train"] < config.batch_size:
@@ -147,7 +135,7 @@ def run_training(
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     start_step = int(optimizer.iterations.numpy())
 
-    pattern = str(Path(data_dir) / "train-*-of-*")
+    pattern = dataset.shard_pattern(data_dir, dataset.TRAIN)
     train_ds = strategy.experimental_distribute_dataset(
         train_dataset(
             pattern,
@@ -159,7 +147,7 @@ def run_training(
         )
     )
     val_ds = eval_dataset(
-        str(Path(data_dir) / "validation-*-of-*"), config.batch_size, config.image_size
+        dataset.shard_pattern(data_dir, dataset.VALIDATION), config.batch_size, config.image_size
     )
 
     decayed = tricks.decay_variables(model) if config.no_bias_decay else model.trainable_variables

@@ -1,4 +1,4 @@
-"""Validation (SPEC §5): TFDV statistics of each split checked against the reviewed schema.
+"""Validation: TFDV statistics of each split checked against the reviewed schema.
 
     python -m components.validate --data DATA_DIR --output OUT [Beam options]
 
@@ -16,10 +16,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components import dataset
+from components.dataset import SPLITS
+from components.ingest.runners import resolve_beam_args
 from components.schema import reviewed_schema, with_label_domain
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "validation")
 
 
 class ValidateConfig(BaseModel):
@@ -27,7 +29,10 @@ class ValidateConfig(BaseModel):
 
     data_dir: str = Field(description="output folder of components.ingest")
     output: str = Field(description="statistics, anomalies and the bound schema go here")
-    beam_args: list[str] = Field(default_factory=list, description="runner options for TFDV")
+    beam_args: list[str] = Field(
+        default_factory=list,
+        description="Beam runner options for TFDV, the same as ingestion's; empty: local runner",
+    )
 
 
 class ValidationFailed(RuntimeError):
@@ -77,8 +82,8 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
     import tensorflow_data_validation as tfdv
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    data = Path(config.data_dir)
-    metadata = json.loads((data / "metadata.json").read_text())
+    data = config.data_dir
+    metadata = dataset.read_metadata(data)
     num_classes = int(metadata["num_classes"])
     schema = with_label_domain(reviewed_schema(), num_classes)
     out = Path(config.output)
@@ -103,10 +108,10 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
             continue
         on_stage(f"computing TFDV statistics for {split} ({expected} records)")
         stats = tfdv.generate_statistics_from_tfrecord(
-            str(data / f"{split}-*-of-*"),
+            dataset.shard_pattern(data, split),
             output_path=str(out / f"{split}.stats.tfrecord"),
             stats_options=options,
-            pipeline_options=PipelineOptions(config.beam_args) if config.beam_args else None,
+            pipeline_options=PipelineOptions(resolve_beam_args(config.beam_args, 1)),
         )
         counted = int(stats.datasets[0].num_examples)
         summary[split] = {"examples": counted, "expected": expected}

@@ -1,0 +1,54 @@
+"""The ingestion job on a real Dask cluster (scheduler and two worker processes on loopback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.dask_cluster import dask_cluster
+from bench.photos import write_photo_folders
+from components.ingest import IngestConfig, run_ingest
+
+pytestmark = pytest.mark.integration
+
+
+def test_dask_runner_writes_the_same_bytes_as_the_local_runner(tmp_path: Path) -> None:
+    source = write_photo_folders(tmp_path / "photos", 120, size=(375, 500), odd_every=10)
+    (source / "train" / "n00000001" / "truncated.JPEG").write_bytes(
+        (source / "train" / "n00000001" / "img_000001.JPEG").read_bytes()[:3000]
+    )
+    (source / "val" / "stray.txt").write_text("not an image")
+    local = run_ingest(
+        IngestConfig(source=str(source), output=str(tmp_path / "local"), train_shards=3)
+    )
+    with dask_cluster(workers=2) as address:
+        distributed = run_ingest(
+            IngestConfig(
+                source=str(source),
+                output=str(tmp_path / "dask"),
+                train_shards=3,
+                beam_args=["--runner=DaskRunner", f"--dask_client_address={address}"],
+            )
+        )
+    assert distributed["quarantined"] == local["quarantined"] == {"train": 1, "validation": 1}
+    local_files = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert local_files == sorted(p.name for p in (tmp_path / "dask").iterdir())
+    assert "train-00002-of-00003" in local_files and "quarantine.jsonl" in local_files
+    for name in local_files:
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
+
+
+def test_cluster_processes_are_gone_after_the_block() -> None:
+    import psutil
+
+    with dask_cluster(workers=1) as address:
+        assert address.startswith("tcp://127.0.0.1:")
+        port = address.rsplit(":", 1)[1]
+    leftovers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and any("distributed.cli" in c for c in p.info["cmdline"])
+    ]
+    assert not leftovers, leftovers
+    assert port
