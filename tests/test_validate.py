@@ -54,3 +54,16 @@ def test_table_is_readable() -> None:
     header, rule, row = table.splitlines()
     assert header.split() == ["split", "feature", "problem", "detail"]
     assert row.startswith("train  label")
+
+
+def test_statistics_use_ingestion_runner_options_except_on_dask() -> None:
+    from components.validate import statistics_beam_args
+
+    said: list[str] = []
+    flink = ["--runner=FlinkRunner", "--flink_master=host:8081"]
+    assert statistics_beam_args(flink, said.append) == flink
+    local = statistics_beam_args([], said.append)
+    assert local[0] == "--runner=FnApiRunner" and not said
+    dask = ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"]
+    assert statistics_beam_args(dask, said.append) == local
+    assert said and "DaskRunner" in said[0]

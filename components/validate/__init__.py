@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset
 from components.dataset import SPLITS
-from components.ingest.runners import resolve_beam_args
+from components.ingest.runners import resolve_beam_args, runner_name
 from components.schema import reviewed_schema, with_label_domain
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,19 @@ def image_domain_anomalies(split: str, stats) -> list[dict]:
     return rows
 
 
+def statistics_beam_args(beam_args: list[str], on_stage: Callable[[str], None]) -> list[str]:
+    """The runner options for TFDV: ingestion's, except on Dask.
+
+    Beam's DaskRunner cannot run TFDV's statistics pipeline (its combiners receive malformed
+    accumulators there, and file sinks with side inputs fail), so statistics of a Dask-ingested
+    dataset are computed with the local runner, which reads the same shards.
+    """
+    if runner_name(beam_args) == "DaskRunner":
+        on_stage("TFDV cannot run on Beam's DaskRunner: computing statistics with the local runner")
+        return resolve_beam_args([], 1)
+    return resolve_beam_args(beam_args, 1)
+
+
 def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info) -> dict:
     """Computes statistics per split and checks them; returns the result or raises."""
     import tensorflow_data_validation as tfdv
@@ -92,6 +105,7 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
     options = tfdv.StatsOptions(
         schema=schema, infer_type_from_schema=True, enable_semantic_domain_stats=True
     )
+    beam_args = statistics_beam_args(config.beam_args, on_stage)
     anomalies: list[dict] = []
     summary = {}
     for split in SPLITS:
@@ -111,7 +125,7 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
             dataset.shard_pattern(data, split),
             output_path=str(out / f"{split}.stats.tfrecord"),
             stats_options=options,
-            pipeline_options=PipelineOptions(resolve_beam_args(config.beam_args, 1)),
+            pipeline_options=PipelineOptions(beam_args),
         )
         counted = int(stats.datasets[0].num_examples)
         summary[split] = {"examples": counted, "expected": expected}
