@@ -35,7 +35,8 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup
-	$(VENV)/bin/python bench/ingest_bench.py
+	$(VENV)/bin/python bench/ingest_bench.py --dask-workers 2
+	$(VENV)/bin/python bench/driver_bench.py
 	$(VENV)/bin/python bench/input_bench.py
 
 clean: stop

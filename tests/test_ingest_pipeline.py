@@ -148,9 +148,9 @@ def test_real_photos_ingest_identically_run_after_run(tmp_path: Path) -> None:
     half such runs)."""
     source = write_photo_folders(tmp_path / "photos", 300, size=(375, 500), odd_every=25)
     first = None
-    for run in range(3):
+    for run, threads in enumerate([None, None, 16]):  # 16 threads: as on a 16-core machine
         output = tmp_path / f"out{run}"
-        meta = _ingest(source, output, train_shards=3)
+        meta = _ingest(source, output, train_shards=3, threads=threads)
         assert meta["records"] == {"train": 270, "validation": 30}
         files = {p.name: p.read_bytes() for p in sorted(output.iterdir())}
         if first is None:

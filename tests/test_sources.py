@@ -85,3 +85,35 @@ def test_flat_validation_without_labels_is_refused(tmp_path: Path) -> None:
     (tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"x")
     with pytest.raises(ValueError, match="flat"):
         discover(str(tmp_path))
+
+
+def test_kaggle_val_image_without_a_solution_row_is_quarantined(tmp_path: Path) -> None:
+    write_demo_dataset(tmp_path / "kaggle", size=8)
+    extra = tmp_path / "kaggle" / "ILSVRC" / "Data" / "CLS-LOC" / "val" / "ILSVRC2012_val_09999999.JPEG"
+    extra.write_bytes(b"x")
+    found = discover(str(tmp_path / "kaggle"))
+    item = next(i for i in found.items if i.relpath.endswith("ILSVRC2012_val_09999999.JPEG"))
+    assert item.label is None
+    assert item.problem == f"no label in {tmp_path / 'kaggle' / 'LOC_val_solution.csv'}"
+
+
+def test_kaggle_layout_missing_its_solution_names_the_file(tmp_path: Path) -> None:
+    write_demo_dataset(tmp_path / "kaggle", size=8)
+    (tmp_path / "kaggle" / "LOC_val_solution.csv").unlink()
+    with pytest.raises(ValueError, match="missing .*LOC_val_solution.csv"):
+        discover(str(tmp_path / "kaggle"))
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("img1,n01 1 2 3", "groups of"),
+        ("img1,n01 1 2 x 4", "bad box coordinates"),
+        ("img1,", "expected 'ImageId,<wnid>"),
+    ],
+)
+def test_kaggle_solution_bad_rows_name_the_line(tmp_path: Path, row: str, message: str) -> None:
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text(f"ImageId,PredictionString\n{row}\n")
+    with pytest.raises(ValueError, match=f"LOC_val_solution.csv:2: .*{message}"):
+        read_kaggle_solution(str(csv))
