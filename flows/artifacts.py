@@ -21,17 +21,21 @@ def publish_ingest(metadata: dict, quarantine: list[dict]) -> None:
             "written": metadata["records"][s],
             "quarantined": metadata["quarantined"][s],
             "re-encoded": metadata["reencoded"][s],
+            # metadata written before boxes were counted has no such entry
+            "with boxes": metadata.get("with_boxes", {}).get(s, "-"),
             "shards": metadata["shards"][s],
         }
         for s in ("train", "validation")
     ]
     note = " (reused: inputs unchanged)" if metadata.get("reused") else ""
+    not_read = metadata.get("not_read", [])
     create_table_artifact(
         rows,
         key="ingest-counts",
         description=f"Ingestion of {metadata['source']}{note}: "
         f"{metadata['num_classes']} classes, layout "
-        f"{metadata['layout']}; written + quarantined = inputs",
+        f"{metadata['layout']}; written + quarantined = every entry under the split folders"
+        + (f"; not read: {'; '.join(not_read)}" if not_read else ""),
     )
     shown = quarantine[:QUARANTINE_ROWS_SHOWN]
     more = len(quarantine) - len(shown)

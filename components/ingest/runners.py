@@ -70,5 +70,10 @@ def resolve_beam_args(args: list[str], num_tasks: int) -> list[str]:
             name,
         )
         args = args[:index] + args[index + (2 if args[index] == "--runner" else 1) :]
+    if "--direct_running_mode=multi_threading" in args:
+        log.warning(
+            "--direct_running_mode=multi_threading can drop an element (a timer thread flushes "
+            "output buffers without the writer's lock); the job's count check will catch it"
+        )
     given = {a.split("=")[0] for a in args}
     return [*(a for a in LOCAL_BEAM_ARGS if a.split("=")[0] not in given), *args]

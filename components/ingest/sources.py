@@ -70,7 +70,7 @@ class Discovery:
         for item in sorted(self.items, key=lambda i: (i.split, i.relpath)):
             digest.update(f"{item.split}\0{item.relpath}\0{item.size}\n".encode())
         for entry in self.box_files:
-            digest.update(f"box\0{entry.path}\0{entry.size}\n".encode())
+            digest.update(f"box\0{entry.rel}\0{entry.size}\n".encode())
         for path in sorted(self.label_files):
             digest.update(annotations.read_text(path).encode())
         return digest.hexdigest()
@@ -127,11 +127,15 @@ def _flat_items(
     boxes: BoxLookup,
 ) -> Iterator[SourceItem]:
     """A flat folder labelled by file name (ILSVRC2012 / Kaggle validation)."""
+    seen: dict[str, str] = {}  # name stem -> the file that took its label
     for entry, item in _walk_split(split_dir, source, split):
         if not item.problem:
-            wnid = wnid_of.get(_stem(entry.rel))
+            stem = _stem(entry.rel)
+            wnid = wnid_of.get(stem)
             if len(entry.parts) > 1:
                 item.problem = "in a sub-folder of a flat validation folder (labels are by name)"
+            elif stem in seen:
+                item.problem = f"same name as {seen[stem]}, which has the label of '{stem}'"
             elif wnid is None:
                 item.problem = f"no label in {label_file}"
             elif wnid not in classes:
@@ -140,6 +144,7 @@ def _flat_items(
             else:
                 _label(item, classes[wnid])
                 boxes(item)
+            seen.setdefault(stem, entry.rel)
         yield item
 
 
@@ -148,7 +153,10 @@ def _box_files(folder: str) -> tuple[dict[str, Entry], list[Entry]]:
     if not exists(folder):
         return {}, []
     found = [e for e in walk(folder) if not e.problem and e.rel.lower().endswith(".xml")]
-    return {_stem(e.rel): e for e in found}, found
+    # fingerprinted by their place under the source, so that a moved source is still the same
+    where = folder.rstrip("/").rsplit("/", 2)
+    listed = [Entry(e.path, f"{where[-2]}/{where[-1]}/{e.rel}", e.size) for e in found]
+    return {_stem(e.rel): e for e in found}, listed
 
 
 def _xml_boxes(index: dict[str, Entry]) -> BoxLookup:

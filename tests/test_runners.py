@@ -1,0 +1,115 @@
+"""runners.resolve_beam_args and runner_name: the options the ingestion job really runs with."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from components.ingest.runners import DASK_RUNNER, LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
+
+
+def test_no_options_run_in_process_on_fn_api_runner() -> None:
+    resolved = resolve_beam_args([], 8)
+    assert resolved == LOCAL_BEAM_ARGS
+    assert "--runner=FnApiRunner" in resolved and "--direct_running_mode=in_memory" in resolved
+    resolved.append("--changed")  # a fresh list: the module's default stays as it was
+    assert "--changed" not in LOCAL_BEAM_ARGS
+
+
+def test_local_options_parse_as_beam_options() -> None:
+    options = PipelineOptions(resolve_beam_args([], 1))
+    assert options.view_as(StandardOptions).runner == "FnApiRunner"
+    assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    assert options.view_as(DirectOptions).direct_num_workers == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--runner=DirectRunner", "--experiments=foo", "--direct_num_workers=4"],
+        ["--runner", "DirectRunner", "--experiments=foo", "--direct_num_workers=4"],
+        ["--experiments=foo", "--runner=SwitchingDirectRunner", "--direct_num_workers=4"],
+        ["--experiments=foo", "--runner=directrunner", "--direct_num_workers", "4"],
+    ],
+)
+def test_direct_runner_becomes_fn_api_runner_keeping_other_options(
+    args: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="components.ingest.runners"):
+        resolved = resolve_beam_args(args, 3)
+    assert resolved[:2] == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    assert "--experiments=foo" in resolved
+    assert not any("directrunner" in a.lower() for a in resolved)
+    # The user's worker count wins over the default; neither is given twice.
+    assert "--direct_num_workers=1" not in resolved
+    assert sum(a.startswith("--direct_num_workers") for a in resolved) == 1
+    assert runner_name(resolved) == "FnApiRunner"
+    assert "Prism" in caplog.text
+
+
+def test_options_without_a_runner_keep_theirs_over_the_defaults() -> None:
+    resolved = resolve_beam_args(["--direct_running_mode=multi_threading", "--x=1"], 2)
+    assert resolved == [
+        "--runner=FnApiRunner",
+        "--direct_num_workers=1",
+        "--direct_running_mode=multi_threading",
+        "--x=1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "runner",
+    [["--runner=DaskRunner"], ["--runner", "DaskRunner"], [f"--runner={DASK_RUNNER}"]],
+)
+def test_dask_runner_gets_its_full_name_and_one_partition_per_task(runner: list[str]) -> None:
+    args = ["--dask_client_address=tcp://sched:8786", *runner, "--experiments=foo"]
+    resolved = resolve_beam_args(args, 7)
+    assert resolved == [
+        "--dask_client_address=tcp://sched:8786",
+        f"--runner={DASK_RUNNER}",
+        "--experiments=foo",
+        "--dask_npartitions=7",
+    ]
+    assert args[1:-1] == runner  # the caller's list is left alone
+    assert runner_name(resolved) == "DaskRunner"
+
+
+@pytest.mark.parametrize(
+    "partitioning", ["--dask_npartitions=3", "--dask_partition_size=10", "--dask_npartitions"]
+)
+def test_dask_partitioning_given_by_the_user_is_kept(partitioning: str) -> None:
+    args = ["--runner=DaskRunner", partitioning] + (["3"] if "=" not in partitioning else [])
+    resolved = resolve_beam_args(args, 7)
+    assert resolved == [f"--runner={DASK_RUNNER}", *args[1:]]
+
+
+def test_dask_with_no_tasks_still_gets_one_partition() -> None:
+    assert resolve_beam_args(["--runner=DaskRunner"], 0)[-1] == "--dask_npartitions=1"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--runner=DataflowRunner", "--project=p", "--region=europe-west1"],
+        ["--runner", "FlinkRunner", "--flink_master=host:8081"],
+        ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"],
+    ],
+)
+def test_other_runners_pass_through_untouched(args: list[str]) -> None:
+    assert resolve_beam_args(args, 5) == args
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ([], "FnApiRunner"),
+        (["--experiments=foo"], "FnApiRunner"),
+        (["--runner=DataflowRunner"], "DataflowRunner"),
+        (["--runner", "SparkRunner"], "SparkRunner"),
+        ([f"--runner={DASK_RUNNER}"], "DaskRunner"),
+    ],
+)
+def test_runner_name(args: list[str], name: str) -> None:
+    assert runner_name(args) == name
