@@ -164,3 +164,45 @@ def test_command_line_reports_bad_sources(tmp_path: Path, capsys) -> None:
 
     assert main(["--source", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_official_ilsvrc_layout_ingests_with_every_label_and_box_in_its_record(
+    tmp_path: Path,
+) -> None:
+    """Devkit labels (ids not in alphabetical order) and VOC boxes, through the whole job."""
+    from tests.test_layouts import (
+        TRAIN_WNIDS,
+        VAL_WNIDS,
+        _add_devkit,
+        _official_tree,
+        _val_name,
+        _voc_xml,
+    )
+
+    root = _add_devkit(_official_tree(tmp_path / "src"))  # 16x12 px images
+    wnid = TRAIN_WNIDS[2]
+    boxes = {
+        f"{wnid}_1.JPEG": (root / "bbox" / "train" / wnid / f"{wnid}_1.xml", [(4, 3, 12, 9)]),
+        f"{_val_name(3)}.JPEG": (root / "bbox" / "val" / f"{_val_name(3)}.xml", [(-2, 0, 8, 20)]),
+    }
+    for path, box in boxes.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_voc_xml(box, (16, 12)))
+    meta = _ingest(root, tmp_path / "out")
+    assert meta["layout"] == "ilsvrc2012" and meta["with_boxes"] == {"train": 1, "validation": 1}
+    seen = {}
+    for shard in sorted((tmp_path / "out").glob("*-of-*")):
+        for example in _records(shard):
+            f = example.features.feature
+            name = f["filename"].bytes_list.value[0].decode()
+            box = [
+                f[k].float_list.value[:]
+                for k in ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
+            ]
+            seen[name] = (f["label"].int64_list.value[0], box)
+    assert len(seen) == len(TRAIN_WNIDS) * 2 + len(VAL_WNIDS)
+    for number, wnid_of_image in enumerate(VAL_WNIDS, 1):
+        assert seen[f"{_val_name(number)}.JPEG"][0] == TRAIN_WNIDS.index(wnid_of_image)
+    assert seen[f"{wnid}_1.JPEG"] == (2, [[0.25], [0.25], [0.75], [0.75]])
+    assert seen[f"{_val_name(3)}.JPEG"][1] == [[0.0], [0.0], [0.5], [1.0]]  # clamped
+    assert seen[f"{wnid}_0.JPEG"][1] == [[], [], [], []]  # no box file: no boxes

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.dataset import shard_name
 from components.ingest.images import to_stored_image
 from components.ingest.records import (
     auto_shards,
     make_example,
     order_key,
     relative_boxes,
-    shard_name,
     shard_of,
     tfrecord_frame,
 )
@@ -39,6 +39,17 @@ def test_example_has_exactly_the_schema_features() -> None:
     assert (int(parsed["height"]), int(parsed["width"])) == (40, 48)
     assert tf.sparse.to_dense(parsed["bbox_xmax"]).numpy() == pytest.approx([20 / 48])
     assert parsed["text"].numpy().decode() == "tench, Tinca tinca"
+
+
+def test_boxes_refer_to_the_size_their_file_states() -> None:
+    """VOC files state the image size their pixel boxes refer to; it wins over the decoded one."""
+    stored = to_stored_image(jpeg_bytes(pattern_image(0, 0)))  # 48x40
+    example = tf.train.Example.FromString(
+        make_example(stored, 0, "a", "b", [[10, 10, 50, 40]], box_size=(100, 80))
+    )
+    feature = example.features.feature
+    assert feature["bbox_xmin"].float_list.value[0] == pytest.approx(0.1)
+    assert feature["bbox_ymax"].float_list.value[0] == pytest.approx(0.5)
 
 
 def test_example_serialization_is_deterministic() -> None:
