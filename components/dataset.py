@@ -56,12 +56,20 @@ def shard_files(data_dir: str, split: str) -> list[str]:
     return sorted(m.path for m in matched)
 
 
-def read_text(path: str) -> str:
+def read_bytes(path: str) -> bytes:
     try:
         with FileSystems.open(path) as handle:
-            return handle.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:  # Beam raises IOError subclasses for all FS
+            return handle.read()
+    except OSError as err:  # Beam raises IOError subclasses for every filesystem
         raise ValueError(f"cannot read {path}: {err}") from err
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text file (a byte-order mark, as Windows tools write, is dropped)."""
+    try:
+        return read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot read {path}: not UTF-8 text ({err})") from err
 
 
 def write_text(path: str, text: str) -> None:

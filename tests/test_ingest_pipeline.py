@@ -40,7 +40,7 @@ def test_write_shard_streams_records_in_order_and_quarantines_bad_files(tmp_path
     (tmp_path / "bad.JPEG").write_bytes(b"")
     items.insert(5, _item(tmp_path / "bad.JPEG", 0))
     items.append(_item(tmp_path / "x.JPEG", None, "no label"))
-    task = {"split": "train", "shard": 1, "num_shards": 2, "items": items}
+    task = {"split": "train", "shard": 1, "num_shards": 2, "run": "r1", "items": items}
     summary = write_shard(task, str(tmp_path / "out"), str(tmp_path / "staging"), None, threads=3)
     assert summary["records"] == 12 and summary["with_boxes"] == 12
     assert [(Path(q["path"]).name, q["reason"]) for q in summary["quarantine"]] == [
@@ -206,3 +206,31 @@ def test_official_ilsvrc_layout_ingests_with_every_label_and_box_in_its_record(
     assert seen[f"{wnid}_1.JPEG"] == (2, [[0.25], [0.25], [0.75], [0.75]])
     assert seen[f"{_val_name(3)}.JPEG"][1] == [[0.0], [0.0], [0.5], [1.0]]  # clamped
     assert seen[f"{wnid}_0.JPEG"][1] == [[], [], [], []]  # no box file: no boxes
+
+
+def test_a_stale_summary_of_an_earlier_run_is_not_counted(
+    tmp_path: Path, class_folders: Path
+) -> None:
+    """Only this run's summaries count: a shard the job never wrote fails the run."""
+    from components.ingest import _read_summaries
+
+    staging = tmp_path / "staging"
+    (staging / "summaries").mkdir(parents=True)
+    (staging / "summaries" / "train-00000-of-00001.json").write_text('{"run": "earlier"}')
+    with pytest.raises(RuntimeError, match="did not write 2 shard"):
+        _read_summaries(str(staging), {"train": 1, "validation": 1}, "now", "FnApiRunner", "out")
+
+
+def test_a_failing_job_is_a_runtime_error_naming_the_runner(
+    tmp_path: Path, class_folders: Path
+) -> None:
+    from unittest import mock
+
+    from components.ingest import pipeline
+
+    def explode(*args, **kwargs):
+        raise ValueError("worker bug")
+
+    with mock.patch.object(pipeline, "write_shard", explode):
+        with pytest.raises(RuntimeError, match="FnApiRunner ingestion job failed"):
+            _ingest(class_folders, tmp_path / "out")

@@ -50,7 +50,7 @@ def _write_meta_mat(path: Path, rows: list[tuple], fields: tuple[str, ...] = MET
     """meta.mat as the devkit stores it: a struct array `synsets`, one element per synset."""
     path.parent.mkdir(parents=True, exist_ok=True)
     synsets = np.array(rows, dtype=[(name, "O") for name in fields])
-    savemat(str(path), {"synsets": synsets})
+    savemat(str(path), {"synsets": synsets}, do_compression=True)  # binary, as the devkit's
 
 
 def _devkit_rows() -> list[tuple]:
@@ -473,3 +473,21 @@ def test_fingerprint_does_not_change_when_the_source_moves(tmp_path: Path) -> No
     before = discover(str(root)).fingerprint()
     moved = root.rename(tmp_path / "b")
     assert discover(str(moved)).fingerprint() == before
+
+
+def test_val_with_class_folders_stays_sorted_by_class_despite_a_stray_file(tmp_path: Path) -> None:
+    """A leftover script beside class folders, plus a label file, must not make val/ flat."""
+    root = _add_synset_labels(make_class_folders(tmp_path / "src", classes=2, train=1, val=2))
+    (root / "val" / "valprep.sh").write_text("#!/bin/sh\n")
+    found = discover(str(root))
+    assert found.layout == "class-folders"
+    val = {i.relpath: i.problem for i in found.items if i.split == "validation"}
+    assert val.pop("val/valprep.sh") == "file outside any class folder"
+    assert val and not any(val.values())
+
+
+def test_flat_val_with_only_a_hidden_folder_still_needs_a_label_file(tmp_path: Path) -> None:
+    root = _official_tree(tmp_path / "src")
+    _image(root / "val" / ".ipynb_checkpoints" / "x.JPEG")
+    with pytest.raises(ValueError, match="no label file"):
+        discover(str(root))

@@ -112,5 +112,8 @@ def test_unreadable_sub_folder_is_an_error_not_a_silent_gap(tmp_path: Path) -> N
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    with mock.patch.object(listing.os, "scandir", scandir), pytest.raises(PermissionError):
+    with (
+        mock.patch.object(listing.os, "scandir", scandir),
+        pytest.raises(ValueError, match="cannot list this folder"),
+    ):
         list(walk(str(root)))

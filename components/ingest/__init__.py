@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -59,7 +60,7 @@ class IngestConfig(BaseModel):
 def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
     inputs = Counter(item.split for item in found.items)
     asked = {"train": config.train_shards, "validation": config.validation_shards}
-    # Never more shards than inputs, so that no shard is empty when every file is good.
+    # Never more shards than inputs (a shard may still be empty: records go by hash).
     return {s: max(1, min(asked[s] or auto_shards(inputs[s]), inputs[s] or 1)) for s in SPLITS}
 
 
@@ -76,7 +77,7 @@ def read_metadata(output: str) -> dict | None:
     return dataset.read_metadata(output, required=False)
 
 
-def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str) -> list[str]:
+def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str, run: str) -> list[str]:
     """One task file per shard: its items in record order (by order key). Returns their paths."""
     per_shard = defaultdict(list)
     for item in found.items:
@@ -86,7 +87,10 @@ def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str) -> list
     for split in SPLITS:
         for shard in range(shards[split]):  # empty shards too, so that every -of-N file exists
             items = [item for _, item in sorted(per_shard[(split, shard)], key=lambda r: r[0])]
-            task = {"split": split, "shard": shard, "num_shards": shards[split], "items": items}
+            task = {
+                "split": split, "shard": shard, "num_shards": shards[split], "run": run,
+                "items": items,
+            }  # fmt: skip
             path = join(staging, "tasks", shard_name(split, shard, shards[split]) + ".json")
             dataset.write_text(path, json.dumps(task))
             paths.append(path)
@@ -119,6 +123,8 @@ class _Progress(threading.Thread):
 
 def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info) -> dict:
     """Runs (or reuses) the ingestion and returns the content of metadata.json."""
+    if not is_remote(config.output):  # workers of a distributed runner have other cwds
+        config = config.model_copy(update={"output": os.path.abspath(config.output)})
     found = discover(config.source)
     shards = _shard_counts(config, found)
     fingerprint = _fingerprint(config, found)
@@ -134,9 +140,10 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
 
     if not is_remote(config.output):
         os.makedirs(config.output, exist_ok=True)
-    staging = join(config.output, "_staging")
     _remove_outputs(config.output)
-    tasks = _stage_tasks(found, shards, staging)
+    run = uuid.uuid4().hex[:12]
+    staging = join(config.output, "_staging", run)
+    tasks = _stage_tasks(found, shards, staging, run)
     beam_args = resolve_beam_args(config.beam_args, len(tasks))
     on_stage(f"converting images with Beam ({' '.join(beam_args)})")
     progress = _Progress(staging, len(tasks), on_stage)
@@ -146,8 +153,8 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
     finally:
         progress.stop()
 
-    metadata = _finalize(config, found, shards, fingerprint, staging, runner_name(beam_args))
-    FileSystems.delete([staging])
+    metadata = _finalize(config, found, shards, fingerprint, staging, run, runner_name(beam_args))
+    _delete_folder(join(config.output, "_staging"))
     on_stage(f"wrote {metadata['records']} records, quarantined {metadata['quarantined']}")
     return {**metadata, "reused": False}
 
@@ -155,20 +162,32 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
 def _run_job(beam_args: list[str], tasks: list[str], config: IngestConfig, staging: str) -> None:
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     build_pipeline(pipeline, tasks, config.output, staging, config.max_side, config.threads)
-    result = pipeline.run()
+    runner, result = runner_name(beam_args), None
     try:
+        result = pipeline.run()
         state = result.wait_until_finish()
+    except Exception as err:  # whatever the runner raises: the job failed, not the input
+        raise RuntimeError(f"the {runner} ingestion job failed: {err}") from err
     finally:
         client = getattr(result, "client", None)  # the DaskRunner leaves its client connected
         if client is not None:
             client.close()
     if state != PipelineState.DONE:
-        raise RuntimeError(f"the {runner_name(beam_args)} job ended in state {state}")
+        raise RuntimeError(f"the {runner} ingestion job ended in state {state}")
+
+
+def _delete_folder(path: str) -> None:
+    if is_remote(path):
+        if FileSystems.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
+            FileSystems.delete([path.rstrip("/") + "/"])  # object stores: the whole prefix
+    elif os.path.isdir(path):
+        FileSystems.delete([path])
 
 
 def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
-    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE, "_staging"]
+    _delete_folder(join(output, "_staging"))  # also what a killed run left half-written
+    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE]
     stale = [
         m.path
         for s in SPLITS
@@ -179,14 +198,17 @@ def _remove_outputs(output: str) -> None:
         FileSystems.delete(stale)
 
 
-def _read_summaries(staging: str, shards: dict[str, int], runner: str, output: str) -> list[dict]:
+def _read_summaries(
+    staging: str, shards: dict[str, int], run: str, runner: str, output: str
+) -> list[dict]:
     summaries, missing = [], []
     for split in SPLITS:
         for shard in range(shards[split]):
             name = shard_name(split, shard, shards[split])
             path = summary_path(staging, name)
-            if dataset.exists(path):
-                summaries.append(json.loads(dataset.read_text(path)))
+            summary = json.loads(dataset.read_text(path)) if dataset.exists(path) else {}
+            if summary.get("run") == run:
+                summaries.append(summary)
             else:
                 missing.append(name)
     if missing:
@@ -204,10 +226,11 @@ def _finalize(
     shards: dict[str, int],
     fingerprint: str,
     staging: str,
+    run: str,
     runner: str,
 ) -> dict:
     """Writes labels.txt, quarantine.jsonl and metadata.json; checks that nothing was lost."""
-    summaries = _read_summaries(staging, shards, runner, config.output)
+    summaries = _read_summaries(staging, shards, run, runner, config.output)
     quarantine = sorted(
         (q for s in summaries for q in s["quarantine"]), key=lambda q: (q["split"], q["path"])
     )

@@ -21,21 +21,15 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from components import dataset
+
 Box = list[float]  # [xmin, ymin, xmax, ymax] in pixels
-
-
-def read_text(path: str) -> str:
-    try:
-        with FileSystems.open(path) as handle:
-            return handle.read().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
 
 
 def read_synset_mapping(path: str) -> dict[str, str]:
     """`<wnid> <names>` per line -> {wnid: names}."""
     mapping = {}
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(dataset.read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         wnid, _, text = line.strip().partition(" ")
@@ -48,7 +42,7 @@ def read_synset_mapping(path: str) -> dict[str, str]:
 def read_kaggle_solution(path: str) -> dict[str, tuple[str, list[Box]]]:
     """LOC_{train,val}_solution.csv -> {ImageId: (wnid of the first box, pixel boxes)}."""
     rows = {}
-    reader = csv.reader(io.StringIO(read_text(path)))
+    reader = csv.reader(io.StringIO(dataset.read_text(path)))
     header = next(reader, None)
     if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
         raise ValueError(f"{path}: expected the header 'ImageId,PredictionString', got {header}")
@@ -75,7 +69,7 @@ def read_kaggle_solution(path: str) -> dict[str, tuple[str, list[Box]]]:
 
 def read_wnid_lines(path: str) -> list[str]:
     """imagenet_2012_validation_synset_labels.txt: line i is the wnid of validation image i."""
-    wnids = [line.strip() for line in read_text(path).splitlines()]
+    wnids = [line.strip() for line in dataset.read_text(path).splitlines()]
     while wnids and not wnids[-1]:
         wnids.pop()
     for number, wnid in enumerate(wnids, 1):
@@ -115,7 +109,7 @@ def read_devkit_synsets(meta_mat: str) -> dict[int, tuple[str, str]]:
 def read_devkit_ground_truth(path: str, synsets: dict[int, tuple[str, str]]) -> list[str]:
     """ILSVRC2012_validation_ground_truth.txt -> the wnid of validation image i at index i-1."""
     wnids = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(dataset.read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

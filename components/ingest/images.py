@@ -128,6 +128,8 @@ def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
         raise BadImage(_sniff_reason(data)) from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadImage(f"corrupt or truncated {source_format_of(data)}: {err}") from err
+    except MemoryError:  # this machine's limit, not the file's fault: fail, never quarantine
+        raise
     except Exception as err:  # a decoder bug on hostile input is still a bad file, not a crash
         raise BadImage(f"undecodable image: {type(err).__name__}: {err}") from err
     if width < 1 or height < 1:

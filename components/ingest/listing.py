@@ -62,9 +62,18 @@ def _loops_back(real: str, ancestors: frozenset[str]) -> bool:
     return any(_contains(real, folder) for folder in ancestors)
 
 
+def _scandir(folder: str) -> list[os.DirEntry]:
+    """The entries of a folder; a folder that cannot be listed stops discovery with its name
+    (its files could be counted neither as stored nor as quarantined)."""
+    try:
+        with os.scandir(folder) as found:
+            return sorted(found, key=lambda e: e.name)
+    except OSError as err:
+        raise ValueError(f"{folder}: cannot list this folder ({err.strerror or err})") from err
+
+
 def _walk_local(folder: str, prefix: str, ancestors: frozenset[str]) -> Iterator[Entry]:
-    with os.scandir(folder) as found:
-        entries = sorted(found, key=lambda e: e.name)
+    entries = _scandir(folder)
     for entry in entries:
         rel = prefix + entry.name
         if entry.is_symlink() and not os.path.exists(entry.path):
@@ -99,10 +108,9 @@ def children(folder: str) -> tuple[list[str], list[str]]:
     if not is_remote(folder):
         dirs, others = [], []
         home = frozenset([os.path.realpath(folder)])
-        with os.scandir(folder) as found:
-            for entry in found:
-                loop = entry.is_symlink() and _loops_back(os.path.realpath(entry.path), home)
-                (dirs if entry.is_dir() and not loop else others).append(entry.name)
+        for entry in _scandir(folder):
+            loop = entry.is_symlink() and _loops_back(os.path.realpath(entry.path), home)
+            (dirs if entry.is_dir() and not loop else others).append(entry.name)
         return sorted(dirs), sorted(others)
     prefix = folder.rstrip("/") + "/"
     dirs, others = set(), set()
@@ -117,5 +125,6 @@ def children(folder: str) -> tuple[list[str], list[str]]:
 
 def is_dir(path: str) -> bool:
     if is_remote(path):
-        return bool(FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list)
+        # object stores have no folders: one object under the prefix makes it one
+        return bool(FileSystems.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
     return os.path.isdir(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from apache_beam.metrics import Metrics
 from components.dataset import join, shard_name
 from components.ingest.annotations import read_voc_boxes
 from components.ingest.images import BadImage, to_stored_image
+from components.ingest.listing import is_remote
 from components.ingest.records import make_example, tfrecord_frame
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ def convert_item(item: dict, max_side: int | None) -> tuple[bytes | None, dict]:
         except BadImage as err:
             reason = str(err)
         except OSError as err:
+            if is_remote(item["path"]):  # a storage hiccup: fail the shard, the runner retries
+                raise
             reason = f"unreadable file: {err}"
     if reason:
         return None, {"reason": reason}
@@ -88,17 +92,17 @@ def ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def _write_atomically(path: str, chunks: Iterable[bytes]) -> None:
-    """Writes to a hidden temporary file beside `path`, then renames it: no reader (nor the
-    shard glob) ever sees half a shard."""
-    folder, name = path.rsplit("/", 1)
-    temp = join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+def _write_atomically(path: str, chunks: Iterable[bytes], temp_dir: str) -> None:
+    """Writes to a temporary file in `temp_dir` (on the same filesystem, and removed with the
+    staging folder if the write dies), then renames it over `path`: no reader, nor the shard
+    glob, ever sees half a shard, and a retried or duplicate run of a shard replaces it whole."""
+    temp = join(temp_dir, f".{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp")
     with FileSystems.create(temp, mime_type="application/octet-stream") as handle:
         for chunk in chunks:
             handle.write(chunk)
-    if FileSystems.exists(path):  # a retried or speculative run of the same shard
-        FileSystems.delete([path])
-    FileSystems.rename([temp], [path])
+    if not is_remote(path):  # a local rename needs its folder; object stores have none
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    FileSystems.rename([temp], [path])  # replaces an existing file (os.rename, object copy)
 
 
 def write_shard(task: dict, output: str, staging: str, max_side: int | None, threads: int) -> dict:
@@ -130,7 +134,7 @@ def write_shard(task: dict, output: str, staging: str, max_side: int | None, thr
                 box_problems.append(stats["box_problem"])
             yield record
 
-    _write_atomically(join(output, name), records())
+    _write_atomically(join(output, name), records(), join(staging, "tmp"))
     summary = {
         "split": task["split"],
         "shard": task["shard"],
@@ -142,9 +146,10 @@ def write_shard(task: dict, output: str, staging: str, max_side: int | None, thr
         "with_boxes": totals["with_boxes"],
         "box_problems": box_problems,
         "quarantine": quarantine,
+        "run": task["run"],  # the driver counts only this run's summaries
     }
     text = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    _write_atomically(summary_path(staging, name), [text])
+    _write_atomically(summary_path(staging, name), [text], join(staging, "summaries"))
     return summary
 
 
@@ -158,8 +163,6 @@ class WriteShardFn(beam.DoFn):
         self._quarantined = Metrics.counter("ingest", "files_quarantined")
 
     def setup(self):
-        import os
-
         # Imported once here rather than by the first conversion threads all at once.
         from tensorflow.core.example import example_pb2  # noqa: F401
 

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, exists, join
+from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, exists, join, read_bytes
 from components.ingest import annotations
 from components.ingest.listing import Entry, children, is_dir, is_remote, walk
 
@@ -72,7 +72,7 @@ class Discovery:
         for entry in self.box_files:
             digest.update(f"box\0{entry.rel}\0{entry.size}\n".encode())
         for path in sorted(self.label_files):
-            digest.update(annotations.read_text(path).encode())
+            digest.update(read_bytes(path))  # meta.mat is binary
         return digest.hexdigest()
 
 
@@ -150,7 +150,7 @@ def _flat_items(
 
 def _box_files(folder: str) -> tuple[dict[str, Entry], list[Entry]]:
     """VOC XML files anywhere under `folder`, by image stem."""
-    if not exists(folder):
+    if not is_dir(folder):
         return {}, []
     found = [e for e in walk(folder) if not e.problem and e.rel.lower().endswith(".xml")]
     # fingerprinted by their place under the source, so that a moved source is still the same
@@ -183,7 +183,7 @@ def _not_read(folder: str, used: set[str]) -> list[str]:
 
 
 def _validation_dir(source: str) -> str:
-    found = [join(source, n) for n in ("val", "validation") if exists(join(source, n))]
+    found = [join(source, n) for n in ("val", "validation") if is_dir(join(source, n))]
     if len(found) == 2:
         raise ValueError(
             f"{source}: both val/ and validation/ exist; keep the one that holds the validation "
@@ -228,10 +228,14 @@ def _discover_folders(source: str) -> Discovery:
         raise ValueError(f"{train_dir}: no class folders")
     names, label_files = _names(source)
     val_dirs, val_files = children(val_dir)
-    # A .DS_Store beside class folders does not make val/ flat (its entries are still listed).
+    # Hidden names (.DS_Store, .ipynb_checkpoints/) decide nothing; they are still listed. A
+    # val/ with any train class folder is sorted by class (stray files there are quarantined);
+    # otherwise images directly in it make it flat, labelled by a label file (sub-folders of a
+    # flat val are quarantined).
+    class_dirs = [n for n in val_dirs if n in wnids]
     val_files = [n for n in val_files if not n.startswith(".")]
-    flat = _flat_val_labels(source) if val_files else None
-    if val_files and not val_dirs and flat is None:
+    flat = _flat_val_labels(source) if val_files and not class_dirs else None
+    if val_files and not class_dirs and flat is None:
         raise ValueError(
             f"{val_dir}: validation images are flat, without class folders, and no label file "
             f"was found: add {SYNSET_LABELS} or the devkit ({DEVKIT}/data/meta.mat and "
@@ -267,7 +271,10 @@ def _discover_kaggle(source: str) -> Discovery:
     mapping_path = join(source, "LOC_synset_mapping.txt")
     solution_path = join(source, "LOC_val_solution.csv")
     train_solution = join(source, "LOC_train_solution.csv")
-    for required in (mapping_path, solution_path, join(base, "train"), join(base, "val")):
+    for required in (join(base, "train"), join(base, "val")):
+        if not is_dir(required):
+            raise ValueError(f"Kaggle ImageNet layout under {source}: missing {required}")
+    for required in (mapping_path, solution_path):
         if not exists(required):
             raise ValueError(f"Kaggle ImageNet layout under {source}: missing {required}")
     names = annotations.read_synset_mapping(mapping_path)
@@ -295,7 +302,7 @@ def _discover_kaggle(source: str) -> Discovery:
 def discover(source: str) -> Discovery:
     """Recognises the layout of `source` and lists every entry with its label or problem."""
     source = source.rstrip("/") if is_remote(source) else os.path.abspath(source)
-    if not exists(source):
+    if not (is_dir(source) if is_remote(source) else exists(source)):
         raise ValueError(f"source {source} does not exist")
     if is_dir(join(source, *KAGGLE_ROOT)):
         found = _discover_kaggle(source)

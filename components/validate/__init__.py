@@ -84,7 +84,7 @@ def statistics_beam_args(beam_args: list[str], on_stage: Callable[[str], None]) 
     accumulators there, and file sinks with side inputs fail), so statistics of a Dask-ingested
     dataset are computed with the local runner, which reads the same shards.
     """
-    if runner_name(beam_args) == "DaskRunner":
+    if runner_name(beam_args).lower() == "daskrunner":
         on_stage("TFDV cannot run on Beam's DaskRunner: computing statistics with the local runner")
         return resolve_beam_args([], 1)
     return resolve_beam_args(beam_args, 1)
