@@ -75,6 +75,9 @@ def test_overrides_apply_on_top_of_the_preset() -> None:
     config = resolve_config("demo", Overrides(epochs=3, min_top1=0.5))
     assert config.train.epochs == 3 and config.gate.min_top1 == 0.5
     assert config.train.width == preset("demo").train.width
+    assert config.ingest.beam_args == []  # the local runner
+    dask = ["--runner=DaskRunner", "--dask_client_address=tcp://dask-scheduler:8786"]
+    assert resolve_config("demo", Overrides(beam_args=dask)).ingest.beam_args == dask
 
 
 def test_every_preset_is_valid_and_documented() -> None:
