@@ -73,10 +73,6 @@ def _fingerprint(config: IngestConfig, found: Discovery) -> str:
     return f"v{FORMAT_VERSION}-{found.fingerprint()[:32]}-{settings_hash}"
 
 
-def read_metadata(output: str) -> dict | None:
-    return dataset.read_metadata(output, required=False)
-
-
 def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str, run: str) -> list[str]:
     """One task file per shard: its items in record order (by order key). Returns their paths."""
     per_shard = defaultdict(list)
@@ -128,7 +124,7 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
     found = discover(config.source)
     shards = _shard_counts(config, found)
     fingerprint = _fingerprint(config, found)
-    previous = read_metadata(config.output)
+    previous = dataset.read_metadata(config.output, required=False)
     if previous and previous.get("fingerprint") == fingerprint:
         on_stage(f"inputs unchanged (fingerprint {fingerprint}); reusing {config.output}")
         return {**previous, "reused": True}
