@@ -58,7 +58,7 @@ def demo() -> PipelineConfig:
             eval_every_epochs=5,
             shuffle_buffer=2048,
         ),
-        gate=GateConfig(min_top1=0.90, max_regression=0.02),
+        gate=GateConfig(min_top1=0.90, max_regression=0.02, max_drop_from_best=0.02),
     )
 
 
@@ -81,7 +81,7 @@ def smoke() -> PipelineConfig:
             checkpoint_every=3,
             shuffle_buffer=256,
         ),
-        gate=GateConfig(min_top1=0.0, max_regression=1.0),
+        gate=GateConfig(min_top1=0.0, max_regression=1.0, max_drop_from_best=1.0),
     )
 
 

@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset
-from components.evaluate import evaluate, gate_and_register
+from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
 from components.validate import ValidateConfig, ValidationFailed, validate
@@ -37,6 +37,9 @@ class Overrides(BaseModel):
     model_name: str | None = Field(None, description="registry name; default <model>-<data name>")
     min_top1: float | None = Field(None, ge=0, le=1, description="gate floor")
     max_regression: float | None = Field(None, ge=0, le=1, description="allowed drop vs champion")
+    max_drop_from_best: float | None = Field(
+        None, ge=0, le=1, description="allowed drop vs the best model ever registered"
+    )
     allow_label_change: bool = False
     resume_run: str | None = Field(
         None, description="flow run id of a killed run whose checkpoints this run continues"
@@ -54,7 +57,7 @@ def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
     for key in ("epochs", "batch_size"):
         if getattr(overrides, key) is not None:
             base["train"][key] = getattr(overrides, key)
-    for key in ("min_top1", "max_regression"):
+    for key in ("min_top1", "max_regression", "max_drop_from_best"):
         if getattr(overrides, key) is not None:
             base["gate"][key] = getattr(overrides, key)
     base["gate"]["allow_label_change"] = overrides.allow_label_change
@@ -273,15 +276,20 @@ def train_imagenet(
             "preset": preset,
         }
         with _timed(report, "gate_and_register"):
-            result = register_task(
-                data,
-                trained["servable"],
-                str(run_dir / "evaluation"),
-                metrics,
-                model_name,
-                config,
-                tags,
-            )
+            try:
+                result = register_task(
+                    data,
+                    trained["servable"],
+                    str(run_dir / "evaluation"),
+                    metrics,
+                    model_name,
+                    config,
+                    tags,
+                )
+            except RegistryError as err:  # no decision was possible: say so, register nothing
+                report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}
+                report["registry"] = {"model_name": model_name, "version": None}
+                raise
         report["gate"] = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
         report["registry"] = {
             "model_name": model_name,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from components.evaluate.evaluation import summarize
-from components.evaluate.gate import Champion, GateConfig, decide
+from components.evaluate.gate import Best, Champion, GateConfig, decide
 
 
 def test_summarize_top1_top5_per_class_and_confusions() -> None:
@@ -56,6 +57,39 @@ def test_gate_decisions(top1, champion, passed, words) -> None:
     assert decision.passed is passed and words in decision.reason
 
 
+DRIFT = GateConfig(min_top1=0.5, max_regression=0.01, max_drop_from_best=0.02)
+
+
+@pytest.mark.parametrize(
+    ("top1", "champion", "best", "passed", "words"),
+    [
+        (0.60, Champion("5", "L", 0.605), Best("2", 0.61), True, "no worse than the champion"),
+        (0.60, Champion("5", "L", 0.605), Best("2", 0.63), False, "drift floor"),
+        (0.40, Champion("5", "L", 0.605), Best("2", 0.63), False, "below the floor"),
+        (0.62, None, Best("2", 0.63), True, "first model"),  # the alias was removed by hand
+        (0.60, Champion("5", "L", 0.62), Best("5", 0.62), False, "worse than the champion"),
+    ],
+)
+def test_gate_decisions_with_the_best_ever(top1, champion, best, passed, words) -> None:
+    decision = decide(top1, "L", champion, DRIFT, best)
+    assert decision.passed is passed and words in decision.reason
+
+
+def test_slightly_worse_retrains_cannot_walk_the_champion_down() -> None:
+    """Each retrain 0.5% below the champion passes the margin, until the best-ever floor."""
+    best, champion, promoted = Best("1", 0.80), Champion("1", "L", 0.80), [0.80]
+    for version in range(2, 12):
+        top1 = champion.top1 - 0.005
+        decision = decide(top1, "L", champion, DRIFT, best)
+        if not decision.passed:
+            assert "drift floor" in decision.reason
+            break
+        champion = Champion(str(version), "L", top1)
+        promoted.append(top1)
+    assert min(promoted) >= best.top1 - DRIFT.max_drop_from_best
+    assert len(promoted) == 5  # 0.800, 0.795, 0.790, 0.785, 0.780; then 0.775 is refused
+
+
 def test_gate_may_replace_a_champion_of_another_label_set_when_allowed() -> None:
     allowed = GateConfig(min_top1=0.5, allow_label_change=True)
     assert decide(0.9, "L", Champion("3", "OTHER", None), allowed).passed
@@ -77,6 +111,7 @@ def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Pa
         shuffle_buffer=64,
     )
     servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
+    before = set(Path(tempfile.gettempdir()).glob("champion-*"))
     metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["count"] == 12
 
@@ -128,3 +163,32 @@ def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Pa
     jpeg = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string)})
     probabilities = model.predict(np.array([jpeg["image"].numpy()], dtype=object))
     assert probabilities.shape == (1, 3)
+    leftovers = [p for p in Path(tempfile.gettempdir()).glob("champion-*") if p not in before]
+    assert not leftovers  # every downloaded champion copy was removed
+
+    # A registry that fails to answer the champion question is a fault, not "no champion".
+    from unittest import mock
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from components.evaluate import RegistryError
+
+    versions = len(registry.client.search_model_versions("name = 'tiny'"))
+    outage = MlflowException("503 Service Unavailable", error_code="TEMPORARILY_UNAVAILABLE")
+    with mock.patch.object(MlflowClient, "get_model_version_by_alias", side_effect=outage):
+        with pytest.raises(RegistryError, match="get_model_version_by_alias"):
+            gate_and_register(
+                str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+            )
+    assert len(registry.client.search_model_versions("name = 'tiny'")) == versions
+
+
+def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
+    from components.evaluate.registry import Registry
+
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert registry.champion("nobody") is None  # no such model
+    registry.client.create_registered_model("empty")
+    assert registry.champion("empty") is None  # a model without the alias
+    assert registry.best("empty", {"validation_fingerprint": "x"}) is None

@@ -1,4 +1,4 @@
-"""Evaluation, gate and registration (SPEC §7).
+"""Evaluation, gate and registration.
 
     python -m components.evaluate --data DATA_DIR --servable SERVABLE --output OUT \
         [--model-name NAME --min-top1 0.5 --max-regression 0.005]
@@ -16,9 +16,25 @@ from pathlib import Path
 from components.dataset import read_labels
 from components.evaluate.evaluation import evaluate_servable, load_servable
 from components.evaluate.gate import GateConfig, GateDecision, decide
-from components.evaluate.registry import CHAMPION, Registry, label_fingerprint
+from components.evaluate.registry import (
+    CHAMPION,
+    Registry,
+    RegistryError,
+    label_fingerprint,
+    validation_fingerprint,
+)
 
-__all__ = ["CHAMPION", "GateConfig", "GateDecision", "evaluate", "gate_and_register"]
+__all__ = [
+    "CHAMPION",
+    "GateConfig",
+    "GateDecision",
+    "RegistryError",
+    "evaluate",
+    "gate_and_register",
+]
+# A champion that moves while the gate compares (another run promoted one) is compared again,
+# at most this many times; then the gate refuses rather than promote on a stale comparison.
+MAX_COMPARISONS = 3
 
 
 def evaluate(
@@ -54,23 +70,44 @@ def gate_and_register(
     """
     registry = Registry(tracking_uri)
     labels_id = label_fingerprint(data_dir)
+    validation_id = validation_fingerprint(data_dir)
     names = read_labels(data_dir)
 
     def champion_top1(version) -> float | None:
         if version.tags.get("label_fingerprint") != labels_id:
             return None  # a different label set: not comparable, decide() says why
-        servable = registry.load_version(model_name, version.version)
-        return evaluate_servable(servable, data_dir, names)["top1"]
+        with registry.load_version(model_name, version.version) as servable:
+            return evaluate_servable(servable, data_dir, names)["top1"]
 
-    champion = None
-    if metrics["top1"] >= gate.min_top1:  # below the floor it fails whatever the champion does
+    def judge() -> GateDecision:
+        if metrics["top1"] < gate.min_top1:  # fails whatever the registry holds
+            return decide(metrics["top1"], labels_id, None, gate)
+        best = registry.best(
+            model_name, {"validation_fingerprint": validation_id, "label_fingerprint": labels_id}
+        )
         champion = registry.champion_info(model_name, champion_top1)
-    decision: GateDecision = decide(metrics["top1"], labels_id, champion, gate)
+        return decide(metrics["top1"], labels_id, champion, gate, best)
+
+    decision: GateDecision = judge()
+    for _ in range(MAX_COMPARISONS - 1):  # the champion may have moved during the comparison
+        if (
+            not decision.passed
+            or _champion_version(registry, model_name) == decision.champion_version
+        ):
+            break
+        decision = judge()
+    else:
+        if decision.passed and _champion_version(registry, model_name) != decision.champion_version:
+            decision = GateDecision(
+                False,
+                f"the champion kept changing during {MAX_COMPARISONS} comparisons; not promoted",
+            )
 
     out = Path(output_dir)
     run_tags = {
         **(tags or {}),
         "label_fingerprint": labels_id,
+        "validation_fingerprint": validation_id,
         "gate_passed": str(decision.passed),
         "gate_reason": decision.reason,
     }
@@ -106,3 +143,8 @@ def gate_and_register(
     }
     (out / "registration.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _champion_version(registry: Registry, model_name: str) -> str | None:
+    version = registry.champion(model_name)
+    return None if version is None else str(version.version)

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from components.evaluate import GateConfig, evaluate, gate_and_register
+from components.evaluate import GateConfig, RegistryError, evaluate, gate_and_register
+from components.evaluate.registry import default_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", help="register under this name if the gate passes")
     parser.add_argument("--min-top1", type=float, default=0.0)
     parser.add_argument("--max-regression", type=float, default=0.005)
+    parser.add_argument(
+        "--max-drop-from-best",
+        type=float,
+        default=0.01,
+        help="how far below the best top-1 ever registered on the same validation data",
+    )
     parser.add_argument("--allow-label-change", action="store_true")
     args = parser.parse_args(argv)
     metrics = evaluate(args.data, args.servable, args.output)
@@ -25,11 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         gate = GateConfig(
             min_top1=args.min_top1,
             max_regression=args.max_regression,
+            max_drop_from_best=args.max_drop_from_best,
             allow_label_change=args.allow_label_change,
         )
-        result = gate_and_register(
-            args.data, args.servable, args.output, metrics, args.model_name, gate
-        )
+        print(f"registry: {default_tracking_uri()}", file=sys.stderr)
+        try:
+            result = gate_and_register(
+                args.data, args.servable, args.output, metrics, args.model_name, gate
+            )
+        except RegistryError as err:
+            print(f"error: {err}; nothing was registered", file=sys.stderr)
+            return 1
         print(json.dumps(result))
         return 0 if result["gate"]["passed"] else 3
     return 0

@@ -1,4 +1,9 @@
-"""The registration gate (SPEC §7): a floor on top-1, and no worse than the champion by a margin."""
+"""The registration gate: a floor on top-1, no worse than the champion by a margin, and never far
+below the best model ever registered under the name on the same validation data.
+
+The last rule stops a drift by margins: ten retrains, each a little worse than the champion it
+replaces, would otherwise walk the champion down ten margins. `decide` is a pure function.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,12 @@ class GateConfig(BaseModel):
     max_regression: float = Field(
         0.005, ge=0, le=1, description="how far below the champion's top-1 may it be"
     )
+    max_drop_from_best: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="how far below the best top-1 ever registered on the same validation data",
+    )
     allow_label_change: bool = Field(
         False, description="replace a champion trained on a different label set"
     )
@@ -24,6 +35,14 @@ class Champion:
     version: str
     label_fingerprint: str
     top1: float | None  # on the challenger's validation data; None when not comparable
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best top-1 ever registered under the model name, on the same validation data."""
+
+    version: str
+    top1: float
 
 
 @dataclass(frozen=True)
@@ -38,11 +57,28 @@ class GateDecision:
 
 
 def decide(
-    top1: float, label_fingerprint: str, champion: Champion | None, config: GateConfig
+    top1: float,
+    label_fingerprint: str,
+    champion: Champion | None,
+    config: GateConfig,
+    best: Best | None = None,
 ) -> GateDecision:
-    """Whether the challenger may become champion, and why, in words a person can act on."""
+    """Whether the challenger may become champion, and why, in words a person can act on.
+
+    The rules in order: the floor; the best-ever floor (`best`, on the same validation data and
+    label set); the label set of the champion; the margin against the champion.
+    """
     if top1 < config.min_top1:
         return GateDecision(False, f"top-1 {top1:.4f} is below the floor {config.min_top1:.4f}")
+    if best is not None and top1 < best.top1 - config.max_drop_from_best:
+        return GateDecision(
+            False,
+            f"drift floor: top-1 {top1:.4f} is more than {config.max_drop_from_best:.4f} below "
+            f"the best ever registered, v{best.version} at {best.top1:.4f} on the same "
+            "validation data",
+            champion.version if champion else None,
+            champion.top1 if champion else None,
+        )
     if champion is None:
         return GateDecision(
             True,

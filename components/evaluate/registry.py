@@ -1,7 +1,13 @@
 """The MLflow Model Registry side of the gate: find the champion, register a new one.
 
-Tracking defaults to a local SQLite store (`default_tracking_uri`); MLFLOW_TRACKING_URI overrides
-it, e.g. a team's tracking server.
+Tracking defaults to a local SQLite store in the project's `.trickflow/` folder (not the working
+directory's; `default_tracking_uri`); MLFLOW_TRACKING_URI overrides it, e.g. a team's tracking
+server, and TRICKFLOW_HOME moves the project's state folder.
+
+Registry errors are never read as "no champion": only a registry that answers that the model or
+its champion alias does not exist means there is none. Anything else (a server answering 503, a
+broken database) raises `RegistryError` naming the registry and the call, before anything is
+registered.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -17,18 +25,49 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components import dataset
-from components.evaluate.gate import Champion
+from components.evaluate.gate import Best, Champion
 
 CHAMPION = "champion"
+PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
+
+
+class RegistryError(RuntimeError):
+    """The registry failed to answer; the gate cannot decide and registers nothing."""
 
 
 def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else SQLite in the project-local state folder."""
+    """MLFLOW_TRACKING_URI if set, else SQLite in the project's state folder (wherever the
+    command runs from, so that a CLI started elsewhere finds the same registry)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    home = Path(os.environ.get("TRICKFLOW_HOME", Path.cwd() / ".trickflow")) / "mlflow"
+    home = Path(os.environ.get("TRICKFLOW_HOME", PROJECT_STATE)) / "mlflow"
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def no_such_model_or_alias(err: MlflowException) -> bool:
+    """The registry's own answer that the model, or its alias, does not exist (SQLite stores and
+    tracking servers answer alike): the only error that means "no champion"."""
+    message = str(err)
+    if err.error_code == "RESOURCE_DOES_NOT_EXIST" and "Registered Model" in message:
+        return True
+    return (
+        err.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
+        and "alias" in message
+        and "not found" in message
+    )
+
+
+def validation_fingerprint(data_dir: str) -> str:
+    """Identity of the validation data: its shards' names and sizes (the same inputs give
+    byte-identical shards) and the label set."""
+    from apache_beam.io.filesystems import FileSystems
+
+    digest = hashlib.sha256(label_fingerprint(data_dir).encode())
+    for path in dataset.shard_files(data_dir, dataset.VALIDATION):
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        digest.update(f"{path.rsplit('/', 1)[-1]}\0{size}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def label_fingerprint(data_dir: str) -> str:
@@ -57,19 +96,42 @@ class Registry:
         mlflow.set_registry_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
 
+    def _fault(self, call: str, err: Exception) -> RegistryError:
+        return RegistryError(f"registry {self.tracking_uri}: {call} failed: {err}")
+
     def champion(self, model_name: str):
-        """The model version holding the champion alias, or None."""
+        """The model version holding the champion alias, or None when there is none."""
+        call = f"get_model_version_by_alias({model_name!r}, {CHAMPION!r})"
         try:
             return self.client.get_model_version_by_alias(model_name, CHAMPION)
-        except MlflowException:
-            return None
+        except Exception as err:  # a 503, a refused connection, a broken database: no answer
+            if isinstance(err, MlflowException) and no_such_model_or_alias(err):
+                return None
+            raise self._fault(call, err) from err
 
-    def load_version(self, model_name: str, version: str):
-        """A registered version's servable, callable on JPEG bytes [N] -> probabilities [N, K]."""
-        local = mlflow.artifacts.download_artifacts(
-            f"models:/{model_name}/{version}", dst_path=tempfile.mkdtemp(prefix="champion-")
-        )
-        return tf.saved_model.load(str(Path(local) / "tf2model"))
+    def best(self, model_name: str, tags: dict[str, str]) -> Best | None:
+        """The registered version with the highest recorded top-1 among those whose tags match
+        `tags` (the same validation data and label set), or None."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{model_name}'")
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"search_model_versions(name={model_name!r})", err) from err
+        scored = [
+            Best(str(v.version), float(v.tags["top1"]))
+            for v in versions
+            if "top1" in v.tags and all(v.tags.get(k) == value for k, value in tags.items())
+        ]
+        return max(scored, key=lambda b: b.top1, default=None)
+
+    @contextmanager
+    def load_version(self, model_name: str, version: str) -> Iterator:
+        """A registered version's servable (JPEG bytes [N] -> probabilities [N, K]); its
+        downloaded copy is removed when the block ends."""
+        with tempfile.TemporaryDirectory(prefix="champion-") as folder:
+            local = mlflow.artifacts.download_artifacts(
+                f"models:/{model_name}/{version}", dst_path=folder
+            )
+            yield tf.saved_model.load(str(Path(local) / "tf2model"))
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
         """The champion, with its top-1 on this data by `top1_on_this_data` (None: no baseline)."""
