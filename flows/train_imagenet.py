@@ -22,6 +22,7 @@ from components import dataset
 from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
+from components.train.loop import RESUMABLE_CHANGES
 from components.validate import ValidateConfig, ValidationFailed, validate
 from flows import artifacts
 from flows.presets import PipelineConfig, PresetName, preset
@@ -71,14 +72,38 @@ def default_model_name(model: str, data_dir: str) -> str:
     return f"{model}-{slug or 'data'}"
 
 
-def train_dir(work_dir: Path, run_id: str, resume_run: str | None) -> Path:
-    """This run's training folder, or a killed run's, to resume from its last checkpoint."""
-    if resume_run is None:
-        return work_dir / "runs" / run_id / "train"
-    folder = work_dir / "runs" / resume_run / "train"
-    if not (folder / "checkpoints").is_dir():
-        raise ValueError(f"resume_run {resume_run}: no checkpoints in {folder}")
-    return folder
+RESUME_KEY = "resume_key"
+
+
+def resume_key(data_fingerprint: str, train: TrainConfig) -> str:
+    """Identity of a training: the data and every setting that changes what is trained."""
+    settings = train.model_dump_json(exclude=RESUMABLE_CHANGES)
+    return hashlib.sha256(f"{data_fingerprint}\0{settings}".encode()).hexdigest()[:16]
+
+
+def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> tuple[Path, str]:
+    """The folder to train into, and why: `resume_run`'s if asked; else the newest unfinished
+    training (checkpoints, no summary.json) of the same data and configuration, whichever run
+    started it (a worker killed, a reboot, a cancelled run re-run); else a fresh one."""
+    if resume_run is not None:
+        folder = work_dir / "runs" / resume_run / "train"
+        if not (folder / "checkpoints").is_dir():
+            raise ValueError(f"resume_run {resume_run}: no checkpoints in {folder}")
+        return folder, f"resuming run {resume_run}'s checkpoints, as asked"
+    unfinished = [
+        marker.parent
+        for marker in (work_dir / "runs").glob(f"*/train/{RESUME_KEY}")
+        if marker.read_text().strip() == key
+        and (marker.parent / "checkpoints").is_dir()
+        and not (marker.parent / "summary.json").exists()
+    ]
+    if unfinished:
+        newest = max(unfinished, key=lambda f: (f / "checkpoints").stat().st_mtime)
+        return newest, f"resuming the unfinished training in {newest} (same data and settings)"
+    folder = work_dir / "runs" / run_id / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESUME_KEY).write_text(key)
+    return folder, "starting fresh: no unfinished training of this data and configuration"
 
 
 def _dataset_dir(work_dir: Path, data_dir: str) -> Path:
@@ -254,13 +279,17 @@ def train_imagenet(
             raise
         report["validate"] = {"passed": True, "anomalies": []}
         with _timed(report, "train"):
-            folder = train_dir(work, run_id, overrides.resume_run)
+            key = resume_key(metadata["fingerprint"], config.train)
+            folder, why = train_dir(work, run_id, overrides.resume_run, key)
+            get_run_logger().info("training: %s", why)
             trained = train_task(data, str(folder), config.train)
         report["train"] = {
             "steps": trained["steps"],
             "resumed_from": trained["resumed_from"],
             "precision": trained["precision"],
             "servable": trained["servable"],
+            "folder": str(folder),
+            "why": why,
         }
         with _timed(report, "evaluate"):
             metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))

@@ -94,9 +94,46 @@ def test_default_model_name_is_per_dataset() -> None:
     assert default_model_name("darknet53", "/data/My ImageNet/") == "darknet53-my-imagenet"
 
 
-def test_a_killed_run_is_resumed_from_its_checkpoints(tmp_path: Path) -> None:
-    assert train_dir(tmp_path, "new", None) == tmp_path / "runs" / "new" / "train"
+def test_a_killed_run_is_resumed_from_its_checkpoints_when_asked(tmp_path: Path) -> None:
+    assert train_dir(tmp_path, "new", None, "K")[0] == tmp_path / "runs" / "new" / "train"
     with pytest.raises(ValueError, match="no checkpoints"):
-        train_dir(tmp_path, "new", "killed")
+        train_dir(tmp_path, "new", "killed", "K")
     (tmp_path / "runs" / "killed" / "train" / "checkpoints").mkdir(parents=True)
-    assert train_dir(tmp_path, "new", "killed") == tmp_path / "runs" / "killed" / "train"
+    folder, why = train_dir(tmp_path, "new", "killed", "K")
+    assert folder == tmp_path / "runs" / "killed" / "train" and "as asked" in why
+
+
+def _unfinished(work: Path, run: str, key: str, finished: bool = False) -> Path:
+    folder = work / "runs" / run / "train"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "resume_key").write_text(key)
+    if finished:
+        (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def test_unfinished_training_of_the_same_data_and_settings_resumes_by_itself(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    _unfinished(tmp_path, "done", "K", finished=True)
+    older = _unfinished(tmp_path, "older", "K")
+    newer = _unfinished(tmp_path, "newer", "K")
+    _unfinished(tmp_path, "other-settings", "OTHER")
+    os.utime(older / "checkpoints", (1, 1))
+    folder, why = train_dir(tmp_path, "next", None, "K")
+    assert folder == newer and "resuming the unfinished training" in why
+    fresh, why = train_dir(tmp_path, "next", None, "NEW")
+    assert fresh == tmp_path / "runs" / "next" / "train" and "starting fresh" in why
+    assert (fresh / "resume_key").read_text() == "NEW"
+
+
+def test_resume_key_follows_what_is_trained_not_how_it_is_logged() -> None:
+    from components.train import TrainConfig
+    from flows.train_imagenet import resume_key
+
+    base = resume_key("data", TrainConfig())
+    assert resume_key("data", TrainConfig(log_every=7, checkpoint_every=9)) == base
+    assert resume_key("data", TrainConfig(batch_size=64)) != base
+    assert resume_key("other data", TrainConfig()) != base

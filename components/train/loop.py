@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,34 @@ from components.train.schedules import WarmupCosine, WarmupPiecewise, scaled_lea
 
 log = logging.getLogger(__name__)
 Event = dict
+
+
+# Settings that do not change what is trained: a resumed run may change them.
+RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "eval_every_epochs", "jit_compile"}
+
+
+def write_json_atomically(path: Path, value) -> None:
+    """Writes JSON to a temporary file and renames it: a kill mid-write leaves the old file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(value, indent=2))
+    os.replace(temp, path)
+
+
+def check_resumable(out: Path, config: TrainConfig) -> None:
+    """A folder with checkpoints resumes only with the configuration that made them; any other
+    change (batch size, epochs, learning rate...) would silently change the schedule."""
+    saved_path = out / "config.json"
+    if not (out / "checkpoints").is_dir() or not saved_path.exists():
+        return
+    saved, new = json.loads(saved_path.read_text()), json.loads(config.model_dump_json())
+    changed = sorted(k for k in new.keys() | saved.keys() if saved.get(k) != new.get(k))
+    changed = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{out} holds checkpoints of another configuration ({details}); train into a new "
+            "folder, or resume with the configuration they were made with"
+        )
 
 
 def _records(data_dir: str) -> dict[str, int]:
@@ -89,7 +118,8 @@ def run_training(
     on_event = on_event or (lambda e: None)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    check_resumable(out, config)
+    write_json_atomically(out / "config.json", json.loads(config.model_dump_json()))
     labels = dataset.read_labels(data_dir)
     num_classes = len(labels)
     records = _records(data_dir)
@@ -233,7 +263,7 @@ def run_training(
             if due or step == total_steps:
                 entry.update(evaluate_model(predict, val_ds, num_classes))
             history.append(entry)
-            history_path.write_text(json.dumps(history, indent=2))
+            write_json_atomically(history_path, history)
             on_event({"type": "epoch", **entry, "epochs": math.ceil(total_steps / steps_per_epoch)})
     log_file.close()
 
@@ -249,6 +279,6 @@ def run_training(
         "history": history,
         "final": final,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomically(out / "summary.json", summary)
     on_event({"type": "done", **summary})
     return summary
