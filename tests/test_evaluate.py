@@ -192,3 +192,69 @@ def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
     registry.client.create_registered_model("empty")
     assert registry.champion("empty") is None  # a model without the alias
     assert registry.best("empty", {"validation_fingerprint": "x"}) is None
+
+
+_RACER = """
+import json, sys, time
+from pathlib import Path
+from components.evaluate import GateConfig, gate_and_register
+data, servable, out, claim, go, delay = sys.argv[1:]
+metrics = json.loads((Path(out).parent / "metrics.json").read_text())
+while not Path(go).exists():
+    time.sleep(0.05)
+time.sleep(float(delay))
+result = gate_and_register(data, servable, out, {**metrics, "top1": float(claim)}, "race",
+                           GateConfig(max_regression=0.01, max_drop_from_best=0.01))
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.integration
+def test_two_overlapping_gates_leave_the_better_model_as_champion(
+    ingested: Path, tmp_path: Path
+) -> None:
+    """Two processes gate models on one name at the same time: whichever moves the alias last,
+    the better one ends as champion."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from components.evaluate import evaluate, gate_and_register
+    from components.evaluate.registry import Registry
+    from components.train import TrainConfig, run_training
+
+    config = TrainConfig(
+        width=0.125, image_size=32, batch_size=8, epochs=1, warmup_steps=1, eval_every_epochs=0
+    )
+    servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
+    metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    first = gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "race", GateConfig()
+    )
+    assert first["version"] == "1"
+    top1 = metrics["top1"]
+    claims = {"better": top1 - 0.002, "worse": top1 - 0.004}  # both pass against v1
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    racers = {}
+    for name in ("better", "worse"):  # the worse one a moment later: it tends to move last
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(metrics))
+        racers[name] = subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(ingested), servable, str(tmp_path / name),
+             str(claims[name]), str(go), "0" if name == "better" else "0.5"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    time.sleep(5)  # both have imported TensorFlow and wait
+    go.touch()
+    results = {}
+    for name, process in racers.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+        results[name] = json.loads(stdout.strip().splitlines()[-1])
+    assert results["better"]["gate"]["passed"] and results["worse"]["gate"]["passed"]
+    champion = Registry().champion("race")
+    assert str(champion.version) == results["better"]["version"]
+    assert float(champion.tags["top1"]) == pytest.approx(claims["better"], abs=1e-4)

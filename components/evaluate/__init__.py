@@ -72,6 +72,8 @@ def gate_and_register(
     labels_id = label_fingerprint(data_dir)
     validation_id = validation_fingerprint(data_dir)
     names = read_labels(data_dir)
+    same_data = {"validation_fingerprint": validation_id, "label_fingerprint": labels_id}
+    started_after = registry.latest_version(model_name)
 
     def champion_top1(version) -> float | None:
         if version.tags.get("label_fingerprint") != labels_id:
@@ -82,9 +84,7 @@ def gate_and_register(
     def judge() -> GateDecision:
         if metrics["top1"] < gate.min_top1:  # fails whatever the registry holds
             return decide(metrics["top1"], labels_id, None, gate)
-        best = registry.best(
-            model_name, {"validation_fingerprint": validation_id, "label_fingerprint": labels_id}
-        )
+        best = registry.best(model_name, same_data)
         champion = registry.champion_info(model_name, champion_top1)
         return decide(metrics["top1"], labels_id, champion, gate, best)
 
@@ -125,7 +125,7 @@ def gate_and_register(
         run_tags,
         [str(out / "evaluation.json")],
     )
-    version = None
+    version = champion_now = None
     if decision.passed:
         version_tags = {
             **run_tags,
@@ -133,12 +133,22 @@ def gate_and_register(
             "top5": f"{metrics['top5']:.4f}",
         }
         version = registry.register(run_id, model_name, servable_path, version_tags)
+        # Another gate may have promoted its model meanwhile: the better one stays champion.
+        champion_now = registry.settle(model_name, started_after, same_data)
+        if champion_now != version:
+            decision = GateDecision(
+                True,
+                f"{decision.reason}; registered as v{version}, but v{champion_now}, registered "
+                "by a run that overlapped this one with a higher top-1, stays champion",
+                decision.champion_version,
+                decision.champion_top1,
+            )
     result = {
         "gate": decision.to_dict(),
         "run_id": run_id,
         "model_name": model_name,
         "version": version,
-        "alias": CHAMPION if version else None,
+        "alias": CHAMPION if version and champion_now == version else None,
         "tracking_uri": registry.tracking_uri,
     }
     (out / "registration.json").write_text(json.dumps(result, indent=2))

@@ -165,6 +165,44 @@ class Registry:
                 mlflow.log_artifact(path)
         return run.info.run_id
 
+    def latest_version(self, model_name: str) -> int:
+        """The highest version number registered under the name (0: none yet)."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{model_name}'")
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"search_model_versions(name={model_name!r})", err) from err
+        return max((int(v.version) for v in versions), default=0)
+
+    def settle(self, model_name: str, after: int, same: dict[str, str]) -> str | None:
+        """Gives the champion alias to the best of the versions that passed a gate after version
+        `after` on the same data (`same` tags), and returns the champion's version.
+
+        MLflow cannot move an alias on a condition, so gates that overlap each call this after
+        moving the alias: the last call sees every overlapping gate's version and leaves the
+        one with the highest top-1 (the newest on a tie) as champion.
+        """
+        try:
+            versions = self.client.search_model_versions(f"name = '{model_name}'")
+            racers = [
+                v
+                for v in versions
+                if int(v.version) > after
+                and v.tags.get("gate_passed") == "True"
+                and "top1" in v.tags
+                and all(v.tags.get(k) == value for k, value in same.items())
+            ]
+            if not racers:
+                return None
+            best = max(racers, key=lambda v: (float(v.tags["top1"]), int(v.version)))
+            current = self.champion(model_name)
+            if current is None or str(current.version) != str(best.version):
+                self.client.set_registered_model_alias(model_name, CHAMPION, best.version)
+            return str(best.version)
+        except RegistryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"settling the {CHAMPION} alias of {model_name!r}", err) from err
+
     def register(self, run_id: str, model_name: str, servable_path: str, tags: dict) -> str:
         """Logs the servable into `run_id`, registers it and moves the champion alias to it."""
         servable = _Servable(tf.saved_model.load(servable_path))
