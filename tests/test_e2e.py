@@ -30,6 +30,33 @@ def run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     return result
 
 
+def _kill_flow_run_once_it_checkpoints(work: Path, done_run: str, timeout: float = 400) -> str:
+    """Waits for a training checkpoint of a new flow run, SIGKILLs that flow run's process (as
+    an out-of-memory kill or a reboot would), and returns its flow run id."""
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for marker in (work / "runs").glob("*/train/checkpoints/checkpoint"):
+            run_id = marker.parent.parent.parent.name
+            if run_id == done_run:
+                continue
+            for process in psutil.process_iter():
+                try:
+                    if process.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
+                        process.send_signal(signal.SIGKILL)
+                        process.wait(30)
+                        return run_id
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            raise AssertionError(f"no process of flow run {run_id} found")
+        time.sleep(0.2)
+    raise AssertionError("the flow run never checkpointed")
+
+
 def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path) -> None:
     prefect_port, mlflow_port = free_port(), free_port()
     state = tmp_path / "stack"
@@ -77,6 +104,28 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         champion = client.get_model_version_by_alias(report["registry"]["model_name"], "champion")
         assert str(champion.version) == "1"
         assert champion.tags["flow_run_id"] == report["flow_run_id"]
+
+        # A flow run SIGKILLed during training; the same deployment run again resumes it.
+        params = [
+            "-p", "preset=demo", "-p", f"data_dir={class_folders}", "-p", f"work_dir={work}",
+            "-p", 'overrides={"epochs": 40, "batch_size": 8, "min_top1": 0.0, '
+            '"max_regression": 1.0, "max_drop_from_best": 1.0}',
+        ]  # fmt: skip
+        prefect = str(REPO / ".venv" / "bin" / "prefect")
+        run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
+        killed = _kill_flow_run_once_it_checkpoints(work, report_path.parent.name)
+        result = run([prefect, "deployment", "run", "train-imagenet/demo", *params, "--watch"],
+                     env, 600)  # fmt: skip
+        assert "Completed" in result.stdout
+        resumed = [
+            json.loads(p.read_text())
+            for p in (work / "runs").glob("*/report.json")
+            if p.parent.name not in (report_path.parent.name, killed)
+        ]
+        assert len(resumed) == 1, resumed
+        train = resumed[0]["train"]
+        assert train["resumed_from"] > 0 and "resuming the unfinished training" in train["why"]
+        assert Path(train["folder"]).parent.name == killed
     finally:
         pids = [int(p.read_text()) for p in (state / "run").glob("*.pid")]
         stopped = subprocess.run(

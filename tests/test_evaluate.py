@@ -258,3 +258,20 @@ def test_two_overlapping_gates_leave_the_better_model_as_champion(
     champion = Registry().champion("race")
     assert str(champion.version) == results["better"]["version"]
     assert float(champion.tags["top1"]) == pytest.approx(claims["better"], abs=1e-4)
+
+
+def test_command_line_exits_non_zero_on_a_registry_fault(tmp_path: Path, capsys) -> None:
+    from unittest import mock
+
+    import components.evaluate.__main__ as cli
+    from components.evaluate import RegistryError
+
+    fault = RegistryError("registry http://127.0.0.1:5000: get_model_version_by_alias failed")
+    metrics = {"top1": 0.9, "top5": 1.0, "count": 10}
+    with (
+        mock.patch.object(cli, "evaluate", return_value=metrics),
+        mock.patch.object(cli, "gate_and_register", side_effect=fault),
+    ):
+        code = cli.main(["--data", "d", "--servable", "s", "--output", "o", "--model-name", "m"])
+    err = capsys.readouterr().err
+    assert code == 1 and "nothing was registered" in err and "registry: " in err
