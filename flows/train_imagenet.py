@@ -6,6 +6,7 @@ Tasks only call components, pass paths between stages and publish artifacts. Eve
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -81,6 +82,30 @@ def resume_key(data_fingerprint: str, train: TrainConfig) -> str:
     return hashlib.sha256(f"{data_fingerprint}\0{settings}".encode()).hexdigest()[:16]
 
 
+def _in_use(folder: Path) -> bool:
+    """Whether a live run holds the folder's training lock (see `training_lock`)."""
+    try:
+        with open(folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+
+
+@contextmanager
+def training_lock(folder: Path):
+    """Held while this run trains in `folder`; the OS releases it when the process dies, which
+    is what makes a killed run's folder resumable and a live run's folder not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise RuntimeError(f"{folder} is being trained by another run right now") from err
+        yield
+
+
 def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> tuple[Path, str]:
     """The folder to train into, and why: `resume_run`'s if asked; else the newest unfinished
     training (checkpoints, no summary.json) of the same data and configuration, whichever run
@@ -96,6 +121,7 @@ def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> 
         if marker.read_text().strip() == key
         and (marker.parent / "checkpoints").is_dir()
         and not (marker.parent / "summary.json").exists()
+        and not _in_use(marker.parent)
     ]
     if unfinished:
         newest = max(unfinished, key=lambda f: (f / "checkpoints").stat().st_mtime)
@@ -282,7 +308,8 @@ def train_imagenet(
             key = resume_key(metadata["fingerprint"], config.train)
             folder, why = train_dir(work, run_id, overrides.resume_run, key)
             get_run_logger().info("training: %s", why)
-            trained = train_task(data, str(folder), config.train)
+            with training_lock(folder):
+                trained = train_task(data, str(folder), config.train)
         report["train"] = {
             "steps": trained["steps"],
             "resumed_from": trained["resumed_from"],
@@ -317,7 +344,7 @@ def train_imagenet(
                 )
             except RegistryError as err:  # no decision was possible: say so, register nothing
                 report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}
-                report["registry"] = {"model_name": model_name, "version": None}
+                report["registry"] = {"model_name": model_name, "version": err.version}
                 raise
         report["gate"] = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
         report["registry"] = {

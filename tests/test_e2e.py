@@ -47,8 +47,11 @@ def _kill_flow_run_once_it_checkpoints(work: Path, done_run: str, timeout: float
             for process in psutil.process_iter():
                 try:
                     if process.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
-                        process.send_signal(signal.SIGKILL)
-                        process.wait(30)
+                        tree = [process, *process.children(recursive=True)]
+                        for member in tree:
+                            member.send_signal(signal.SIGKILL)
+                        _, alive = psutil.wait_procs(tree, timeout=30)
+                        assert not alive, alive
                         return run_id
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue

@@ -275,3 +275,26 @@ def test_command_line_exits_non_zero_on_a_registry_fault(tmp_path: Path, capsys)
         code = cli.main(["--data", "d", "--servable", "s", "--output", "o", "--model-name", "m"])
     err = capsys.readouterr().err
     assert code == 1 and "nothing was registered" in err and "registry: " in err
+
+
+def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_path: Path) -> None:
+    from components.evaluate.registry import CHAMPION, Registry
+
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = registry.client
+    client.create_registered_model("m")
+    same = {"validation_fingerprint": "V", "label_fingerprint": "L"}
+
+    def version(top1: float, tags: dict) -> str:
+        tags = {**tags, "gate_passed": "True", "top1": str(top1)}
+        return str(client.create_model_version("m", source=str(tmp_path), tags=tags).version)
+
+    v1 = version(0.70, same)
+    client.set_registered_model_alias("m", CHAMPION, v1)
+    version(0.72, same)  # v2 and v3 raced after v1
+    v3 = version(0.75, same)
+    assert registry.settle("m", after=1, same=same) == v3
+    assert str(registry.champion("m").version) == v3
+    other = version(0.60, {**same, "validation_fingerprint": "NEW"})  # promoted meanwhile
+    client.set_registered_model_alias("m", CHAMPION, other)
+    assert registry.settle("m", after=1, same=same) == other  # not taken back

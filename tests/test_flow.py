@@ -137,3 +137,16 @@ def test_resume_key_follows_what_is_trained_not_how_it_is_logged() -> None:
     assert resume_key("data", TrainConfig(log_every=7, checkpoint_every=9)) == base
     assert resume_key("data", TrainConfig(batch_size=64)) != base
     assert resume_key("other data", TrainConfig()) != base
+
+
+def test_a_folder_a_live_run_trains_in_is_not_resumed_by_another(tmp_path: Path) -> None:
+    from flows.train_imagenet import training_lock
+
+    live = _unfinished(tmp_path, "live", "K")
+    with training_lock(live):
+        folder, why = train_dir(tmp_path, "next", None, "K")
+        assert folder != live and "starting fresh" in why
+        with pytest.raises(RuntimeError, match="another run"):
+            with training_lock(live):
+                pass
+    assert train_dir(tmp_path, "later", None, "K")[0] == live  # released: resumable again

@@ -134,12 +134,16 @@ def gate_and_register(
         }
         version = registry.register(run_id, model_name, servable_path, version_tags)
         # Another gate may have promoted its model meanwhile: the better one stays champion.
-        champion_now = registry.settle(model_name, started_after, same_data)
+        try:
+            champion_now = registry.settle(model_name, started_after, same_data)
+        except RegistryError as err:
+            err.version = version  # registered; only the alias could not be settled
+            raise
         if champion_now != version:
             decision = GateDecision(
                 True,
-                f"{decision.reason}; registered as v{version}, but v{champion_now}, registered "
-                "by a run that overlapped this one with a higher top-1, stays champion",
+                f"{decision.reason}; registered as v{version}, but v{champion_now}, promoted by "
+                "a run that overlapped this one (a higher top-1, or other data), stays champion",
                 decision.champion_version,
                 decision.champion_top1,
             )

@@ -41,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.data, args.servable, args.output, metrics, args.model_name, gate
             )
         except RegistryError as err:
-            print(f"error: {err}; nothing was registered", file=sys.stderr)
+            done = (
+                "nothing was registered"
+                if err.version is None
+                else (
+                    f"registered as version {err.version}, but the champion alias was not settled"
+                )
+            )
+            print(f"error: {err}; {done}", file=sys.stderr)
             return 1
         print(json.dumps(result))
         return 0 if result["gate"]["passed"] else 3

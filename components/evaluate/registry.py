@@ -32,7 +32,12 @@ PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
 
 
 class RegistryError(RuntimeError):
-    """The registry failed to answer; the gate cannot decide and registers nothing."""
+    """The registry failed to answer. `version` is the version registered before the failure
+    (None: nothing was registered)."""
+
+    def __init__(self, message: str, version: str | None = None):
+        super().__init__(message)
+        self.version = version
 
 
 def default_tracking_uri() -> str:
@@ -59,14 +64,16 @@ def no_such_model_or_alias(err: MlflowException) -> bool:
 
 
 def validation_fingerprint(data_dir: str) -> str:
-    """Identity of the validation data: its shards' names and sizes (the same inputs give
-    byte-identical shards) and the label set."""
+    """Identity of the validation data: its shards' bytes (records, labels and all) and the
+    label set. Reads the split once; evaluation reads it anyway."""
     from apache_beam.io.filesystems import FileSystems
 
     digest = hashlib.sha256(label_fingerprint(data_dir).encode())
     for path in dataset.shard_files(data_dir, dataset.VALIDATION):
-        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-        digest.update(f"{path.rsplit('/', 1)[-1]}\0{size}\n".encode())
+        digest.update(path.rsplit("/", 1)[-1].encode() + b"\0")
+        with FileSystems.open(path) as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -128,9 +135,12 @@ class Registry:
         """A registered version's servable (JPEG bytes [N] -> probabilities [N, K]); its
         downloaded copy is removed when the block ends."""
         with tempfile.TemporaryDirectory(prefix="champion-") as folder:
-            local = mlflow.artifacts.download_artifacts(
-                f"models:/{model_name}/{version}", dst_path=folder
-            )
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    f"models:/{model_name}/{version}", dst_path=folder
+                )
+            except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+                raise self._fault(f"downloading {model_name!r} v{version}", err) from err
             yield tf.saved_model.load(str(Path(local) / "tf2model"))
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
@@ -155,14 +165,17 @@ class Registry:
         self, experiment: str, params: dict, metrics: dict, tags: dict, files: list[str]
     ) -> str:
         """Records an evaluation (gate passed or not) as an MLflow run; returns its id."""
-        if self.client.get_experiment_by_name(experiment) is None:
-            self.client.create_experiment(experiment, artifact_location=self._artifact_root())
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(tags=tags) as run:
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            mlflow.log_metrics(metrics)
-            for path in files:
-                mlflow.log_artifact(path)
+        try:
+            if self.client.get_experiment_by_name(experiment) is None:
+                self.client.create_experiment(experiment, artifact_location=self._artifact_root())
+            mlflow.set_experiment(experiment)
+            with mlflow.start_run(tags=tags) as run:
+                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+                mlflow.log_metrics(metrics)
+                for path in files:
+                    mlflow.log_artifact(path)
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"logging the evaluation run in {experiment!r}", err) from err
         return run.info.run_id
 
     def latest_version(self, model_name: str) -> int:
@@ -175,27 +188,33 @@ class Registry:
 
     def settle(self, model_name: str, after: int, same: dict[str, str]) -> str | None:
         """Gives the champion alias to the best of the versions that passed a gate after version
-        `after` on the same data (`same` tags), and returns the champion's version.
+        `after` on the same data (`same` tags), and returns the champion's version afterwards.
 
-        MLflow cannot move an alias on a condition, so gates that overlap each call this after
-        moving the alias: the last call sees every overlapping gate's version and leaves the
-        one with the highest top-1 (the newest on a tie) as champion.
+        MLflow cannot move an alias on a condition, so every overlapping gate settles after
+        registering: the alias only ever moves to the best racer, never below a racer that holds
+        it, and never off a champion of other data promoted meanwhile (that one stays, and the
+        caller reports it). The state is read again after each move until it is stable.
         """
         try:
-            versions = self.client.search_model_versions(f"name = '{model_name}'")
-            racers = [
-                v
-                for v in versions
-                if int(v.version) > after
-                and v.tags.get("gate_passed") == "True"
-                and "top1" in v.tags
-                and all(v.tags.get(k) == value for k, value in same.items())
-            ]
-            if not racers:
-                return None
-            best = max(racers, key=lambda v: (float(v.tags["top1"]), int(v.version)))
-            current = self.champion(model_name)
-            if current is None or str(current.version) != str(best.version):
+            for _ in range(5):
+                current = self.champion(model_name)
+                versions = self.client.search_model_versions(f"name = '{model_name}'")
+                racers = [
+                    v
+                    for v in versions
+                    if int(v.version) > after
+                    and v.tags.get("gate_passed") == "True"
+                    and "top1" in v.tags
+                    and all(v.tags.get(k) == value for k, value in same.items())
+                ]
+                if not racers:
+                    return None if current is None else str(current.version)
+                best = max(racers, key=lambda v: (float(v.tags["top1"]), int(v.version)))
+                if current is not None and int(current.version) > after:
+                    if str(current.version) not in {str(v.version) for v in racers}:
+                        return str(current.version)  # promoted meanwhile on other data: stays
+                if current is not None and str(current.version) == str(best.version):
+                    return str(best.version)
                 self.client.set_registered_model_alias(model_name, CHAMPION, best.version)
             return str(best.version)
         except RegistryError:
@@ -204,14 +223,16 @@ class Registry:
             raise self._fault(f"settling the {CHAMPION} alias of {model_name!r}", err) from err
 
     def register(self, run_id: str, model_name: str, servable_path: str, tags: dict) -> str:
-        """Logs the servable into `run_id`, registers it and moves the champion alias to it."""
+        """Logs the servable into `run_id` and registers it; `settle` moves the alias."""
         servable = _Servable(tf.saved_model.load(servable_path))
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.tensorflow.log_model(
-                servable,
-                name="model",
-                pip_requirements=[f"tensorflow=={tf.__version__}"],
-            )
-        version = mlflow.register_model(info.model_uri, model_name, tags=tags)
-        self.client.set_registered_model_alias(model_name, CHAMPION, version.version)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.tensorflow.log_model(
+                    servable,
+                    name="model",
+                    pip_requirements=[f"tensorflow=={tf.__version__}"],
+                )
+            version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err
         return str(version.version)

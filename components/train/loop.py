@@ -39,8 +39,11 @@ RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "eval_every_epochs", "jit_
 
 def write_json_atomically(path: Path, value) -> None:
     """Writes JSON to a temporary file and renames it: a kill mid-write leaves the old file."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(value, indent=2))
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temp.open("w") as handle:
+        handle.write(json.dumps(value, indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
     os.replace(temp, path)
 
 
@@ -50,7 +53,9 @@ def check_resumable(out: Path, config: TrainConfig) -> None:
     saved_path = out / "config.json"
     if not (out / "checkpoints").is_dir() or not saved_path.exists():
         return
-    saved, new = json.loads(saved_path.read_text()), json.loads(config.model_dump_json())
+    # Through the model, so that fields added since (with their defaults) are no difference.
+    saved = json.loads(TrainConfig(**json.loads(saved_path.read_text())).model_dump_json())
+    new = json.loads(config.model_dump_json())
     changed = sorted(k for k in new.keys() | saved.keys() if saved.get(k) != new.get(k))
     changed = [k for k in changed if k not in RESUMABLE_CHANGES]
     if changed:
