@@ -92,12 +92,12 @@ def gate_and_register(
     for _ in range(MAX_COMPARISONS - 1):  # the champion may have moved during the comparison
         if (
             not decision.passed
-            or _champion_version(registry, model_name) == decision.champion_version
+            or registry.champion_version(model_name) == decision.champion_version
         ):
             break
         decision = judge()
     else:
-        if decision.passed and _champion_version(registry, model_name) != decision.champion_version:
+        if decision.passed and registry.champion_version(model_name) != decision.champion_version:
             decision = GateDecision(
                 False,
                 f"the champion kept changing during {MAX_COMPARISONS} comparisons; not promoted",
@@ -157,8 +157,3 @@ def gate_and_register(
     }
     (out / "registration.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _champion_version(registry: Registry, model_name: str) -> str | None:
-    version = registry.champion(model_name)
-    return None if version is None else str(version.version)

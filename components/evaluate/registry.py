@@ -83,6 +83,11 @@ def label_fingerprint(data_dir: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _scored_on(version, tags: dict[str, str]) -> bool:
+    """Whether a version has a recorded top-1 on the data that `tags` identify."""
+    return "top1" in version.tags and all(version.tags.get(k) == v for k, v in tags.items())
+
+
 class _Servable(tf.Module):
     """Re-wraps a loaded SavedModel as a tf.Module, the type MLflow's TensorFlow flavor logs."""
 
@@ -116,17 +121,23 @@ class Registry:
                 return None
             raise self._fault(call, err) from err
 
+    def champion_version(self, model_name: str) -> str | None:
+        version = self.champion(model_name)
+        return None if version is None else str(version.version)
+
+    def _versions(self, model_name: str) -> list:
+        try:
+            return self.client.search_model_versions(f"name = '{model_name}'")
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"search_model_versions(name={model_name!r})", err) from err
+
     def best(self, model_name: str, tags: dict[str, str]) -> Best | None:
         """The registered version with the highest recorded top-1 among those whose tags match
         `tags` (the same validation data and label set), or None."""
-        try:
-            versions = self.client.search_model_versions(f"name = '{model_name}'")
-        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
-            raise self._fault(f"search_model_versions(name={model_name!r})", err) from err
         scored = [
             Best(str(v.version), float(v.tags["top1"]))
-            for v in versions
-            if "top1" in v.tags and all(v.tags.get(k) == value for k, value in tags.items())
+            for v in self._versions(model_name)
+            if _scored_on(v, tags)
         ]
         return max(scored, key=lambda b: b.top1, default=None)
 
@@ -180,11 +191,7 @@ class Registry:
 
     def latest_version(self, model_name: str) -> int:
         """The highest version number registered under the name (0: none yet)."""
-        try:
-            versions = self.client.search_model_versions(f"name = '{model_name}'")
-        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
-            raise self._fault(f"search_model_versions(name={model_name!r})", err) from err
-        return max((int(v.version) for v in versions), default=0)
+        return max((int(v.version) for v in self._versions(model_name)), default=0)
 
     def settle(self, model_name: str, after: int, same: dict[str, str]) -> str | None:
         """Gives the champion alias to the best of the versions that passed a gate after version
@@ -198,14 +205,12 @@ class Registry:
         try:
             for _ in range(5):
                 current = self.champion(model_name)
-                versions = self.client.search_model_versions(f"name = '{model_name}'")
                 racers = [
                     v
-                    for v in versions
+                    for v in self._versions(model_name)
                     if int(v.version) > after
                     and v.tags.get("gate_passed") == "True"
-                    and "top1" in v.tags
-                    and all(v.tags.get(k) == value for k, value in same.items())
+                    and _scored_on(v, same)
                 ]
                 if not racers:
                     return None if current is None else str(current.version)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset
 from components.dataset import SPLITS, join, shard_name
+from components.ingest.listing import is_dir
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
 from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
@@ -173,11 +174,8 @@ def _run_job(beam_args: list[str], tasks: list[str], config: IngestConfig, stagi
 
 
 def _delete_folder(path: str) -> None:
-    if is_remote(path):
-        if FileSystems.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
-            FileSystems.delete([path.rstrip("/") + "/"])  # object stores: the whole prefix
-    elif os.path.isdir(path):
-        FileSystems.delete([path])
+    if is_dir(path):  # object stores: the whole prefix
+        FileSystems.delete([path.rstrip("/") + "/" if is_remote(path) else path])
 
 
 def _remove_outputs(output: str) -> None:
