@@ -5,7 +5,16 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: setup test test-all demo stop status lint bench clean
+GPU_VENV := .venv-gpu
+GPU_REQS := bench/gpu_env/requirements.txt
+GPU_STAMP := $(GPU_VENV)/.synced
+# Carried to the GPU machine as py3.12 wheels: keras and what it and components/train/config.py need
+# that the machine's image lacks (it has numpy, absl-py, rich, h5py, ml-dtypes, packaging, jax).
+GPU_WHEELS := keras namex optree pydantic pydantic-core annotated-types typing-inspection typing-extensions
+PIP := $(shell $(PYTHON) -m pip --version >/dev/null 2>&1 && echo "$(PYTHON) -m pip" || echo "$(UV) tool run pip")
+PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64
+
+.PHONY: setup test test-all demo stop status lint bench clean gpu-check-cpu gpu-wheels gpu-data
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -38,6 +47,32 @@ bench: setup
 	$(VENV)/bin/python bench/ingest_bench.py --dask-workers 2
 	$(VENV)/bin/python bench/driver_bench.py
 	$(VENV)/bin/python bench/input_bench.py
+
+# bench/gpu_check.py on CPU, in a TF-free Keras 3 + JAX env (.venv-gpu, from bench/gpu_env/requirements.txt).
+$(GPU_STAMP): $(GPU_REQS)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) venv --clear -p 3.11 $(GPU_VENV)
+	$(UV) pip sync --python $(GPU_VENV)/bin/python $(GPU_REQS)
+	@touch $(GPU_STAMP)
+
+# The demo digits as arrays, for the check's convergence part (TFRecords need TensorFlow).
+GPU_DATA := bench/data/digits.npz
+$(GPU_DATA): components/demo_data.py | $(STAMP)
+	$(VENV)/bin/python -m components.demo_data --arrays --output $(GPU_DATA)
+
+gpu-data: $(GPU_DATA)
+
+gpu-check-cpu: $(GPU_STAMP) $(GPU_DATA)
+	KERAS_BACKEND=jax $(GPU_VENV)/bin/python bench/gpu_check.py --quick
+
+# The wheels for the GPU machine (Python 3.12, no network, no keras), versions from $(GPU_REQS).
+gpu-wheels:
+	@mkdir -p .whl
+	@for n in $(GPU_WHEELS); do rm -f .whl/$$(echo $$n | tr - _)-*.whl; done
+	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(addprefix --platform ,$(PLATFORMS)) -d .whl \
+		$$(for n in $(GPU_WHEELS); do grep -m1 "^$$n==" $(GPU_REQS) | cut -d' ' -f1; done)
+	@ls -1 .whl/*.whl && du -ch --apparent-size .whl/*.whl | tail -n1
 
 clean: stop
 	rm -rf .trickflow

@@ -41,6 +41,35 @@ def _ink_box(pixels: np.ndarray, size: int) -> tuple[int, int, int, int]:
     )
 
 
+def is_validation(seen_of_digit: int) -> bool:
+    """Every fifth image of each digit is held out (355 of 1,797)."""
+    return seen_of_digit % 5 == 4
+
+
+def write_digit_arrays(output: str | Path, size: int = 32) -> dict[str, int]:
+    """The same images and split as arrays in one .npz (train_images uint8 [N, S, S, 3],
+    train_labels, val_images, val_labels) for training where there is no TensorFlow to read
+    TFRecords: the GPU check (bench/gpu_check.py). Returns the counts per split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    seen = [0] * 10
+    splits = {"train": ([], []), "val": ([], [])}
+    for pixels, target in zip(digits.images, digits.target, strict=True):
+        digit = int(target)
+        split = "val" if is_validation(seen[digit]) else "train"
+        splits[split][0].append(np.asarray(_render(pixels, size)))
+        splits[split][1].append(digit)
+        seen[digit] += 1
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"] = np.stack(images).astype(np.uint8)
+        arrays[f"{split}_labels"] = np.asarray(labels, np.int32)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(output, **arrays)
+    return {split: len(labels) for split, (_, labels) in splits.items()}
+
+
 def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
     """Writes the tree under `output` and returns the image counts per split."""
     from sklearn.datasets import load_digits
@@ -55,7 +84,7 @@ def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
     for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         digit = int(target)
         image = _render(pixels, size)
-        if seen[digit] % 5 == 4:
+        if is_validation(seen[digit]):
             image_id = f"ILSVRC2012_val_{counts['validation'] + 1:08d}"
             image.save(base / "val" / f"{image_id}.JPEG", quality=90)
             box = " ".join(str(v) for v in _ink_box(pixels, size))
@@ -82,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", required=True)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument(
+        "--arrays", action="store_true", help="write one .npz of arrays (for bench/gpu_check.py)"
+    )
     args = parser.parse_args(argv)
+    if args.arrays:
+        counts = write_digit_arrays(args.output, args.size)
+        print(
+            f"wrote {counts['train']} train and {counts['val']} validation images to {args.output}"
+        )
+        return 0
     counts = write_demo_dataset(args.output, args.size)
     print(
         f"wrote {counts['train']} train and {counts['validation']} validation images "

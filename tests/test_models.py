@@ -1,4 +1,5 @@
-"""Darknet53: shapes, pinned parameter counts, config round-trip, routes, zero-γ, options."""
+"""Darknet53 and ResNet-50 (B, D): shapes, pinned parameter counts, config round-trip, routes,
+zero-γ, options, and one training step of every family's tiny variant."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import keras
 import numpy as np
 import pytest
 
-from components.train.models import available_models, create_model
+from components.train.models import available_models, create_model, zero_gamma_batchnorms
 from components.train.models.darknet import backbone_routes
-from components.train.tricks import zero_gamma_layers
 
 TINY = {"width": 0.125, "input_size": 32}
+TINY_VARIANTS = sorted(name for name in available_models() if name.endswith("-tiny"))
+RESNET_TINY = ["resnet50-tiny", "resnet50d-tiny"]
 
 
 def trainable(model: keras.Model) -> int:
@@ -58,7 +60,7 @@ def test_channels_first_has_the_same_parameters() -> None:
 
 def test_zero_gamma_initializes_the_last_bn_of_every_block() -> None:
     model = create_model("darknet53", num_classes=10, **TINY)
-    closing = zero_gamma_layers(model)
+    closing = zero_gamma_batchnorms(model)
     assert len(closing) == 1 + 2 + 8 + 8 + 4
     assert all(not np.any(layer.gamma.numpy()) for layer in closing)
     others = [
@@ -68,7 +70,7 @@ def test_zero_gamma_initializes_the_last_bn_of_every_block() -> None:
     ]
     assert all(np.all(layer.gamma.numpy() == 1) for layer in others)
     off = create_model("darknet53", num_classes=10, zero_gamma=False, **TINY)
-    assert all(np.all(layer.gamma.numpy() == 1) for layer in zero_gamma_layers(off))
+    assert all(np.all(layer.gamma.numpy() == 1) for layer in zero_gamma_batchnorms(off))
 
 
 def test_convs_have_no_bias_and_the_head_does() -> None:
@@ -95,6 +97,9 @@ def test_mixed_precision_keeps_logits_float32() -> None:
         ("darknet53", {"width": 0}, "width"),
         ("darknet53", {"input_size": 16}, "input_size"),
         ("darknet53", {"data_format": "nchw"}, "data_format"),
+        ("resnet50", {"width": -1}, "width"),
+        ("resnet50d", {"input_size": 16}, "input_size"),
+        ("resnet50-tiny", {"data_format": "NCHW"}, "data_format"),
     ],
 )
 def test_bad_options_are_refused(name: str, options: dict, message: str) -> None:
@@ -102,5 +107,109 @@ def test_bad_options_are_refused(name: str, options: dict, message: str) -> None
         create_model(name, num_classes=10, **options)
 
 
-def test_registry_lists_darknet53() -> None:
-    assert "darknet53" in available_models()
+def test_registry_lists_every_family_and_its_tiny_variant() -> None:
+    names = available_models()
+    assert {"darknet53", "resnet50", "resnet50d"} <= set(names)
+    assert all(f"{name}-tiny" in names for name in names if not name.endswith("-tiny"))
+
+
+@pytest.mark.parametrize(
+    ("name", "trainable_count", "total"),
+    [
+        # torchvision's resnet50 and timm's resnet50d; BN moving mean/variance make the rest.
+        ("resnet50", 25_557_032, 25_610_152),
+        ("resnet50d", 25_576_264, 25_629_512),
+    ],
+)
+def test_full_resnet_parameter_counts_shapes_and_zero_gamma(
+    name: str, trainable_count: int, total: int
+) -> None:
+    model = create_model(name, num_classes=1000)
+    assert trainable(model) == trainable_count
+    assert model.count_params() == total
+    assert model.output_shape == (None, 1000)
+    # torchvision's feature map sizes: 224 -> 112 (stem) -> 56 (pool) -> 56, 28, 14, 7.
+    assert model.get_layer("stem_pool").output.shape == (None, 56, 56, 64)
+    last = {1: 3, 2: 4, 3: 6, 4: 3}
+    assert [
+        tuple(model.get_layer(f"stage{s}_block{b}_out").output.shape) for s, b in last.items()
+    ] == [
+        (None, 56, 56, 256),
+        (None, 28, 28, 512),
+        (None, 14, 14, 1024),
+        (None, 7, 7, 2048),
+    ]
+    closing = zero_gamma_batchnorms(model)
+    assert len(closing) == 3 + 4 + 6 + 3
+    assert all(layer.name.endswith("_bn3") and not np.any(layer.gamma.numpy()) for layer in closing)
+
+
+@pytest.mark.parametrize(
+    ("name", "blocks"), [("darknet53-tiny", 23), *((n, 16) for n in RESNET_TINY)]
+)
+def test_zero_gamma_batchnorms_of_every_family(name: str, blocks: int) -> None:
+    model = create_model(name, num_classes=10)
+    closing = zero_gamma_batchnorms(model)
+    assert len(closing) == blocks
+    assert all(not np.any(layer.gamma.numpy()) for layer in closing)
+    others = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer not in closing
+    ]
+    assert others and all(np.all(layer.gamma.numpy() == 1) for layer in others)
+    off = create_model(name, num_classes=10, zero_gamma=False)
+    assert all(np.all(layer.gamma.numpy() == 1) for layer in zero_gamma_batchnorms(off))
+
+
+@pytest.mark.parametrize("name", TINY_VARIANTS)
+def test_mixed_bfloat16_keeps_logits_float32(name: str) -> None:
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = create_model(name, num_classes=7)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs[0].compute_dtype == "bfloat16"
+    logits = model(np.random.rand(2, 32, 32, 3).astype("float32"))
+    assert logits.shape == (2, 7) and logits.dtype == "float32"
+
+
+@pytest.mark.parametrize("name", RESNET_TINY)
+def test_resnet_convs_have_no_bias_and_the_head_does(name: str) -> None:
+    model = create_model(name, num_classes=10)
+    with_bias = [layer.name for layer in model.layers if getattr(layer, "use_bias", False)]
+    assert with_bias == ["logits"]
+
+
+@pytest.mark.parametrize("name", RESNET_TINY)
+def test_resnet_config_round_trip(name: str) -> None:
+    model = create_model(name, num_classes=5)
+    clone = keras.Model.from_config(model.get_config())
+    assert clone.count_params() == model.count_params()
+    clone.set_weights(model.get_weights())
+    x = np.random.rand(2, 32, 32, 3).astype("float32")
+    np.testing.assert_allclose(clone(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", RESNET_TINY)
+def test_resnet_channels_first_computes_the_same_logits(name: str) -> None:
+    last = create_model(name, num_classes=10)
+    first = create_model(name, num_classes=10, data_format="channels_first")
+    assert first.count_params() == last.count_params()
+    assert first.get_layer("stage4_block3_out").output.shape[1:] == (128, 1, 1)  # (B, C, H, W)
+    first.set_weights(last.get_weights())  # same shapes: Keras kernels are HWIO in both layouts
+    x = np.random.rand(2, 32, 32, 3).astype("float32")
+    np.testing.assert_allclose(first(x), last(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", TINY_VARIANTS)
+def test_tiny_variant_trains_one_step(name: str) -> None:
+    model = create_model(name, num_classes=4)
+    model.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    x = np.random.rand(8, 32, 32, 3).astype("float32")
+    loss = model.train_on_batch(x, np.arange(8) % 4)
+    assert np.isfinite(loss)

@@ -1,4 +1,5 @@
-"""Label smoothing, the no-decay selection, LR schedules at known steps, precision choice."""
+"""Label smoothing, distillation, the no-decay selection, LR schedules at known steps, precision
+choice: the keras.ops pieces of the train step, checked on the TensorFlow backend."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from components.train.schedules import (
 )
 from components.train.tricks import (
     decay_variables,
+    distillation_loss,
     no_decay_variables,
     resolve_precision,
     smooth_labels,
@@ -28,10 +30,10 @@ from components.train.tricks import (
 
 
 def test_label_smoothing_as_the_paper_defines_it() -> None:
-    targets = smooth_labels(tf.constant([2, 0]), num_classes=5, epsilon=0.1).numpy()
+    targets = np.asarray(smooth_labels(tf.constant([2, 0]), num_classes=5, epsilon=0.1))
     np.testing.assert_allclose(targets[0], [0.025, 0.025, 0.9, 0.025, 0.025], rtol=1e-6)
     np.testing.assert_allclose(targets.sum(axis=1), [1, 1], rtol=1e-6)
-    assert smooth_labels(tf.constant([1]), 3, 0.0).numpy().tolist() == [[0, 1, 0]]
+    assert np.asarray(smooth_labels(tf.constant([1]), 3, 0.0)).tolist() == [[0, 1, 0]]
 
 
 def test_smoothed_loss_is_float32_and_matches_by_hand() -> None:
@@ -40,6 +42,25 @@ def test_smoothed_loss_is_float32_and_matches_by_hand() -> None:
     log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()[0]
     expected = -(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])
     assert loss.dtype == tf.float32 and float(loss[0]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_distillation_at_temperature_matches_by_hand() -> None:
+    targets = np.array([[0.9, 0.05, 0.05]], np.float32)
+    logits = np.array([[2.0, 0.5, -1.0]], np.float32)
+    teacher = np.array([[4.0, 1.0, 0.0]], np.float32)
+    t, w = 20.0, 0.5
+
+    def softmax(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    hard = -(targets[0] * np.log(softmax(logits[0]))).sum()
+    soft = -(softmax(teacher[0] / t) * np.log(softmax(logits[0] / t))).sum()
+    loss = float(distillation_loss(targets, logits, teacher, t, w)[0])
+    assert loss == pytest.approx(w * hard + (1 - w) * t**2 * soft, rel=1e-5)
+    # The teacher's logits reach the loss: another teacher, another loss.
+    other = float(distillation_loss(targets, logits, teacher[:, ::-1].copy(), t, w)[0])
+    assert other != pytest.approx(loss, rel=1e-4)
 
 
 def test_no_decay_selects_biases_and_batchnorm_only() -> None:
@@ -67,7 +88,8 @@ def test_weight_decay_is_a_coupled_l2_on_kernels_only() -> None:
 
 def test_the_optimizer_itself_does_not_decay() -> None:
     model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
-    optimizer = build_optimizer(TrainConfig(weight_decay=0.1), model, 0.5, "float32")
+    optimizer = build_optimizer(TrainConfig(weight_decay=0.1), 0.5, "float32")
+    optimizer.build(model.trainable_variables)
     kernel = decay_variables(model)[0]
     before = kernel.numpy().copy()
     optimizer.apply(
@@ -77,8 +99,7 @@ def test_the_optimizer_itself_does_not_decay() -> None:
 
 
 def test_mixed_float16_wraps_the_optimizer_in_loss_scaling() -> None:
-    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
-    optimizer = build_optimizer(TrainConfig(), model, 0.1, "mixed_float16")
+    optimizer = build_optimizer(TrainConfig(), 0.1, "mixed_float16")
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
@@ -134,11 +155,13 @@ def test_build_schedule_uses_epochs_for_warmup_and_scales_lr() -> None:
 
 
 def test_precision_by_device() -> None:
-    assert resolve_precision("auto", gpus=0) == "float32"
-    assert resolve_precision("auto", gpus=8) == "mixed_float16"
-    assert resolve_precision("mixed_bfloat16", gpus=0) == "mixed_bfloat16"
+    assert resolve_precision("auto", gpu_capability=None) == "float32"  # CPU
+    assert resolve_precision("auto", gpu_capability=7.0) == "mixed_float16"  # V100
+    assert resolve_precision("auto", gpu_capability=8.0) == "mixed_bfloat16"  # A100
+    assert resolve_precision("auto", gpu_capability=9.0) == "mixed_bfloat16"  # H100, H200
+    assert resolve_precision("mixed_bfloat16", gpu_capability=None) == "mixed_bfloat16"
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp8", gpus=1)
+        resolve_precision("fp8", gpu_capability=9.0)
 
 
 def test_config_is_strict() -> None:

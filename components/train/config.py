@@ -1,4 +1,4 @@
-"""The training configuration: one strict, frozen model of every knob (SPEC §6 defaults)."""
+"""The training configuration: one strict, frozen model of every knob, with the paper's defaults."""
 
 from __future__ import annotations
 
@@ -50,9 +50,27 @@ class TrainConfig(BaseModel):
     zero_gamma: bool = True
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: AugmentConfig = AugmentConfig()
+    mixup_alpha: float = Field(
+        0.0, ge=0, description="mixup's Beta(α, α); the paper: 0.2 (with longer training); 0: off"
+    )
+    mixup_off_epochs: int = Field(0, ge=0, description="train the last N epochs without mixup")
+    teacher: str | None = Field(
+        None, description="a Keras model file to distill from (same classes and image size)"
+    )
+    distill_temperature: float = Field(20.0, gt=0, description="the paper: T = 20")
+    distill_hard_weight: float = Field(
+        0.5, ge=0, le=1, description="weight of the true-label loss against the teacher's"
+    )
 
-    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    jit_compile: bool | None = Field(None, description="None: XLA on GPUs only")
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "auto", description="auto: bfloat16 on GPUs that have it, float16 on older, float32 on CPU"
+    )
+    jit_compile: bool | None = Field(
+        None, description="XLA; None: on GPUs (and always on JAX), never around tf.distribute"
+    )
+    max_skipped_steps: int = Field(
+        200, ge=1, description="float16: stop when this many steps in a row update nothing"
+    )
     shuffle_buffer: int = Field(10_000, ge=1)
     seed: int = 0
     log_every: int = Field(100, ge=1, description="steps between log lines")

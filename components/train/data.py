@@ -1,8 +1,9 @@
-"""tf.data input pipelines over the ingested TFRecords, parsed from the reviewed schema."""
+"""tf.data input pipelines over the ingested TFRecords, parsed from the reviewed schema.
+
+The CPU's whole job: read, decode the crop window, resize it to the training size, batch uint8.
+"""
 
 from __future__ import annotations
-
-import functools
 
 import tensorflow as tf
 
@@ -19,16 +20,14 @@ def parse(serialized: tf.Tensor) -> dict:
 
 
 def train_transform(features: dict, size: int, augment: AugmentConfig) -> dict:
-    """The train preprocessing of SPEC §6, in the paper's order; output image float32 [S, S, 3]."""
+    """The CPU half of train preprocessing: image uint8 [S, S, 3], a random (box-guided) crop."""
     features = pp.decode_random_crop(features, augment.crop_area, augment.crop_aspect)
-    features = pp.random_geometry(features, size, augment.flip, augment.rotation_degrees)
-    features = pp.random_color(features, augment.color_jitter, augment.pca_lighting)
-    return pp.normalize(features)
+    return pp.resize_crop(features, size)
 
 
 def eval_transform(features: dict, size: int) -> dict:
-    """Center-crop evaluation preprocessing; output image float32 [S, S, 3]."""
-    return pp.normalize(pp.decode_center_crop(features, size))
+    """Center-crop evaluation preprocessing; output image uint8 [S, S, 3]."""
+    return pp.decode_center_crop(features, size)
 
 
 def _records(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
@@ -41,6 +40,10 @@ def _records(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
     )
 
 
+def _example(features: dict) -> dict:
+    return {"image": features["image"], "label": tf.cast(features["label"], tf.int32)}
+
+
 def train_dataset(
     pattern: str,
     batch_size: int,
@@ -49,18 +52,20 @@ def train_dataset(
     shuffle_buffer: int = 10_000,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Endless shuffled batches of (image float32 [B, S, S, 3], label int64 [B])."""
-    transform = functools.partial(train_transform, size=size, augment=augment)
+    """Endless shuffled batches {"image": uint8 [B, S, S, 3], "label": int32 [B]}."""
     ds = _records(pattern, shuffle=True, seed=seed).shuffle(shuffle_buffer, seed=seed).repeat()
-    ds = ds.map(lambda s: transform(parse(s)), num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.map(lambda f: (f["image"], f["label"]), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(
+        lambda s: _example(train_transform(parse(s), size, augment)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=False,
+    )
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def eval_dataset(pattern: str, batch_size: int, size: int) -> tf.data.Dataset:
-    """Every validation record once, in file order: (image [B, S, S, 3], label [B])."""
+    """Every validation record once, in file order: (image uint8 [B, S, S, 3], label [B])."""
     ds = _records(pattern, shuffle=False, seed=0)
-    ds = ds.map(lambda s: eval_transform(parse(s), size), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda s: _example(eval_transform(parse(s), size)), num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda f: (f["image"], f["label"]), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 

@@ -1,4 +1,4 @@
-"""The servable model: encoded JPEG bytes in, class probabilities out (SPEC §7).
+"""The servable model: encoded JPEG bytes in, class probabilities out.
 
 A `tf.Module` whose `__call__` takes a string tensor [N] of JPEG bytes, applies the evaluation
 preprocessing and returns float32 probabilities [N, K]; MLflow's TensorFlow flavor logs and serves
@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from components.train.augment import normalize
 from components.train.data import eval_transform
 
 
@@ -25,9 +26,9 @@ class ImageClassifier(tf.Module):
         images = tf.map_fn(
             lambda b: eval_transform({"image": b}, self.image_size)["image"],
             jpeg_bytes,
-            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32),
-        )  # (N, S, S, 3)
-        logits = self.model(images, training=False)
+            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.uint8),
+        )  # (N, S, S, 3), the crops evaluation saw during training
+        logits = self.model(normalize(images), training=False)
         return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # (N, K)
 
 

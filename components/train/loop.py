@@ -1,40 +1,62 @@
-"""The training loop: one readable function from TFRecords to checkpoints and a servable.
+"""The training loop, on Keras' own trainer, for any Keras backend.
 
-    run_training(config, data_dir, output_dir, on_event=print)
+    fit_classifier(config, data, output_dir, on_event=print) -> summary
 
-Steps are counted globally; the learning rate is a function of the optimizer's step, and the model,
-optimizer and step are checkpointed together every `checkpoint_every` steps and at each epoch end,
-so a killed run restarted with the same output_dir resumes at the same step, LR and momentum.
+It reads as its steps: devices and precision, model and optimizer, restore, then per epoch the
+data, the steps (`model.fit`, whose compiled step augments, mixes, distills and updates on the
+accelerator), logging, checkpoints and evaluation; at the end, export. Steps are counted
+globally and checkpointed with the optimizer and the random generators every
+`checkpoint_every` steps and at each epoch end, so a killed run restarted with the same
+output_dir resumes at the same step, learning rate and momentum. Nothing here imports a
+framework: the product runs it on TensorFlow (`components.train.task`), the GPU check on JAX.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from components import dataset
-from components.train import tricks
+from components.train import checkpoints, tricks
+from components.train import devices as device_discovery
 from components.train.config import TrainConfig
-from components.train.data import eval_dataset, train_dataset
-from components.train.export import export_servable
 from components.train.models import create_model
 from components.train.schedules import WarmupCosine, WarmupPiecewise, scaled_learning_rate
+from components.train.trainer import TrainingModel, evaluation_model
 
-log = logging.getLogger(__name__)
 Event = dict
 
-
 # Settings that do not change what is trained: a resumed run may change them.
-RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "eval_every_epochs", "jit_compile"}
+RESUMABLE_CHANGES = {
+    "log_every",
+    "checkpoint_every",
+    "eval_every_epochs",
+    "jit_compile",
+    "max_skipped_steps",
+}
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What the loop needs from the input side.
+
+    train(seed): endless batches {"image": uint8 [B, S, S, 3], "label": int [B]} that
+        `model.fit` accepts (a tf.data.Dataset, or a generator of arrays);
+    validation(): one pass over (uint8 center crops [B, S, S, 3], labels [B]).
+    """
+
+    train: Callable[[int], Any]
+    validation: Callable[[], Iterable]
+    steps_per_epoch: int
+    num_classes: int
 
 
 def write_json_atomically(path: Path, value) -> None:
@@ -51,7 +73,7 @@ def check_resumable(out: Path, config: TrainConfig) -> None:
     """A folder with checkpoints resumes only with the configuration that made them; any other
     change (batch size, epochs, learning rate...) would silently change the schedule."""
     saved_path = out / "config.json"
-    if not (out / "checkpoints").is_dir() or not saved_path.exists():
+    if not checkpoints.steps(out / "checkpoints") or not saved_path.exists():
         return
     # Through the model, so that fields added since (with their defaults) are no difference.
     saved = json.loads(TrainConfig(**json.loads(saved_path.read_text())).model_dump_json())
@@ -66,11 +88,9 @@ def check_resumable(out: Path, config: TrainConfig) -> None:
         )
 
 
-def _records(data_dir: str) -> dict[str, int]:
-    return dataset.read_metadata(data_dir)["records"]
-
-
 def build_schedule(config: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """Warmup (epochs or steps), then cosine from the linearly scaled peak or the original's
+    steps."""
     if config.warmup_steps is not None:
         warmup = config.warmup_steps
     else:
@@ -82,8 +102,8 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int, total_steps: int):
     return WarmupCosine(peak, total_steps, warmup)
 
 
-def build_optimizer(config: TrainConfig, model: keras.Model, schedule, precision: str):
-    """SGD with Nesterov momentum, with loss scaling for float16.
+def build_optimizer(config: TrainConfig, schedule, precision: str):
+    """SGD with Nesterov momentum, with dynamic loss scaling for float16.
 
     Weight decay is not the optimizer's (Keras' is decoupled, applied outside the momentum, which
     makes 1e-4 act about ten times weaker than in the paper): it is an L2 term in the loss,
@@ -94,120 +114,212 @@ def build_optimizer(config: TrainConfig, model: keras.Model, schedule, precision
     )
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
     return optimizer
 
 
-def evaluate_model(predict, dataset: tf.data.Dataset, num_classes: int) -> dict:
-    """Top-1 / top-5 accuracy of `predict` (images -> logits) over center-crop (image, label)."""
+def resolve_jit(config: TrainConfig, found: device_discovery.Devices) -> bool:
+    """XLA on JAX always (its trainer is built on jit), on a TensorFlow GPU, never around
+    tf.distribute (Keras' trainer refuses that pair)."""
+    jit = config.jit_compile
+    if keras.backend.backend() == "jax":
+        return True if jit is None else jit
+    if found.distributed:
+        if jit:
+            raise ValueError(
+                "jit_compile=true cannot wrap tf.distribute training over "
+                f"{found.replicas} devices; leave jit_compile unset"
+            )
+        return False
+    return found.kind == "gpu" if jit is None else jit
+
+
+def build_trainer(
+    config: TrainConfig, num_classes: int, precision: str, teacher: keras.Model | None
+) -> TrainingModel:
+    """The classifier in the chosen precision (logits stay float32), wrapped for training."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        backbone = create_model(
+            config.model,
+            num_classes,
+            width=config.width,
+            input_size=config.image_size,
+            data_format=config.data_format,
+            zero_gamma=config.zero_gamma,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return TrainingModel(backbone, config, num_classes, teacher)
+
+
+def load_teacher(path: str, num_classes: int, image_size: int) -> keras.Model:
+    """A saved Keras classifier to distill from; it must see the same images and classes."""
+    teacher = keras.saving.load_model(path, compile=False)
+    shape = tuple(teacher.input_shape[1:])
+    classes = teacher.output_shape[-1]
+    if classes != num_classes or shape[:2] not in ((image_size, image_size), (None, None)):
+        raise ValueError(
+            f"teacher {path} takes {shape} images into {classes} classes; this training needs "
+            f"({image_size}, {image_size}, 3) into {num_classes}"
+        )
+    return teacher
+
+
+def state_groups(trainer: TrainingModel) -> dict[str, list]:
+    """Everything a resumed run needs, in a fixed order: weights, optimizer, random state."""
+    return {
+        "model": list(trainer.backbone.weights),
+        "optimizer": list(trainer.optimizer.variables),
+        "random": [trainer.augment.seed_generator.state, trainer.mixup_seed.state],
+    }
+
+
+def evaluate(model: keras.Model, batches: Iterable, num_classes: int) -> dict:
+    """Top-1 / top-5 accuracy of `model` (uint8 center crops -> logits) over (images, labels)."""
     k = min(5, num_classes)
     correct1 = correct5 = total = 0
-    for images, labels in dataset:
-        logits = predict(images)
-        labels = tf.cast(labels, tf.int32)
-        correct1 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.int32)))
-        correct5 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.int32)))
-        total += int(labels.shape[0])
+    for images, labels in batches:
+        logits = np.asarray(model.predict_on_batch(images), np.float32)  # (B, K)
+        labels = np.asarray(labels).astype(np.int64)
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        correct1 += int((top[:, 0] == labels).sum())
+        correct5 += int((top == labels[:, None]).any(axis=1).sum())
+        total += len(labels)
     if total == 0:
         raise ValueError("the validation set is empty")
     return {"top1": correct1 / total, "top5": correct5 / total, "count": total}
 
 
-def run_training(
+class Progress(keras.callbacks.Callback):
+    """Per step: the original's log line every `log_every` steps, mid-epoch checkpoints, and
+    the checks that stop a diverged run instead of letting it spin."""
+
+    def __init__(
+        self, config, steps_per_epoch, total_steps, schedule, save, log_file, on_event, scaled
+    ):
+        super().__init__()
+        self.config, self.total_steps, self.schedule = config, total_steps, schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.save, self.log_file, self.on_event, self.scaled = save, log_file, on_event, scaled
+        self.first_step = 0  # global step before this fit() call
+        self.applied = self.checked_at = None  # float16: optimizer updates at the last check
+
+    def start(self, step: int) -> None:
+        self.first_step = step
+        self.window_start, self.window_sum, self.clock = step, 0.0, time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self.first_step + batch + 1
+        mean_so_far = float(logs["loss"])  # Keras' running mean over this fit() call
+        if not math.isfinite(mean_so_far):
+            raise FloatingPointError(
+                f"the loss became {mean_so_far} at step {step}: lower base_lr "
+                f"({self.config.base_lr}) or lengthen the warmup; with float16, use "
+                "precision=mixed_bfloat16 or float32"
+            )
+        if self.scaled:
+            self._check_updates(step)
+        if step % self.config.log_every == 0 or step == self.total_steps:
+            self._log(step, mean_so_far * (batch + 1))
+        if step % self.config.checkpoint_every == 0 and step % self.steps_per_epoch:
+            self.save(step)
+
+    def _check_updates(self, step: int) -> None:
+        """float16 skips an update whose gradients overflow and halves the loss scale; a run
+        where every update of `max_skipped_steps` steps was skipped has diverged."""
+        if self.checked_at is not None and step - self.checked_at < self.config.max_skipped_steps:
+            return
+        applied = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if self.applied is not None and applied == self.applied:
+            scale = float(keras.ops.convert_to_numpy(self.model.optimizer.dynamic_scale))
+            raise FloatingPointError(
+                f"float16: every update from step {self.checked_at} to {step} was skipped "
+                f"(gradients not finite even at loss scale {scale:g}); use "
+                "precision=mixed_bfloat16 or float32, or lower base_lr"
+            )
+        self.applied, self.checked_at = applied, step
+
+    def _log(self, step: int, sum_so_far: float) -> None:
+        now = time.perf_counter()
+        loss = (sum_so_far - self.window_sum) / (step - self.window_start)
+        applied = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        lr = float(keras.ops.convert_to_numpy(self.schedule(max(applied - 1, 0))))
+        seconds = now - self.clock
+        # The original's log line, word for word.
+        line = f"Steps:{step}, LR:{lr:6.4f}, Loss:{loss:4.2f}, Time:{seconds:4.1f}s"
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+        self.on_event(
+            {
+                "type": "log",
+                "step": step,
+                "total_steps": self.total_steps,
+                "lr": lr,
+                "loss": loss,
+                "seconds": seconds,
+                "images_per_second": (step - self.window_start)
+                * self.config.batch_size
+                / max(seconds, 1e-9),
+                "line": line,
+            }
+        )
+        self.window_start, self.window_sum, self.clock = step, sum_so_far, now
+
+
+def fit_classifier(
     config: TrainConfig,
-    data_dir: str,
+    data: TrainData,
     output_dir: str,
     on_event: Callable[[Event], None] | None = None,
+    found: device_discovery.Devices | None = None,
 ) -> dict:
-    """Trains (or resumes) into `output_dir`; returns a summary with the servable's path."""
+    """Trains (or resumes) into `output_dir`: checkpoints, train.log, history.json, model.keras
+    and summary.json. Returns the summary."""
     on_event = on_event or (lambda e: None)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, config)
     write_json_atomically(out / "config.json", json.loads(config.model_dump_json()))
-    labels = dataset.read_labels(data_dir)
-    num_classes = len(labels)
-    records = _records(data_dir)
-    if records["train"] < config.batch_size:
-        raise ValueError(
-            f"{data_dir}: {records['train']} train records are fewer than one batch "
-            f"({config.batch_size})"
-        )
-    steps_per_epoch = records["train"] // config.batch_size
+    steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
+    epochs = math.ceil(total_steps / steps_per_epoch)
 
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    precision = tricks.resolve_precision(config.precision, gpus)
-    jit = bool(gpus) if config.jit_compile is None else config.jit_compile
-    strategy = tf.distribute.MirroredStrategy() if gpus > 1 else tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by {replicas} devices")
-    tf.random.set_seed(config.seed)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        with strategy.scope():
-            model = create_model(
-                config.model,
-                num_classes,
-                width=config.width,
-                input_size=config.image_size,
-                data_format=config.data_format,
-                zero_gamma=config.zero_gamma,
-            )
-            schedule = build_schedule(config, steps_per_epoch, total_steps)
-            optimizer = build_optimizer(config, model, schedule, precision)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    start_step = int(optimizer.iterations.numpy())
-
-    pattern = dataset.shard_pattern(data_dir, dataset.TRAIN)
-    train_ds = strategy.experimental_distribute_dataset(
-        train_dataset(
-            pattern,
-            config.batch_size,
-            config.image_size,
-            config.augment,
-            config.shuffle_buffer,
-            config.seed + start_step,
+    # Devices and precision.
+    found = found or device_discovery.detect()
+    precision = tricks.resolve_precision(config.precision, found.capability)
+    jit = resolve_jit(config, found)
+    if config.batch_size % found.replicas:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by {found.replicas} devices"
         )
-    )
-    val_ds = eval_dataset(
-        dataset.shard_pattern(data_dir, dataset.VALIDATION), config.batch_size, config.image_size
-    )
+    keras.utils.set_random_seed(config.seed)
 
-    decayed = tricks.decay_variables(model) if config.no_bias_decay else model.trainable_variables
+    # Model and optimizer, created where the devices want their variables.
+    with found.scope():
+        teacher = (
+            load_teacher(config.teacher, data.num_classes, config.image_size)
+            if config.teacher
+            else None
+        )
+        trainer = build_trainer(config, data.num_classes, precision, teacher)
+        schedule = build_schedule(config, steps_per_epoch, total_steps)
+        optimizer = build_optimizer(config, schedule, precision)
+        trainer.compile(optimizer=optimizer, jit_compile=jit)
+        optimizer.build(trainer.trainable_variables)
+    evaluator = evaluation_model(trainer.backbone)  # one device: see `evaluate`
 
-    def decay_loss():
-        return tricks.weight_decay_loss(decayed, config.weight_decay)
+    # Restore.
+    folder = out / "checkpoints"
+    groups = state_groups(trainer)
+    latest = checkpoints.latest(folder)
+    start_step = checkpoints.restore(latest, groups)["step"] if latest else 0
 
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)  # (B/replicas, K) float32
-            per_example = tricks.smoothed_cross_entropy(labels, logits, config.label_smoothing)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-            loss += tf.nn.scale_regularization_loss(decay_loss())  # (per replica)
-            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
-        grads = tape.gradient(scaled_loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
-
-    # One traced function for every evaluation; the last, smaller batch is a second shape only.
-    predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-
-    @tf.function(jit_compile=jit)
-    def train_step(images, labels):
-        losses = strategy.run(replica_step, args=(images, labels))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+    def save(step: int) -> None:
+        if found.is_chief:
+            checkpoints.save(folder, step, state_groups(trainer), {"epoch": step / steps_per_epoch})
 
     on_event(
         {
@@ -216,74 +328,71 @@ def run_training(
             "steps_per_epoch": steps_per_epoch,
             "start_step": start_step,
             "precision": precision,
-            "devices": replicas,
+            "devices": found.replicas,
+            "workers": found.workers,
+            "device_kind": found.kind,
             "jit_compile": jit,
-            "num_classes": num_classes,
+            "num_classes": data.num_classes,
+            "backend": keras.backend.backend(),
         }
     )
     history_path = out / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
-    log_file = (out / "train.log").open("a")
-    step, last_time, window = start_step, time.perf_counter(), []
-    iterator = iter(train_ds)
-    while step < total_steps:
-        batch_images, batch_labels = next(iterator)
-        loss = float(train_step(batch_images, batch_labels))
-        done = int(optimizer.iterations.numpy())
-        if done == step:  # float16 overflow: the loss scale dropped and the update was skipped
-            continue
-        step = done
-        window.append(loss)
-        if not math.isfinite(loss) and not scaled:
-            raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
-        if step % config.log_every == 0 or step == total_steps:
-            now = time.perf_counter()
-            lr = float(schedule(step - 1))
-            # The original's log line, word for word.
-            line = (
-                f"Steps:{step}, LR:{lr:6.4f}, Loss:{np.mean(window):4.2f}, "
-                f"Time:{now - last_time:4.1f}s"
+    history = [h for h in history if h["step"] <= start_step]  # epochs redone after a kill
+    step = start_step
+    with (out / "train.log").open("a") as log_file:
+        scaled = precision == "mixed_float16"
+        progress = Progress(
+            config, steps_per_epoch, total_steps, schedule, save, log_file, on_event, scaled
+        )
+        while step < total_steps:
+            epoch = step // steps_per_epoch + 1
+            end = min(epoch * steps_per_epoch, total_steps)
+            mixup = config.mixup_alpha > 0 and epoch <= config.epochs - config.mixup_off_epochs
+            trainer.mixup_on.assign(1.0 if mixup else 0.0)
+            # The steps: one fit() per epoch (or what is left of it), on freshly shuffled data.
+            progress.start(step)
+            trainer.fit(
+                data.train(config.seed + step),
+                epochs=1,
+                steps_per_epoch=end - step,
+                callbacks=[progress],
+                shuffle=False,  # the data is shuffled by its own pipeline
+                verbose=0,
             )
-            log_file.write(line + "\n")
-            log_file.flush()
-            on_event(
-                {
-                    "type": "log",
-                    "step": step,
-                    "total_steps": total_steps,
-                    "lr": lr,
-                    "loss": float(np.mean(window)),
-                    "seconds": now - last_time,
-                    "line": line,
-                }
-            )
-            last_time, window = now, []
-        epoch_end = step % steps_per_epoch == 0 or step == total_steps
-        if step % config.checkpoint_every == 0 or epoch_end:
-            manager.save(checkpoint_number=step)
-        if epoch_end:
-            epoch = math.ceil(step / steps_per_epoch)
-            due = config.eval_every_epochs and epoch % config.eval_every_epochs == 0
+            step = end
+            save(step)
+            # Evaluation.
             entry = {"epoch": epoch, "step": step, "lr": float(schedule(step - 1))}
+            due = config.eval_every_epochs and epoch % config.eval_every_epochs == 0
             if due or step == total_steps:
-                entry.update(evaluate_model(predict, val_ds, num_classes))
+                entry.update(evaluate(evaluator, data.validation(), data.num_classes))
             history.append(entry)
-            write_json_atomically(history_path, history)
-            on_event({"type": "epoch", **entry, "epochs": math.ceil(total_steps / steps_per_epoch)})
-    log_file.close()
+            if found.is_chief:
+                write_json_atomically(history_path, history)
+            on_event({"type": "epoch", **entry, "epochs": epochs})
 
-    model.save_weights(str(out / "model.weights.h5"))
-    servable = export_servable(model, config.image_size, labels, str(out / "servable"))
-    final = history[-1] if history else evaluate_model(predict, val_ds, num_classes)
+    # Export: the classifier alone, in Keras' own format (the registry keeps it for teachers).
+    model_file = out / "model.keras"
+    if found.is_chief:
+        trainer.backbone.save(model_file)
+    final = history[-1] if history and "top1" in history[-1] else None
+    if final is None:
+        final = evaluate(evaluator, data.validation(), data.num_classes)
     summary = {
         "steps": step,
         "resumed_from": start_step,
         "precision": precision,
-        "servable": servable,
-        "num_classes": num_classes,
+        "jit_compile": jit,
+        "devices": found.replicas,
+        "workers": found.workers,
+        "backend": keras.backend.backend(),
+        "model_file": str(model_file),
+        "num_classes": data.num_classes,
+        "chief": found.is_chief,
         "history": history,
         "final": final,
     }
-    write_json_atomically(out / "summary.json", summary)
-    on_event({"type": "done", **summary})
+    if found.is_chief:
+        write_json_atomically(out / "summary.json", summary)
     return summary

@@ -1,11 +1,14 @@
-"""Learning-rate schedules of SPEC §6: linear warmup, then cosine decay or the original's steps."""
+"""Learning-rate schedules: linear warmup, then cosine decay or the original design's steps.
+
+Written in `keras.ops`, so the optimizer evaluates them inside the compiled step on any backend.
+"""
 
 from __future__ import annotations
 
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 # The original design's step decay (batch 128): boundaries in steps, and the LR from each one on.
 ORIGINAL_STEP_BOUNDARIES = (
@@ -55,12 +58,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = int(warmup_steps)
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = tf.cast(self.warmup_steps, tf.float32)
+        step = ops.cast(step, "float32")
+        warm = float(self.warmup_steps)
         progress = (step - warm) / float(self.total_steps - self.warmup_steps)
-        cosine = 0.5 * (1.0 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
-        warmup = step / tf.maximum(warm, 1.0)
-        return self.peak_lr * tf.where(step < warm, warmup, cosine)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * ops.clip(progress, 0.0, 1.0)))
+        warmup = step / max(warm, 1.0)
+        return self.peak_lr * ops.where(step < warm, warmup, cosine)
 
     def get_config(self) -> dict:
         return {
@@ -87,12 +90,12 @@ class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = int(warmup_steps)
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        index = tf.reduce_sum(tf.cast(step >= tf.constant(self.boundaries, tf.float32), tf.int32))
-        piecewise = tf.gather(tf.constant(self.values, tf.float32), index)
-        warm = tf.cast(self.warmup_steps, tf.float32)
-        warmup = self.values[0] * step / tf.maximum(warm, 1.0)
-        return tf.where(step < warm, warmup, piecewise)
+        step = ops.cast(step, "float32")
+        passed = ops.cast(step >= ops.array(self.boundaries, "float32"), "int32")
+        piecewise = ops.take(ops.array(self.values, "float32"), ops.sum(passed))
+        warm = float(self.warmup_steps)
+        warmup = self.values[0] * step / max(warm, 1.0)
+        return ops.where(step < warm, warmup, piecewise)
 
     def get_config(self) -> dict:
         return {

@@ -2,6 +2,7 @@
 
 Each family module registers its variants with `register`; a variant is a function
 `(num_classes, **options) -> keras.Model` whose logits are float32 whatever the dtype policy.
+Every family also registers a `<name>-tiny` variant (1/16 of the width, 32x32 inputs) for tests.
 """
 
 from __future__ import annotations
@@ -36,5 +37,22 @@ def create_model(name: str, num_classes: int, **options) -> keras.Model:
     return _REGISTRY[name](num_classes=num_classes, **options)
 
 
+# The name of the BatchNorm closing each family's residual branch, inside a `..._block<j>_` layer
+# name: darknet's `_b_bn` (after the 3x3 back to full width), resnet's `_bn3` (after the 1x1
+# expansion). Darknet's names predate this helper and stay: weights files are keyed by layer name.
+ZERO_GAMMA_SUFFIXES = ("_b_bn", "_bn3")
+
+
+def zero_gamma_batchnorms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """The BatchNorm closing every residual block, whose γ starts at 0 with zero-γ (any family)."""
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and "_block" in layer.name
+        and layer.name.endswith(ZERO_GAMMA_SUFFIXES)
+    ]
+
+
 # Families register themselves on import.
-from components.train.models import darknet  # noqa: E402,F401
+from components.train.models import darknet, resnet  # noqa: E402,F401

@@ -6,7 +6,8 @@ stages: a stride-2 3x3 conv (64, 128, 256, 512, 1024) followed by 1, 2, 8, 8, 4 
 are the layers `route1`, `route2`, `route3` for a YOLOv3 head (`backbone_routes`). Classifier:
 global average pool -> 1x1 conv with bias to the logits, in float32.
 
-`width` scales every channel count and `input_size` the input, so the same topology fits a CPU.
+`width` scales every channel count and `input_size` the input, so the same topology fits a CPU;
+`darknet53-tiny` is that, for tests.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ STAGE_BLOCKS = (1, 2, 8, 8, 4)
 ROUTE_STAGES = {2: "route1", 3: "route2", 4: "route3"}  # stage index -> exposed layer name
 BN_MOMENTUM = 0.9  # MXNet/GluonCV default used by the paper
 BN_EPSILON = 1e-5
+TINY_WIDTH = 1 / 16  # darknet53-tiny: stages 4..64 channels wide
 
 
 def _channels(filters: int, width: float) -> int:
@@ -62,13 +64,13 @@ def residual_block(x, filters: int, name: str, data_format: str, zero_gamma: boo
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 
-@register("darknet53")
-def darknet53(
+def build_darknet53(
+    name: str,
     num_classes: int,
-    width: float = 1.0,
-    input_size: int = 224,
-    data_format: str = "channels_last",
-    zero_gamma: bool = True,
+    width: float,
+    input_size: int,
+    data_format: str,
+    zero_gamma: bool,
 ) -> keras.Model:
     """Darknet53 classifier; inputs are NHWC float images whatever `data_format` says."""
     if data_format not in ("channels_last", "channels_first"):
@@ -96,7 +98,32 @@ def darknet53(
         num_classes, 1, use_bias=True, data_format=data_format, dtype="float32", name="logits_conv"
     )(x)  # (B, 1, 1, K): the head stays float32
     logits = layers.Flatten(name="logits", dtype="float32")(x)  # (B, K)
-    return keras.Model(inputs, logits, name="darknet53")
+    return keras.Model(inputs, logits, name=name)
+
+
+@register("darknet53")
+def darknet53(
+    num_classes: int,
+    width: float = 1.0,
+    input_size: int = 224,
+    data_format: str = "channels_last",
+    zero_gamma: bool = True,
+) -> keras.Model:
+    """The YOLOv3 backbone as an ImageNet classifier (SPEC §6)."""
+    return build_darknet53("darknet53", num_classes, width, input_size, data_format, zero_gamma)
+
+
+@register("darknet53-tiny")
+def darknet53_tiny(
+    num_classes: int,
+    width: float = 1.0,
+    input_size: int = 32,
+    data_format: str = "channels_last",
+    zero_gamma: bool = True,
+) -> keras.Model:
+    """darknet53 at 1/16 of the width (`width` multiplies that), 32x32 inputs by default: tests."""
+    tiny = width * TINY_WIDTH
+    return build_darknet53("darknet53_tiny", num_classes, tiny, input_size, data_format, zero_gamma)
 
 
 def backbone_routes(model: keras.Model) -> keras.Model:

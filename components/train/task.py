@@ -1,0 +1,68 @@
+"""The product's training task: TFRecords in, a trained classifier and its servable out.
+
+    run_training(config, data_dir, output_dir, on_event=print) -> summary
+
+The TensorFlow side around the backend-agnostic loop: tf.data reads and decodes the shards on the
+CPU, tf.distribute spreads the step over this machine's GPUs (or the workers of `TF_CONFIG`),
+and the result is exported as a SavedModel that takes JPEG bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from components import dataset
+from components.train.config import TrainConfig
+from components.train.data import eval_dataset, train_dataset
+from components.train.export import export_servable
+from components.train.loop import TrainData, fit_classifier, write_json_atomically
+
+
+def tfrecord_data(config: TrainConfig, data_dir: str) -> TrainData:
+    """The loop's data from an ingested folder; errors name the folder."""
+    labels = dataset.read_labels(data_dir)
+    records = dataset.read_metadata(data_dir)["records"]
+    if records["train"] < config.batch_size:
+        raise ValueError(
+            f"{data_dir}: {records['train']} train records are fewer than one batch "
+            f"({config.batch_size})"
+        )
+    train_pattern = dataset.shard_pattern(data_dir, dataset.TRAIN)
+    val_pattern = dataset.shard_pattern(data_dir, dataset.VALIDATION)
+    return TrainData(
+        train=lambda seed: train_dataset(
+            train_pattern,
+            config.batch_size,
+            config.image_size,
+            config.augment,
+            config.shuffle_buffer,
+            seed,
+        ),
+        validation=lambda: eval_dataset(val_pattern, config.batch_size, config.image_size),
+        steps_per_epoch=records["train"] // config.batch_size,
+        num_classes=len(labels),
+    )
+
+
+def run_training(
+    config: TrainConfig,
+    data_dir: str,
+    output_dir: str,
+    on_event: Callable[[dict], None] | None = None,
+) -> dict:
+    """Trains (or resumes) into `output_dir`; returns the summary with the servable's path."""
+    on_event = on_event or (lambda e: None)
+    data = tfrecord_data(config, data_dir)
+    summary = fit_classifier(config, data, output_dir, on_event)
+    if summary["chief"]:  # other workers of a cluster write nothing
+        model = keras.saving.load_model(summary["model_file"], compile=False)
+        labels = dataset.read_labels(data_dir)
+        summary["servable"] = export_servable(
+            model, config.image_size, labels, f"{output_dir}/servable"
+        )
+        write_json_atomically(Path(output_dir) / "summary.json", summary)
+    on_event({"type": "done", **summary})
+    return summary
