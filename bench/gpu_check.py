@@ -44,14 +44,13 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def batches(images: np.ndarray, labels: np.ndarray, batch: int, seed: int, shuffle: bool = True):
-    """Endless ({"image", "label"},) batches of the arrays, reshuffled each pass (Keras takes
-    a generator's items as (inputs,) tuples)."""
+    """Endless (images, labels) batches of the arrays, reshuffled each pass."""
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(labels)) if shuffle else np.arange(len(labels))
         for start in range(0, len(order) - batch + 1, batch):
             take = order[start : start + batch]
-            yield ({"image": images[take], "label": labels[take]},)
+            yield images[take], labels[take]
 
 
 def one_pass(images: np.ndarray, labels: np.ndarray, batch: int):

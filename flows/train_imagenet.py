@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset
 from components.evaluate import RegistryError, evaluate, gate_and_register
+from components.evaluate.registry import Registry, label_fingerprint
 from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
 from components.train.loop import RESUMABLE_CHANGES
@@ -43,6 +44,18 @@ class Overrides(BaseModel):
         None, ge=0, le=1, description="allowed drop vs the best model ever registered"
     )
     allow_label_change: bool = False
+    mixup_alpha: float | None = Field(
+        None, ge=0, description="mixup's Beta(α, α); the paper: 0.2, with 200 epochs; 0: off"
+    )
+    mixup_off_epochs: int | None = Field(
+        None, ge=0, description="train the last N epochs without mixup"
+    )
+    distill_from: str | None = Field(
+        None,
+        pattern=r"^(champion|v?[0-9]+)?$",
+        description='"champion" to distill from the current champion of the same label set, or '
+        "a version number of the same registered model; empty: no teacher",
+    )
     resume_run: str | None = Field(
         None, description="flow run id of a killed run whose checkpoints this run continues"
     )
@@ -56,7 +69,7 @@ class Overrides(BaseModel):
 def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
     """The preset with the overrides applied, validated again as a whole."""
     base = preset(preset_name).model_dump()
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "mixup_alpha", "mixup_off_epochs"):
         if getattr(overrides, key) is not None:
             base["train"][key] = getattr(overrides, key)
     for key in ("min_top1", "max_regression", "max_drop_from_best"):
@@ -66,6 +79,10 @@ def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
     if overrides.beam_args is not None:
         base["ingest"]["beam_args"] = overrides.beam_args
     return PipelineConfig(**base)
+
+
+def with_teacher(train: TrainConfig, teacher: str) -> TrainConfig:
+    return TrainConfig(**{**train.model_dump(), "teacher": teacher})
 
 
 def default_model_name(model: str, data_dir: str) -> str:
@@ -185,6 +202,17 @@ def validate_task(data: str, output: str, beam_args: list[str]) -> dict:
     return report
 
 
+# No retries: no champion, another label set or an old version do not change by asking again.
+@task(name="resolve-teacher")
+def teacher_task(data: str, model_name: str, reference: str, destination: str) -> dict:
+    """Fetch the registered version to distill from; refuse one of another label set."""
+    path, version = Registry().teacher_file(
+        model_name, reference, label_fingerprint(data), destination
+    )
+    get_run_logger().info("distilling from %s v%s (%s)", model_name, version, reference)
+    return {"model_name": model_name, "version": version, "reference": reference, "path": path}
+
+
 @task(name="train", retries=1, retry_delay_seconds=5)
 def train_task(data: str, output: str, config: TrainConfig) -> dict:
     """Train the model; a retry resumes from the last checkpoint in the same folder."""
@@ -232,6 +260,7 @@ def register_task(
     model_name: str,
     config: PipelineConfig,
     tags: dict,
+    teacher: str | None = None,
 ) -> dict:
     """Compare with the champion on the same data; register as champion only if the gate passes."""
     result = gate_and_register(
@@ -241,7 +270,7 @@ def register_task(
         metrics,
         model_name,
         config.gate,
-        params=config.train.model_dump(),
+        params={**config.train.model_dump(), "teacher": teacher},
         tags=tags,
     )
     get_run_logger().info(
@@ -280,6 +309,7 @@ def train_imagenet(
         "data_dir": data_dir,
         "ingest": None,
         "validate": None,
+        "teacher": None,
         "train": None,
         "evaluate": None,
         "gate": None,
@@ -304,12 +334,34 @@ def train_imagenet(
             report["validate"] = {"passed": False, "anomalies": err.anomalies}
             raise
         report["validate"] = {"passed": True, "anomalies": []}
+        teacher = teacher_uri = None
+        if overrides.distill_from:
+            try:
+                with _timed(report, "teacher"):
+                    teacher = teacher_task(
+                        data, model_name, overrides.distill_from, str(run_dir / "teacher.keras")
+                    )
+            except RegistryError as err:  # fails the run before any training
+                report["teacher"] = {"reference": overrides.distill_from, "error": str(err)}
+                raise
+            teacher_uri = f"models:/{model_name}/{teacher['version']}"
+            report["teacher"] = {k: teacher[k] for k in ("model_name", "version", "reference")}
         with _timed(report, "train"):
-            key = resume_key(metadata["fingerprint"], config.train)
+            # The teacher's registry version, not its local path, is part of what is trained:
+            # a killed distillation resumes by itself only under the same teacher version.
+            identity = config.train if teacher is None else with_teacher(config.train, teacher_uri)
+            key = resume_key(metadata["fingerprint"], identity)
             folder, why = train_dir(work, run_id, overrides.resume_run, key)
             get_run_logger().info("training: %s", why)
             with training_lock(folder):
-                trained = train_task(data, str(folder), config.train)
+                train_config = config.train
+                if teacher is not None:
+                    # In the training folder, named by version: a resumed run finds the same
+                    # path, and one asked to resume with another teacher version is refused.
+                    path = folder / f"teacher-v{teacher['version']}.keras"
+                    os.replace(teacher["path"], path)
+                    train_config = with_teacher(config.train, str(path))
+                trained = train_task(data, str(folder), train_config)
         report["train"] = {
             "steps": trained["steps"],
             "resumed_from": trained["resumed_from"],
@@ -317,6 +369,7 @@ def train_imagenet(
             "servable": trained["servable"],
             "folder": str(folder),
             "why": why,
+            "teacher": teacher_uri,
         }
         with _timed(report, "evaluate"):
             metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
@@ -331,6 +384,8 @@ def train_imagenet(
             "data_dir": data_dir,
             "preset": preset,
         }
+        if teacher_uri:
+            tags["teacher"] = teacher_uri
         with _timed(report, "gate_and_register"):
             try:
                 result = register_task(
@@ -341,6 +396,7 @@ def train_imagenet(
                     model_name,
                     config,
                     tags,
+                    teacher_uri,
                 )
             except RegistryError as err:  # no decision was possible: say so, register nothing
                 report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}

@@ -148,7 +148,8 @@ def test_evaluation_only_normalizes() -> None:
 def test_mixup_blends_images_and_targets_alike() -> None:
     images = np.stack([np.zeros((2, 2, 3)), np.ones((2, 2, 3))]).astype(np.float32)
     targets = np.eye(2, dtype=np.float32)
-    mixed_images, mixed_targets = aug.mixup(images, targets, 0.7)
+    mixed_images = aug.mixup_images(images, 0.7)
+    mixed_targets = aug.mixup_targets(targets, 0.7)
     np.testing.assert_allclose(np.asarray(mixed_images)[0], 0.3)
     np.testing.assert_allclose(np.asarray(mixed_targets), [[0.7, 0.3], [0.3, 0.7]], atol=1e-6)
 
@@ -161,19 +162,20 @@ def _training_model(teacher=None, **fields) -> TrainingModel:
     return TrainingModel(backbone, config, 4, teacher)
 
 
-def _batch(n: int = 8) -> dict:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
-    return {"image": images, "label": np.arange(n, dtype=np.int32) % 4}
+IMAGES = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+LABELS = np.arange(8, dtype=np.int32) % 4
 
 
 def test_mixed_targets_are_distributions_and_mixup_switches_off() -> None:
     model = _training_model(mixup_alpha=0.2)
-    plain = np.asarray(model(_batch(), training=True)["targets"])
+    off = model(IMAGES, training=True)["mix"]
+    plain = np.asarray(model.targets(LABELS, off))
     model.mixup_on.assign(1.0)
-    mixed = np.asarray(model(_batch(), training=True)["targets"])
+    lam = float(model(IMAGES, training=True)["mix"])
+    mixed = np.asarray(model.targets(LABELS, lam))
+    assert float(off) == 1.0 and 0.0 < lam < 1.0
     np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
-    assert not np.allclose(mixed, plain)  # labels really mixed (λ < 1 almost surely)
+    assert not np.allclose(mixed, plain)  # labels really mixed
     np.testing.assert_allclose(plain.max(axis=1), 0.9, rtol=1e-6)  # smoothing alone
 
 
@@ -182,18 +184,18 @@ def test_the_teachers_logits_reach_the_loss() -> None:
         teacher = create_model("darknet53-tiny", 4, input_size=32)
         teacher.get_layer("logits_conv").bias.assign(np.array([teacher_bias, 0, 0, 0]))
         model = _training_model(teacher=teacher, distill_temperature=2.0)
-        outputs = model(_batch(), training=False)
+        outputs = model(IMAGES, training=False)
         assert "teacher_logits" in outputs
-        return float(model.compute_loss(y_pred=outputs, training=False))
+        return float(model.compute_loss(y=LABELS, y_pred=outputs, training=False))
 
     assert loss_with(0.0) != pytest.approx(loss_with(5.0), rel=1e-3)
 
 
 def test_weight_decay_is_in_the_training_loss_only() -> None:
     model = _training_model(weight_decay=0.1)
-    outputs = model(_batch(), training=False)
-    train = float(model.compute_loss(y_pred=outputs, training=True))
-    evaluation = float(model.compute_loss(y_pred=outputs, training=False))
+    outputs = model(IMAGES, training=False)
+    train = float(model.compute_loss(y=LABELS, y_pred=outputs, training=True))
+    evaluation = float(model.compute_loss(y=LABELS, y_pred=outputs, training=False))
     kernels = sum(0.05 * float(np.sum(np.square(v.numpy()))) for v in model.decayed)
     assert train - evaluation == pytest.approx(kernels, rel=1e-4)
 

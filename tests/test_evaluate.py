@@ -194,6 +194,91 @@ def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
     assert registry.best("empty", {"validation_fingerprint": "x"}) is None
 
 
+@pytest.mark.integration
+def test_a_registered_version_keeps_its_keras_file_for_teachers(
+    ingested: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Registration keeps model.keras; `teacher_file` fetches it for the same label set only,
+    and a training folder without one registers the servable alone."""
+    import logging
+
+    from components.evaluate import RegistryError, evaluate, gate_and_register
+    from components.evaluate.registry import KERAS_TAG, Registry, label_fingerprint
+    from components.train import TrainConfig, run_training
+    from components.train.loop import load_teacher
+
+    config = TrainConfig(
+        width=0.125,
+        image_size=32,
+        batch_size=8,
+        epochs=1,
+        warmup_steps=1,
+        eval_every_epochs=0,
+        shuffle_buffer=64,
+    )
+    servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
+    metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))
+    first = gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "teach", GateConfig()
+    )
+    assert first["version"] == "1" and first["alias"] == "champion"
+    registry = Registry()
+    assert registry.client.get_model_version("teach", "1").tags[KERAS_TAG] == "keras/model.keras"
+
+    labels = label_fingerprint(str(ingested))
+    destination = tmp_path / "student" / "teacher.keras"
+    path, version = registry.teacher_file("teach", "champion", labels, str(destination))
+    assert (path, version) == (str(destination), "1")
+    teacher = load_teacher(path, num_classes=3, image_size=32)  # what training does with it
+    assert teacher.output_shape == (None, 3)
+    assert not [p for p in destination.parent.iterdir() if p != destination]  # no leftovers
+    assert registry.teacher_file("teach", "v1", labels, str(destination))[1] == "1"
+
+    with pytest.raises(RegistryError, match="champion v1 of 'teach' was trained on another label"):
+        registry.teacher_file("teach", "champion", "0" * 16, str(tmp_path / "other.keras"))
+    assert not (tmp_path / "other.keras").exists()
+
+    # A training folder from before model.keras was written: registered without it, and said.
+    (tmp_path / "train" / "model.keras").rename(tmp_path / "kept.keras")
+    with caplog.at_level(logging.WARNING, logger="components.evaluate"):
+        second = gate_and_register(
+            str(ingested), servable, str(tmp_path / "eval"), metrics, "teach", GateConfig()
+        )
+    assert second["version"] == "2" and "no model.keras next to" in caplog.text
+    assert KERAS_TAG not in registry.client.get_model_version("teach", "2").tags
+    with pytest.raises(RegistryError, match="version 2 of 'teach' was registered before Keras"):
+        registry.teacher_file("teach", "2", labels, str(tmp_path / "old.keras"))
+
+
+def test_teacher_file_refuses_what_cannot_be_a_teacher(tmp_path: Path) -> None:
+    from components.evaluate import RegistryError
+    from components.evaluate.registry import CHAMPION, KERAS_TAG, LABELS_TAG, Registry
+
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    destination = str(tmp_path / "teacher.keras")
+    with pytest.raises(RegistryError, match="model 'nobody' has no champion.*without a teacher"):
+        registry.teacher_file("nobody", "champion", "L", destination)
+    client = registry.client
+    client.create_registered_model("m")
+    with pytest.raises(RegistryError, match="model 'm' has no champion"):
+        registry.teacher_file("m", "champion", "L", destination)
+    with pytest.raises(RegistryError, match="model 'm' has no version 7"):
+        registry.teacher_file("m", "7", "L", destination)
+    with pytest.raises(ValueError, match="'champion' or a version number"):
+        registry.teacher_file("m", "latest", "L", destination)
+
+    old = {LABELS_TAG: "L"}  # registered before Keras files were kept
+    client.create_model_version("m", source=str(tmp_path), tags=old)
+    with pytest.raises(RegistryError, match="version 1 of 'm' was registered before Keras files"):
+        registry.teacher_file("m", "1", "L", destination)
+    other = {LABELS_TAG: "OTHER", KERAS_TAG: "keras/model.keras"}
+    client.create_model_version("m", source=str(tmp_path), tags=other)
+    client.set_registered_model_alias("m", CHAMPION, "2")
+    with pytest.raises(RegistryError, match="champion v2 of 'm' was trained on another label set"):
+        registry.teacher_file("m", "champion", "L", destination)
+    assert not Path(destination).exists()
+
+
 _RACER = """
 import json, sys, time
 from pathlib import Path

@@ -50,6 +50,45 @@ def test_flow_runs_every_stage_and_writes_the_report(
     } <= keys
 
 
+def test_flow_distills_from_the_champion_of_the_same_label_set(
+    prefect_server, class_folders: Path, tmp_path: Path
+) -> None:
+    """No champion yet: refused before training. Then a plain run, then one that distills from
+    the champion it registered: the training's saved config names a teacher file that exists."""
+    from components.evaluate import RegistryError
+
+    work = tmp_path / "work"
+    distill = Overrides(distill_from="champion")
+    with pytest.raises(RegistryError, match="has no champion"):
+        train_imagenet(
+            data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=distill
+        )
+    (refused,) = (work / "runs").glob("*/report.json")
+    report = json.loads(refused.read_text())
+    assert "no champion" in report["teacher"]["error"] and report["train"] is None
+
+    first = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
+    assert first["registry"]["version"] == "1" and first["teacher"] is None
+    second = train_imagenet(
+        data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=distill
+    )
+    assert second["teacher"] == {
+        "model_name": "darknet53-src",
+        "version": "1",
+        "reference": "champion",
+    }
+    assert second["train"]["teacher"] == "models:/darknet53-src/1"
+    folder = Path(second["train"]["folder"])
+    assert folder != Path(first["train"]["folder"])
+    teacher = json.loads((folder / "config.json").read_text())["teacher"]
+    assert teacher == str(folder / "teacher-v1.keras") and Path(teacher).is_file()
+
+    from components.evaluate.registry import Registry
+
+    version = Registry().client.get_model_version("darknet53-src", second["registry"]["version"])
+    assert version.tags["teacher"] == "models:/darknet53-src/1"
+
+
 def test_flow_stops_on_anomalies_and_still_reports(
     prefect_server, class_folders: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -76,6 +115,17 @@ def test_overrides_apply_on_top_of_the_preset() -> None:
     assert config.train.epochs == 3 and config.gate.min_top1 == 0.5
     assert config.train.width == preset("demo").train.width
     assert config.ingest.beam_args == []  # the local runner
+    mixed = resolve_config("smoke", Overrides(mixup_alpha=0.2, mixup_off_epochs=1)).train
+    assert (mixed.mixup_alpha, mixed.mixup_off_epochs) == (0.2, 1)
+    assert (
+        resolve_config("imagenet-resnet50d-mixup", Overrides(mixup_alpha=0)).train.mixup_alpha == 0
+    )
+    assert Overrides(distill_from="").distill_from == ""  # the form's empty field: no teacher
+    assert Overrides(distill_from="v3").distill_from == "v3"
+    with pytest.raises(ValueError, match="distill_from"):
+        Overrides(distill_from="latest")
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        Overrides(mixup_alpha=-0.1)
     dask = ["--runner=DaskRunner", "--dask_client_address=tcp://dask-scheduler:8786"]
     assert resolve_config("demo", Overrides(beam_args=dask)).ingest.beam_args == dask
 
@@ -88,6 +138,39 @@ def test_every_preset_is_valid_and_documented() -> None:
     assert (real.width, real.image_size, real.batch_size) == (1.0, 224, 128)
     original = preset("imagenet-darknet53-original").train
     assert original.schedule == "step" and original.warmup_steps == 1000
+    resnet = preset("imagenet-resnet50d").train
+    assert (resnet.model, resnet.image_size, resnet.batch_size, resnet.epochs) == (
+        "resnet50d",
+        224,
+        256,
+        120,
+    )
+    assert (resnet.warmup_epochs, resnet.schedule, resnet.label_smoothing) == (5, "cosine", 0.1)
+    assert resnet.no_bias_decay and resnet.zero_gamma and resnet.weight_decay == 1e-4
+    assert resnet.mixup_alpha == 0 and resnet.teacher is None
+    mixup = preset("imagenet-resnet50d-mixup").train
+    assert (mixup.model, mixup.epochs, mixup.mixup_alpha, mixup.mixup_off_epochs) == (
+        "resnet50d",
+        200,
+        0.2,
+        10,
+    )
+    assert mixup.model_dump(exclude={"epochs", "mixup_alpha", "mixup_off_epochs"}) == (
+        resnet.model_dump(exclude={"epochs", "mixup_alpha", "mixup_off_epochs"})
+    )
+
+
+def test_the_flow_form_offers_mixup_and_distillation() -> None:
+    """The parameters the Prefect UI renders as a form include both tricks."""
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(train_imagenet.fn).model_dump()
+    fields = schema["definitions"]["Overrides"]["properties"]
+    assert {"mixup_alpha", "mixup_off_epochs", "distill_from"} <= fields.keys()
+    assert "0.2" in fields["mixup_alpha"]["description"]
+    assert "champion" in fields["distill_from"]["description"]
+    presets = schema["properties"]["preset"]["enum"]
+    assert {"imagenet-resnet50d", "imagenet-resnet50d-mixup"} <= set(presets)
 
 
 def test_default_model_name_is_per_dataset() -> None:

@@ -1,17 +1,24 @@
-"""The training loop on real TFRecords: smoke run, log format, resume after a kill, float16 path."""
+"""The training loop on real TFRecords: smoke run, log format, resume after a kill, float16 path,
+two workers, and runs that diverge."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from components.dataset import read_labels
 from components.train import AugmentConfig, TrainConfig, checkpoints, run_training
+from components.train.loop import Progress, TrainData, fit_classifier
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +120,79 @@ def test_too_little_data_is_a_clear_error(ingested: Path, tmp_path: Path) -> Non
 
 def test_labels_are_read_in_order(ingested: Path) -> None:
     assert read_labels(str(ingested)) == ["n00000000", "n00000001", "n00000002"]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_together_on_the_cpu(ingested: Path, tmp_path: Path) -> None:
+    """MultiWorkerMirroredStrategy from TF_CONFIG, two processes on 127.0.0.1: they take the
+    same steps with the same (all-reduced) loss, and only the chief writes the results."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    settings = ["model=darknet53-tiny", "image_size=32", "batch_size=8", "epochs=1"]
+    settings += ["warmup_steps=1", "log_every=2", "shuffle_buffer=64"]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        command = [sys.executable, "-m", "components.train", "--data", str(ingested)]
+        command += ["--output", str(tmp_path / f"worker{index}")]
+        command += [arg for s in settings for arg in ("--set", s)]
+        processes.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    chief, other = tmp_path / "worker0", tmp_path / "worker1"
+    summary = json.loads((chief / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["devices"] == 2 and summary["steps"] == 4
+    assert (chief / "model.keras").exists() and not (other / "model.keras").exists()
+    logs = [(folder / "train.log").read_text().splitlines() for folder in (chief, other)]
+    assert logs[0][0].split(", Time")[0] == logs[1][0].split(", Time")[0]  # same step, LR, loss
+
+
+def test_a_diverging_run_stops_and_names_the_step(tmp_path: Path) -> None:
+    """An absurd learning rate: the loss leaves the finite numbers and the run says where."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+    labels = (np.arange(64) % 3).astype(np.int32)
+
+    def endless(seed: int):
+        while True:
+            for start in range(0, 64, 8):
+                yield images[start : start + 8], labels[start : start + 8]
+
+    data = TrainData(endless, lambda: iter([(images[:8], labels[:8])]), 8, 3)
+    config = TrainConfig(**{**TINY, "model": "darknet53-tiny", "base_lr": 1e9, "warmup_steps": 0})
+    with pytest.raises(FloatingPointError, match=r"at step \d+: lower base_lr"):
+        fit_classifier(config, data, str(tmp_path))
+
+
+def test_float16_runs_whose_updates_are_all_skipped_stop() -> None:
+    """Loss scaling skips an update whose gradients overflow; N skipped in a row is an error."""
+
+    class Optimizer:
+        iterations = keras.Variable(5, dtype="int64")
+        dynamic_scale = keras.Variable(2.0**-10)
+
+    class Model:
+        optimizer = Optimizer()
+
+    progress = Progress(
+        TrainConfig(max_skipped_steps=3, log_every=1000), 100, 1000, None, None, None, None, True
+    )
+    progress.set_model(Model())
+    progress.start(0)
+    for batch in range(3):  # checks at step 1, the next at step 4
+        progress.on_train_batch_end(batch, {"loss": np.array([1.0])})
+    with pytest.raises(FloatingPointError, match="every update from step 1 to 4 was skipped"):
+        progress.on_train_batch_end(3, {"loss": np.array([1.0])})
+    Optimizer.iterations.assign(6)  # one update went through: no error
+    progress.on_train_batch_end(7, {"loss": np.array([1.0])})

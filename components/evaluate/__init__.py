@@ -10,6 +10,7 @@ on the same data, and registers it as the new champion only when the gate passes
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "evaluate",
     "gate_and_register",
 ]
+log = logging.getLogger(__name__)
 # A champion that moves while the gate compares (another run promoted one) is compared again,
 # at most this many times; then the gate refuses rather than promote on a stale comparison.
 MAX_COMPARISONS = 3
@@ -50,6 +52,18 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def keras_file_beside(servable_path: str) -> str | None:
+    """The classifier's Keras file, which training writes next to the servable (teachers are
+    loaded from it); None for a training folder from before it did."""
+    if "://" in servable_path:  # a bucket: Path would mangle the scheme, and it cannot stat it
+        import tensorflow as tf
+
+        remote = f"{servable_path.rstrip('/').rsplit('/', 1)[0]}/model.keras"
+        return remote if tf.io.gfile.exists(remote) else None
+    path = Path(servable_path.rstrip("/")).parent / "model.keras"
+    return str(path) if path.is_file() else None
 
 
 def gate_and_register(
@@ -132,7 +146,14 @@ def gate_and_register(
             "top1": f"{metrics['top1']:.4f}",
             "top5": f"{metrics['top5']:.4f}",
         }
-        version = registry.register(run_id, model_name, servable_path, version_tags)
+        model_file = keras_file_beside(servable_path)
+        if model_file is None:
+            log.warning(
+                "no model.keras next to %s (trained before Keras files were kept): registering "
+                "the servable alone; this version cannot be a teacher",
+                servable_path,
+            )
+        version = registry.register(run_id, model_name, servable_path, version_tags, model_file)
         # Another gate may have promoted its model meanwhile: the better one stays champion.
         try:
             champion_now = registry.settle(model_name, started_after, same_data)

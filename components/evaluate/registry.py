@@ -4,6 +4,10 @@ Tracking defaults to a local SQLite store in the project's `.trickflow/` folder 
 directory's; `default_tracking_uri`); MLFLOW_TRACKING_URI overrides it, e.g. a team's tracking
 server, and TRICKFLOW_HOME moves the project's state folder.
 
+A registered version keeps, besides its servable, the classifier as a Keras file
+(`keras/model.keras` in the version's run) so that a later training can load it as a teacher;
+`teacher_file` fetches it for the same label set only.
+
 Registry errors are never read as "no champion": only a registry that answers that the model or
 its champion alias does not exist means there is none. Anything else (a server answering 503, a
 broken database) raises `RegistryError` naming the registry and the call, before anything is
@@ -13,7 +17,9 @@ registered.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +33,14 @@ from mlflow.tracking import MlflowClient
 from components import dataset
 from components.evaluate.gate import Best, Champion
 
+log = logging.getLogger(__name__)
+
 CHAMPION = "champion"
+# Version tags: the label set a version was trained on (set by `gate_and_register`), and where its
+# run keeps the Keras file (absent on versions registered before Keras files were kept).
+LABELS_TAG = "label_fingerprint"
+KERAS_TAG = "keras_file"
+KERAS_FOLDER = "keras"
 PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
 
 
@@ -161,7 +174,7 @@ class Registry:
             return None
         return Champion(
             str(version.version),
-            version.tags.get("label_fingerprint", ""),
+            version.tags.get(LABELS_TAG, ""),
             top1_on_this_data(version),
         )
 
@@ -227,9 +240,18 @@ class Registry:
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"settling the {CHAMPION} alias of {model_name!r}", err) from err
 
-    def register(self, run_id: str, model_name: str, servable_path: str, tags: dict) -> str:
-        """Logs the servable into `run_id` and registers it; `settle` moves the alias."""
+    def register(
+        self,
+        run_id: str,
+        model_name: str,
+        servable_path: str,
+        tags: dict,
+        model_file: str | None = None,
+    ) -> str:
+        """Logs the servable (and `model_file`, the Keras classifier that teachers are loaded
+        from, when given) into `run_id` and registers it; `settle` moves the alias."""
         servable = _Servable(tf.saved_model.load(servable_path))
+        tags = dict(tags)
         try:
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.tensorflow.log_model(
@@ -237,7 +259,92 @@ class Registry:
                     name="model",
                     pip_requirements=[f"tensorflow=={tf.__version__}"],
                 )
+                if model_file is not None:
+                    with _local_copy(model_file) as local:
+                        mlflow.log_artifact(local, artifact_path=KERAS_FOLDER)
+                    tags[KERAS_TAG] = f"{KERAS_FOLDER}/{Path(local).name}"
             version = mlflow.register_model(info.model_uri, model_name, tags=tags)
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err
         return str(version.version)
+
+    def _version(self, model_name: str, reference: str):
+        """The version that `reference` ("champion", or a number such as "3" or "v3") names."""
+        if reference == CHAMPION:
+            version = self.champion(model_name)
+            if version is None:
+                raise RegistryError(
+                    f"nothing to distill from: model {model_name!r} has no {CHAMPION} in "
+                    f"{self.tracking_uri}; train without a teacher first"
+                )
+            return version
+        match = re.fullmatch(r"v?(\d+)", reference.strip())
+        if match is None:
+            raise ValueError(
+                f"teacher reference {reference!r}: use {CHAMPION!r} or a version number such as 3"
+            )
+        number = match.group(1)
+        try:
+            return self.client.get_model_version(model_name, number)
+        except Exception as err:  # noqa: BLE001 - every failure but "no such version" is a fault
+            if isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise RegistryError(
+                    f"nothing to distill from: model {model_name!r} has no version {number} in "
+                    f"{self.tracking_uri}"
+                ) from err
+            raise self._fault(f"get_model_version({model_name!r}, {number!r})", err) from err
+
+    def teacher_file(
+        self, model_name: str, reference: str, labels_fingerprint: str, destination: str
+    ) -> tuple[str, str]:
+        """Downloads the Keras file of the version that `reference` names ("champion" or a
+        version number) to the file path `destination`; returns (destination, version).
+
+        Refuses a version trained on another label set than `labels_fingerprint`'s (its logits
+        would mean other classes) and one registered before Keras files were kept.
+        """
+        version = self._version(model_name, reference)
+        number = str(version.version)
+        which = f"{CHAMPION} v{number}" if reference == CHAMPION else f"version {number}"
+        labels = version.tags.get(LABELS_TAG)
+        if labels != labels_fingerprint:
+            trained_on = "another label set" if labels else "a label set it did not record"
+            raise RegistryError(
+                f"{which} of {model_name!r} was trained on {trained_on} (labels.txt fingerprint "
+                f"{labels or 'missing'}, this data's: {labels_fingerprint}); a teacher's outputs "
+                "must mean the same classes: pick a version trained on these labels"
+            )
+        artifact = version.tags.get(KERAS_TAG)
+        if not artifact:
+            raise RegistryError(
+                f"{which} of {model_name!r} was registered before Keras files were kept, so it "
+                "cannot be loaded as a teacher; pick a version registered since, or register "
+                "a new one"
+            )
+        target = Path(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Downloaded beside the target and renamed: a killed download leaves no partial teacher.
+        with tempfile.TemporaryDirectory(prefix=".teacher-", dir=target.parent) as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=version.run_id, artifact_path=artifact, dst_path=folder
+                )
+            except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+                raise self._fault(
+                    f"downloading {artifact} of {model_name!r} v{number}", err
+                ) from err
+            os.replace(local, target)
+        log.info("teacher: %s v%s of %s -> %s", model_name, number, self.tracking_uri, target)
+        return str(target), number
+
+
+@contextmanager
+def _local_copy(path: str) -> Iterator[str]:
+    """`path` itself if it is local, else a temporary local copy (MLflow logs local files)."""
+    if "://" not in path:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="keras-") as folder:
+        local = str(Path(folder) / path.rstrip("/").rsplit("/", 1)[-1])
+        tf.io.gfile.copy(path, local)
+        yield local

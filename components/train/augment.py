@@ -137,6 +137,7 @@ class DeviceAugment(keras.layers.Layer):
         self.pca_lighting = pca_lighting
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True  # no weights to create
 
     def _uniform(self, batch: int, low: float, high: float):
         return keras.random.uniform((batch,), low, high, seed=self.seed_generator)
@@ -183,10 +184,13 @@ class DeviceAugment(keras.layers.Layer):
         }
 
 
-def mixup(images, targets, lam):
+def mixup_images(images, lam):
     """Blends each example with its mirror in the batch (example b with B-1-b), as GluonCV does:
-    images float [B, ...] and soft targets [B, K] -> the same, mixed with weight lam (a scalar).
-    The batch is already shuffled, so the partner is random; targets stay distributions."""
-    images = lam * images + (1.0 - lam) * ops.flip(images, axis=0)
-    targets = lam * targets + (1.0 - lam) * ops.flip(targets, axis=0)
-    return images, targets
+    float [B, ...] -> the same, weight lam (a scalar) on the example itself. The batch is
+    already shuffled, so the partner is random."""
+    return lam * images + (1.0 - lam) * ops.flip(images, axis=0)
+
+
+def mixup_targets(targets, lam):
+    """Target distributions [B, K] mixed with the same partners and weight: still sum to 1."""
+    return lam * targets + (1.0 - lam) * ops.flip(targets, axis=0)

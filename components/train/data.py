@@ -40,8 +40,8 @@ def _records(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
     )
 
 
-def _example(features: dict) -> dict:
-    return {"image": features["image"], "label": tf.cast(features["label"], tf.int32)}
+def _example(features: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    return features["image"], tf.cast(features["label"], tf.int32)
 
 
 def train_dataset(
@@ -52,7 +52,7 @@ def train_dataset(
     shuffle_buffer: int = 10_000,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Endless shuffled batches {"image": uint8 [B, S, S, 3], "label": int32 [B]}."""
+    """Endless shuffled batches (image uint8 [B, S, S, 3], label int32 [B])."""
     ds = _records(pattern, shuffle=True, seed=seed).shuffle(shuffle_buffer, seed=seed).repeat()
     ds = ds.map(
         lambda s: _example(train_transform(parse(s), size, augment)),
@@ -66,7 +66,6 @@ def eval_dataset(pattern: str, batch_size: int, size: int) -> tf.data.Dataset:
     """Every validation record once, in file order: (image uint8 [B, S, S, 3], label [B])."""
     ds = _records(pattern, shuffle=False, seed=0)
     ds = ds.map(lambda s: _example(eval_transform(parse(s), size)), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda f: (f["image"], f["label"]), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 

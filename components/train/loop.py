@@ -48,8 +48,8 @@ RESUMABLE_CHANGES = {
 class TrainData:
     """What the loop needs from the input side.
 
-    train(seed): endless batches {"image": uint8 [B, S, S, 3], "label": int [B]} that
-        `model.fit` accepts (a tf.data.Dataset, or a generator of arrays);
+    train(seed): endless batches (images uint8 [B, S, S, 3], labels int [B]) that `model.fit`
+        accepts (a tf.data.Dataset, or a generator of arrays);
     validation(): one pass over (uint8 center crops [B, S, S, 3], labels [B]).
     """
 
@@ -211,7 +211,8 @@ class Progress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = self.first_step + batch + 1
-        mean_so_far = float(logs["loss"])  # Keras' running mean over this fit() call
+        # Keras' running mean over this fit() call, shape [1] (see TrainingModel.get_metrics_result)
+        mean_so_far = float(np.asarray(logs["loss"]).reshape(-1)[0])
         if not math.isfinite(mean_so_far):
             raise FloatingPointError(
                 f"the loss became {mean_so_far} at step {step}: lower base_lr "

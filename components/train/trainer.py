@@ -1,12 +1,16 @@
 """The model Keras' trainer fits: augmentation, mixup, the classifier and its loss in one step.
 
-    batch = {"image": uint8 [B, S, S, 3], "label": int [B]}
-    TrainingModel(backbone, ...)(batch, training=True) -> {"logits": [B, K], "targets": [B, K], ...}
+    fit((images uint8 [B, S, S, 3], labels int [B]))
+    TrainingModel(backbone, ...)(images, training=True) -> {"logits": [B, K], "mix": [], ...}
 
 `model.fit` runs `call` then `compute_loss` inside one compiled step on every backend (a
 `tf.function` under tf.distribute on TensorFlow, `jax.jit` on JAX), with loss scaling for
 float16. So the augmentation, mixup, the teacher's forward pass, label smoothing, distillation
 and weight decay all run on the accelerator, batched, and none of it is backend code.
+
+Batches are (images, labels) pairs rather than a dict: Keras' TensorFlow trainer cannot build a
+model whose inputs are a dict under tf.distribute (keras-team/keras#20329). So `call` sees the
+images only and returns mixup's weight with the logits; `compute_loss` mixes the labels with it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import keras
 from keras import ops
 
 from components.train import tricks
-from components.train.augment import DeviceAugment, mixup, normalize
+from components.train.augment import DeviceAugment, mixup_images, mixup_targets, normalize
 from components.train.config import TrainConfig
 
 
@@ -58,26 +62,44 @@ class TrainingModel(keras.Model):
             if config.no_bias_decay
             else list(backbone.trainable_variables)
         )
+        self.built = True  # every weight exists: the backbone is built, the rest has none
 
-    def call(self, batch: dict, training: bool = False) -> dict:
-        images = self.augment(batch["image"], training=training)  # (B, S, S, 3) float32
-        targets = tricks.smooth_labels(
-            batch["label"], self.num_classes, self.config.label_smoothing
-        )  # (B, K)
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build. Keras' TensorFlow trainer would otherwise average the first batch
+        across replicas to trace the model, which fails for every batch under
+        MultiWorkerMirroredStrategy (keras-team/keras#20329); the JAX trainer never calls this."""
+        if not self.built:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def get_metrics_result(self) -> dict:
+        """Logs as shape [1]: under MultiWorkerMirroredStrategy Keras' TensorFlow trainer averages
+        each log across workers along axis 0, which a scalar does not have (Keras 3.15)."""
+        return {
+            name: ops.reshape(value, (1,)) for name, value in super().get_metrics_result().items()
+        }
+
+    def call(self, images, training: bool = False) -> dict:
+        images = self.augment(images, training=training)  # (B, S, S, 3) float32
+        lam = ops.ones(())  # mixup's weight of each example against its partner; 1: no mixing
         if training and self.config.mixup_alpha > 0:
-            lam = keras.random.beta(
-                (), self.config.mixup_alpha, self.config.mixup_alpha, seed=self.mixup_seed
-            )
-            lam = ops.where(self.mixup_on > 0, lam, 1.0)  # 1: no mixing
-            images, targets = mixup(images, targets, lam)
-        outputs = {"logits": self.backbone(images, training=training), "targets": targets}
+            alpha = self.config.mixup_alpha
+            lam = keras.random.beta((), alpha, alpha, seed=self.mixup_seed)
+            lam = ops.where(self.mixup_on > 0, lam, 1.0)
+            images = mixup_images(images, lam)
+        outputs = {"logits": self.backbone(images, training=training), "mix": lam}
         if self.teacher is not None:
             outputs["teacher_logits"] = ops.stop_gradient(self.teacher(images, training=False))
         return outputs
 
+    def targets(self, labels, lam):
+        """int [B] -> float32 [B, K]: the paper's smoothed labels, mixed as the images were."""
+        targets = tricks.smooth_labels(labels, self.num_classes, self.config.label_smoothing)
+        return mixup_targets(targets, lam)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean over the batch of the (distilled) smoothed cross entropy, plus weight decay."""
-        logits, targets = y_pred["logits"], y_pred["targets"]
+        logits = y_pred["logits"]
+        targets = self.targets(y, y_pred["mix"])
         if "teacher_logits" in y_pred:
             per_example = tricks.distillation_loss(
                 targets,
