@@ -14,7 +14,7 @@ GPU_WHEELS := keras namex optree pydantic pydantic-core annotated-types typing-i
 PIP := $(shell $(PYTHON) -m pip --version >/dev/null 2>&1 && echo "$(PYTHON) -m pip" || echo "$(UV) tool run pip")
 PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64
 
-.PHONY: setup test test-all demo stop status lint bench clean gpu-check-cpu gpu-wheels gpu-data
+.PHONY: setup test test-all demo stop status lint bench clean tensorboard gpu-check-cpu gpu-wheels gpu-data
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -33,6 +33,11 @@ test-unit: setup
 
 demo: setup
 	infra/demo.sh
+
+# Training curves of every run under the demo's work folder (or LOGDIR=...), on port 6006.
+LOGDIR ?= .trickflow/work/runs
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port 6006
 
 stop:
 	infra/stack.sh stop

@@ -40,7 +40,7 @@ def _kill_flow_run_once_it_checkpoints(work: Path, done_run: str, timeout: float
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for marker in (work / "runs").glob("*/train/checkpoints/checkpoint"):
+        for marker in (work / "runs").glob("*/train/checkpoints/ckpt-*.npz"):
             run_id = marker.parent.parent.parent.name
             if run_id == done_run:
                 continue

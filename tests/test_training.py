@@ -23,7 +23,7 @@ from components.train.loop import Progress, TrainData, fit_classifier
 pytestmark = pytest.mark.integration
 
 TINY = dict(
-    width=0.125,
+    model="darknet53-tiny",
     image_size=32,
     batch_size=8,
     epochs=2,
@@ -49,7 +49,7 @@ def test_smoke_training_logs_checkpoints_and_exports(ingested: Path, tmp_path: P
     assert len(lines) == 4 and all(LOG_LINE.match(line) for line in lines), lines
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and 0 <= history[-1]["top1"] <= 1
-    assert json.loads((tmp_path / "config.json").read_text())["width"] == 0.125
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == "darknet53-tiny"
     servable = tf.saved_model.load(summary["servable"])
     jpeg = next(iter(tf.data.TFRecordDataset(str(ingested / "validation-00000-of-00001"))))
     image = tf.io.parse_single_example(jpeg, {"image": tf.io.FixedLenFeature([], tf.string)})
@@ -57,6 +57,15 @@ def test_smoke_training_logs_checkpoints_and_exports(ingested: Path, tmp_path: P
     assert probabilities.shape == (2, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
     assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "done"
+    # TensorBoard curves: the logged losses and the evaluated epochs' top-1.
+    scalars = {}
+    for path in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                tag = f"{path.parent.name}/{value.tag}"
+                scalars.setdefault(tag, []).append(event.step)
+    assert scalars["train/loss"] == [2, 4, 6, 8] and scalars["validation/top1"] == [4, 8]
 
 
 def test_killed_run_resumes_at_the_same_step_lr_and_optimizer_state(
@@ -136,7 +145,7 @@ def test_two_workers_train_together_on_the_cpu(ingested: Path, tmp_path: Path) -
     """MultiWorkerMirroredStrategy from TF_CONFIG, two processes on 127.0.0.1: they take the
     same steps with the same (all-reduced) loss, and only the chief writes the results."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    settings = ["model=darknet53-tiny", "image_size=32", "batch_size=8", "epochs=1"]
+    settings = ["model=darknet53-tiny", "image_size=32", "batch_size=8", "epochs=1"]  # as TINY
     settings += ["warmup_steps=1", "log_every=2", "shuffle_buffer=64"]
     processes = []
     for index in range(2):
@@ -170,7 +179,7 @@ def test_a_diverging_run_stops_and_names_the_step(tmp_path: Path) -> None:
                 yield images[start : start + 8], labels[start : start + 8]
 
     data = TrainData(endless, lambda: iter([(images[:8], labels[:8])]), 8, 3)
-    config = TrainConfig(**{**TINY, "model": "darknet53-tiny", "base_lr": 1e9, "warmup_steps": 0})
+    config = TrainConfig(**{**TINY, "base_lr": 1e9, "warmup_steps": 0})
     with pytest.raises(FloatingPointError, match=r"at step \d+: lower base_lr"):
         fit_classifier(config, data, str(tmp_path))
 

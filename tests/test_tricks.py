@@ -64,7 +64,7 @@ def test_distillation_at_temperature_matches_by_hand() -> None:
 
 
 def test_no_decay_selects_biases_and_batchnorm_only() -> None:
-    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    model = create_model("darknet53-tiny", num_classes=10)
     skip = no_decay_variables(model)
     decay = decay_variables(model)
     assert len(skip) + len(decay) == len(model.trainable_variables)
@@ -74,7 +74,7 @@ def test_no_decay_selects_biases_and_batchnorm_only() -> None:
 
 
 def test_weight_decay_is_a_coupled_l2_on_kernels_only() -> None:
-    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    model = create_model("darknet53-tiny", num_classes=10)
     kernel, gamma = decay_variables(model)[0], model.get_layer("stem_bn").gamma
     with tf.GradientTape() as tape:
         loss = weight_decay_loss(decay_variables(model), 0.1)
@@ -87,7 +87,7 @@ def test_weight_decay_is_a_coupled_l2_on_kernels_only() -> None:
 
 
 def test_the_optimizer_itself_does_not_decay() -> None:
-    model = create_model("darknet53", num_classes=10, width=0.125, input_size=32)
+    model = create_model("darknet53-tiny", num_classes=10)
     optimizer = build_optimizer(TrainConfig(weight_decay=0.1), 0.5, "float32")
     optimizer.build(model.trainable_variables)
     kernel = decay_variables(model)[0]

@@ -4,7 +4,8 @@
 
 The TensorFlow side around the backend-agnostic loop: tf.data reads and decodes the shards on the
 CPU, tf.distribute spreads the step over this machine's GPUs (or the workers of `TF_CONFIG`),
-and the result is exported as a SavedModel that takes JPEG bytes.
+the curves go to TensorBoard event files in `<output>/tensorboard`, and the result is exported
+as a SavedModel that takes JPEG bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from components import dataset
 from components.train.config import TrainConfig
@@ -47,6 +49,29 @@ def tfrecord_data(config: TrainConfig, data_dir: str) -> TrainData:
     )
 
 
+class TensorBoardEvents:
+    """The loop's events as TensorBoard scalars under `folder`: train/ (loss, learning rate,
+    images per second at each logged step) and validation/ (top-1, top-5 at each evaluated
+    epoch), so `tensorboard --logdir` draws the curves while the run goes on."""
+
+    def __init__(self, folder: Path):
+        self.train = tf.summary.create_file_writer(str(folder / "train"))
+        self.validation = tf.summary.create_file_writer(str(folder / "validation"))
+
+    def __call__(self, event: dict) -> None:
+        if event["type"] == "log":
+            with self.train.as_default(step=event["step"]):
+                tf.summary.scalar("loss", event["loss"])
+                tf.summary.scalar("learning_rate", event["lr"])
+                tf.summary.scalar("images_per_second", event["images_per_second"])
+            self.train.flush()
+        elif event["type"] == "epoch" and "top1" in event:
+            with self.validation.as_default(step=event["step"]):
+                tf.summary.scalar("top1", event["top1"])
+                tf.summary.scalar("top5", event["top5"])
+            self.validation.flush()
+
+
 def run_training(
     config: TrainConfig,
     data_dir: str,
@@ -56,7 +81,13 @@ def run_training(
     """Trains (or resumes) into `output_dir`; returns the summary with the servable's path."""
     on_event = on_event or (lambda e: None)
     data = tfrecord_data(config, data_dir)
-    summary = fit_classifier(config, data, output_dir, on_event)
+    board = TensorBoardEvents(Path(output_dir) / "tensorboard")
+
+    def publish(event: dict) -> None:
+        board(event)
+        on_event(event)
+
+    summary = fit_classifier(config, data, output_dir, publish)
     if summary["chief"]:  # other workers of a cluster write nothing
         model = keras.saving.load_model(summary["model_file"], compile=False)
         labels = dataset.read_labels(data_dir)
