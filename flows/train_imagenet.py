@@ -52,9 +52,10 @@ class Overrides(BaseModel):
     )
     distill_from: str | None = Field(
         None,
-        pattern=r"^(champion|v?[0-9]+)?$",
-        description='"champion" to distill from the current champion of the same label set, or '
-        "a version number of the same registered model; empty: no teacher",
+        pattern=r"^(([A-Za-z0-9_.\-]+[@/])?(champion|v?[0-9]+))?$",
+        description='"champion" to distill from the current champion of this model (same label '
+        'set), or one of its version numbers; "NAME@champion" or "NAME/3" for another '
+        "registered model trained on the same labels; empty: no teacher",
     )
     resume_run: str | None = Field(
         None, description="flow run id of a killed run whose checkpoints this run continues"
@@ -202,10 +203,21 @@ def validate_task(data: str, output: str, beam_args: list[str]) -> dict:
     return report
 
 
+def teacher_reference(distill_from: str, model_name: str) -> tuple[str, str]:
+    """(registered model, "champion" or version) that `distill_from` names: "champion" and
+    "3" mean this run's model, "NAME@champion" and "NAME/3" another one."""
+    for separator in ("@", "/"):
+        name, found, reference = distill_from.rpartition(separator)
+        if found:
+            return name, reference
+    return model_name, distill_from
+
+
 # No retries: no champion, another label set or an old version do not change by asking again.
 @task(name="resolve-teacher")
-def teacher_task(data: str, model_name: str, reference: str, destination: str) -> dict:
+def teacher_task(data: str, model_name: str, distill_from: str, destination: str) -> dict:
     """Fetch the registered version to distill from; refuse one of another label set."""
+    model_name, reference = teacher_reference(distill_from, model_name)
     path, version = Registry().teacher_file(
         model_name, reference, label_fingerprint(data), destination
     )
@@ -344,7 +356,7 @@ def train_imagenet(
             except RegistryError as err:  # fails the run before any training
                 report["teacher"] = {"reference": overrides.distill_from, "error": str(err)}
                 raise
-            teacher_uri = f"models:/{model_name}/{teacher['version']}"
+            teacher_uri = f"models:/{teacher['model_name']}/{teacher['version']}"
             report["teacher"] = {k: teacher[k] for k in ("model_name", "version", "reference")}
         with _timed(report, "train"):
             # The teacher's registry version, not its local path, is part of what is trained:

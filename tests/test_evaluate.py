@@ -102,7 +102,7 @@ def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Pa
     from components.train import TrainConfig, run_training
 
     config = TrainConfig(
-        width=0.125,
+        model="darknet53-tiny",
         image_size=32,
         batch_size=8,
         epochs=1,
@@ -208,7 +208,7 @@ def test_a_registered_version_keeps_its_keras_file_for_teachers(
     from components.train.loop import load_teacher
 
     config = TrainConfig(
-        width=0.125,
+        model="darknet53-tiny",
         image_size=32,
         batch_size=8,
         epochs=1,
@@ -310,7 +310,12 @@ def test_two_overlapping_gates_leave_the_better_model_as_champion(
     from components.train import TrainConfig, run_training
 
     config = TrainConfig(
-        width=0.125, image_size=32, batch_size=8, epochs=1, warmup_steps=1, eval_every_epochs=0
+        model="darknet53-tiny",
+        image_size=32,
+        batch_size=8,
+        epochs=1,
+        warmup_steps=1,
+        eval_every_epochs=0,
     )
     servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
     metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))

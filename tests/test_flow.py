@@ -12,6 +12,7 @@ from flows.train_imagenet import (
     Overrides,
     default_model_name,
     resolve_config,
+    teacher_reference,
     train_dir,
     train_imagenet,
 )
@@ -122,8 +123,18 @@ def test_overrides_apply_on_top_of_the_preset() -> None:
     )
     assert Overrides(distill_from="").distill_from == ""  # the form's empty field: no teacher
     assert Overrides(distill_from="v3").distill_from == "v3"
+    assert Overrides(distill_from="resnet152d-imagenet@champion").distill_from
     with pytest.raises(ValueError, match="distill_from"):
         Overrides(distill_from="latest")
+    with pytest.raises(ValueError, match="distill_from"):
+        Overrides(distill_from="other@latest")
+    assert teacher_reference("champion", "mine") == ("mine", "champion")
+    assert teacher_reference("v3", "mine") == ("mine", "v3")
+    assert teacher_reference("resnet152d-imagenet@champion", "mine") == (
+        "resnet152d-imagenet",
+        "champion",
+    )
+    assert teacher_reference("resnet152d-imagenet/7", "mine") == ("resnet152d-imagenet", "7")
     with pytest.raises(ValueError, match="mixup_alpha"):
         Overrides(mixup_alpha=-0.1)
     dask = ["--runner=DaskRunner", "--dask_client_address=tcp://dask-scheduler:8786"]

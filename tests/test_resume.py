@@ -14,6 +14,7 @@ from components.train.loop import check_resumable, write_json_atomically
 
 def _folder_with_checkpoints(tmp_path: Path, config: TrainConfig) -> Path:
     (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-10.npz").write_bytes(b"")  # only its name is looked at
     (tmp_path / "config.json").write_text(config.model_dump_json())
     return tmp_path
 
