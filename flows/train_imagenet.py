@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from components import dataset
 from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.evaluate.registry import Registry, label_fingerprint
+from components.evaluate.tracking import TrainingCurves, start_training_run
 from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
 from components.train.loop import RESUMABLE_CHANGES
@@ -225,14 +227,56 @@ def teacher_task(data: str, model_name: str, distill_from: str, destination: str
     return {"model_name": model_name, "version": version, "reference": reference, "path": path}
 
 
+def source_version() -> str:
+    """The git commit of this checkout ("+changes" when the tree differs), or "unknown"."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}+changes" if dirty else commit
+
+
+def flat(prefix: str, value) -> dict:
+    """{"train": {"epochs": 3}} -> {"train.epochs": 3}: one MLflow parameter per setting."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    items = {}
+    for key, inner in value.items():
+        items.update(flat(f"{prefix}.{key}" if prefix else key, inner))
+    return items
+
+
 @task(name="train", retries=1, retry_delay_seconds=5)
-def train_task(data: str, output: str, config: TrainConfig) -> dict:
-    """Train the model; a retry resumes from the last checkpoint in the same folder."""
+def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> dict:
+    """Train the model; a retry resumes from the last checkpoint in the same folder.
+
+    `tracking` names the MLflow experiment, params and tags of the training's run, which is
+    created before the first step (or continued, after a kill) and draws the curves meanwhile.
+    """
     logger = get_run_logger()
     progress = artifacts.TrainingProgress()
+    registry = Registry()
+    run_id = start_training_run(
+        registry, tracking["experiment"], tracking["params"], tracking["tags"], Path(output)
+    )
+    logger.info("MLflow run %s in %s", run_id, registry.tracking_uri)
+    curves = TrainingCurves(registry, run_id)
 
     def on_event(event: dict) -> None:
         progress(event)
+        curves(event)
         if event["type"] == "log":
             logger.info(event["line"])
         elif event["type"] == "start":
@@ -249,7 +293,12 @@ def train_task(data: str, output: str, config: TrainConfig) -> dict:
                 "epoch %s: val top-1 %.4f, top-5 %.4f", event["epoch"], event["top1"], event["top5"]
             )
 
-    return run_training(config, data, output, on_event=on_event)
+    try:
+        trained = run_training(config, data, output, on_event=on_event)
+    except BaseException:
+        curves.finish("FAILED")  # a resumed attempt continues the same run
+        raise
+    return {**trained, "mlflow_run_id": run_id}
 
 
 @task(name="evaluate")
@@ -272,18 +321,12 @@ def register_task(
     model_name: str,
     config: PipelineConfig,
     tags: dict,
-    teacher: str | None = None,
+    run_id: str,
 ) -> dict:
-    """Compare with the champion on the same data; register as champion only if the gate passes."""
+    """Compare with the champion on the same data; register as champion only if the gate passes.
+    The decision lands on the training's MLflow run, which holds every setting already."""
     result = gate_and_register(
-        data,
-        servable,
-        output,
-        metrics,
-        model_name,
-        config.gate,
-        params={**config.train.model_dump(), "teacher": teacher},
-        tags=tags,
+        data, servable, output, metrics, model_name, config.gate, tags=tags, run_id=run_id
     )
     get_run_logger().info(
         "gate %s: %s", "passed" if result["gate"]["passed"] else "failed", result["gate"]["reason"]
@@ -373,7 +416,19 @@ def train_imagenet(
                     path = folder / f"teacher-v{teacher['version']}.keras"
                     os.replace(teacher["path"], path)
                     train_config = with_teacher(config.train, str(path))
-                trained = train_task(data, str(folder), train_config)
+                tracking = {
+                    "experiment": f"trickflow-{model_name}",
+                    "params": {
+                        **flat("", json.loads(config.model_dump_json())),
+                        "preset": preset,
+                        "data_dir": data_dir,
+                        "data_fingerprint": metadata["fingerprint"],
+                        "teacher": teacher_uri,
+                        "git_commit": source_version(),
+                    },
+                    "tags": {"flow_run_id": run_id, "preset": preset},
+                }
+                trained = train_task(data, str(folder), train_config, tracking)
         report["train"] = {
             "steps": trained["steps"],
             "resumed_from": trained["resumed_from"],
@@ -382,6 +437,7 @@ def train_imagenet(
             "folder": str(folder),
             "why": why,
             "teacher": teacher_uri,
+            "mlflow_run_id": trained["mlflow_run_id"],
         }
         with _timed(report, "evaluate"):
             metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
@@ -408,7 +464,7 @@ def train_imagenet(
                     model_name,
                     config,
                     tags,
-                    teacher_uri,
+                    trained["mlflow_run_id"],
                 )
             except RegistryError as err:  # no decision was possible: say so, register nothing
                 report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}

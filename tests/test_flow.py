@@ -36,6 +36,21 @@ def test_flow_runs_every_stage_and_writes_the_report(
     config = json.loads((work / "runs" / report["flow_run_id"] / "config.json").read_text())
     assert config["preset"] == "smoke" and config["train"]["max_steps"] == 6
 
+    # One MLflow run from the first step: settings, curves, then the gate and the version.
+    from components.evaluate.registry import Registry
+
+    registry = Registry()
+    run = registry.client.get_run(saved["train"]["mlflow_run_id"])
+    assert run.data.params["train.max_steps"] == "6" and run.data.params["git_commit"]
+    assert run.data.params["data_fingerprint"] == saved["ingest"]["fingerprint"]
+    losses = registry.client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == [2, 3]  # log_every=2, and the last step (24 // 8)
+    assert [m.step for m in registry.client.get_metric_history(run.info.run_id, "val_top1")]
+    assert run.data.metrics["top1"] == saved["evaluate"]["top1"]
+    assert run.data.tags["gate_passed"] == "True" and run.info.status == "FINISHED"
+    version = registry.client.get_model_version("darknet53-src", "1")
+    assert version.run_id == run.info.run_id
+
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

@@ -76,11 +76,13 @@ def gate_and_register(
     params: dict | None = None,
     tags: dict | None = None,
     tracking_uri: str | None = None,
+    run_id: str | None = None,
 ) -> dict:
     """Gates the evaluated servable against the champion; registers it only if the gate passes.
 
     Returns {"gate": {...}, "run_id", "model_name", "version" (None unless registered),
-    "tracking_uri"}; also written to OUT/registration.json.
+    "tracking_uri"}; also written to OUT/registration.json. With `run_id` (the training's MLflow
+    run), the evaluation and the decision are logged into that run instead of a new one.
     """
     registry = Registry(tracking_uri)
     labels_id = label_fingerprint(data_dir)
@@ -138,6 +140,7 @@ def gate_and_register(
         run_metrics,
         run_tags,
         [str(out / "evaluation.json")],
+        run_id=run_id,
     )
     version = champion_now = None
     if decision.passed:

@@ -186,15 +186,26 @@ class Registry:
         return None  # a tracking server decides
 
     def log_run(
-        self, experiment: str, params: dict, metrics: dict, tags: dict, files: list[str]
+        self,
+        experiment: str,
+        params: dict,
+        metrics: dict,
+        tags: dict,
+        files: list[str],
+        run_id: str | None = None,
     ) -> str:
-        """Records an evaluation (gate passed or not) as an MLflow run; returns its id."""
+        """Records an evaluation (gate passed or not) as an MLflow run, or into the training's
+        run `run_id` when there is one; returns the run's id."""
         try:
             if self.client.get_experiment_by_name(experiment) is None:
                 self.client.create_experiment(experiment, artifact_location=self._artifact_root())
             mlflow.set_experiment(experiment)
-            with mlflow.start_run(tags=tags) as run:
-                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            logged = self.client.get_run(run_id).data.params if run_id else {}
+            with mlflow.start_run(run_id=run_id, tags=None if run_id else tags) as run:
+                if run_id:
+                    mlflow.set_tags(tags)
+                new = {k: str(v)[:500] for k, v in params.items() if k not in logged}
+                mlflow.log_params(new)
                 mlflow.log_metrics(metrics)
                 for path in files:
                     mlflow.log_artifact(path)
