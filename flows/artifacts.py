@@ -47,18 +47,29 @@ def publish_ingest(metadata: dict, quarantine: list[dict]) -> None:
     )
 
 
+def _statistics_line(report: dict) -> str:
+    page = report.get("statistics_html")
+    if not page:
+        return ""
+    return (
+        f"\n\nStatistics of both splits side by side (TFDV's Facets page): "
+        f"[{page}](file://{page}); also in the training's MLflow run under `data/`."
+    )
+
+
 def publish_validation(report: dict) -> None:
     if report["anomalies"]:
         create_table_artifact(
             report["anomalies"],
             key="validation-anomalies",
-            description=f"{len(report['anomalies'])} anomalies: the run stops",
+            description=f"{len(report['anomalies'])} anomalies: the run stops"
+            + _statistics_line(report),
         )
     else:
         counts = ", ".join(f"{s}: {v['examples']} examples" for s, v in report["splits"].items())
         create_markdown_artifact(
             f"**No anomalies** against the reviewed schema ({counts}; "
-            f"label domain [0, {report['num_classes']})).",
+            f"label domain [0, {report['num_classes']}))." + _statistics_line(report),
             key="validation-anomalies",
         )
 
@@ -114,7 +125,13 @@ def publish_evaluation(metrics: dict, gate: dict) -> None:
         f"## Center-crop evaluation\n\ntop-1 **{metrics['top1']:.4f}**, "
         f"top-{metrics['top5_k']} **{metrics['top5']:.4f}** on {metrics['count']} images\n\n"
         f"### Gate {verdict}\n\n{gate['reason']}\n\n### Worst classes\n\n"
-        f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n",
+        f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n"
+        + (
+            f"\nPer-class accuracy and the worst classes' confusions: "
+            f"[{metrics['figure']}](file://{metrics['figure']}) (also in the MLflow run)\n"
+            if metrics.get("figure")
+            else ""
+        ),
         key="evaluation",
         description=f"top-1 {metrics['top1']:.4f}; gate {verdict.lower()}",
     )

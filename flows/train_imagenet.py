@@ -199,7 +199,10 @@ def validate_task(data: str, output: str, beam_args: list[str]) -> dict:
             on_stage=logger.info,
         )
     except ValidationFailed as err:
-        artifacts.publish_validation({"anomalies": err.anomalies})
+        page = Path(output) / "statistics.html"
+        artifacts.publish_validation(
+            {"anomalies": err.anomalies, "statistics_html": str(page) if page.exists() else None}
+        )
         raise
     artifacts.publish_validation(report)
     return report
@@ -269,7 +272,12 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
     progress = artifacts.TrainingProgress()
     registry = Registry()
     run_id = start_training_run(
-        registry, tracking["experiment"], tracking["params"], tracking["tags"], Path(output)
+        registry,
+        tracking["experiment"],
+        tracking["params"],
+        tracking["tags"],
+        Path(output),
+        tracking.get("files", []),
     )
     logger.info("MLflow run %s in %s", run_id, registry.tracking_uri)
     curves = TrainingCurves(registry, run_id)
@@ -384,11 +392,17 @@ def train_imagenet(
         }
         try:
             with _timed(report, "validate"):
-                validate_task(data, str(run_dir / "validation"), config.ingest.beam_args)
+                validation = validate_task(
+                    data, str(run_dir / "validation"), config.ingest.beam_args
+                )
         except ValidationFailed as err:
             report["validate"] = {"passed": False, "anomalies": err.anomalies}
             raise
-        report["validate"] = {"passed": True, "anomalies": []}
+        report["validate"] = {
+            "passed": True,
+            "anomalies": [],
+            "statistics_html": validation["statistics_html"],
+        }
         teacher = teacher_uri = None
         if overrides.distill_from:
             try:
@@ -427,6 +441,9 @@ def train_imagenet(
                         "git_commit": source_version(),
                     },
                     "tags": {"flow_run_id": run_id, "preset": preset},
+                    "files": [validation["statistics_html"]]
+                    if validation["statistics_html"]
+                    else [],
                 }
                 trained = train_task(data, str(folder), train_config, tracking)
         report["train"] = {

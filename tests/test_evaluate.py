@@ -34,6 +34,17 @@ def test_summarize_top1_top5_per_class_and_confusions() -> None:
     ]
 
 
+def test_the_evaluation_picture_handles_a_thousand_classes(tmp_path: Path) -> None:
+    from components.evaluate.figures import draw_evaluation
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 1000, 20_000)
+    predictions = np.where(rng.random(20_000) < 0.7, labels, rng.integers(0, 1000, 20_000))
+    names = [f"n{c:08d} class number {c}" for c in range(1000)]
+    path = draw_evaluation(labels, predictions, names, str(tmp_path / "e.png"))
+    assert Path(path).stat().st_size > 10_000
+
+
 def test_summarize_refuses_mismatched_labels() -> None:
     with pytest.raises(ValueError, match="labels.txt"):
         summarize(np.array([0]), np.ones((1, 3)) / 3, ["a", "b"])
@@ -125,6 +136,9 @@ def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Pa
         tags={"flow_run_id": "a"},
     )
     assert first["gate"]["passed"] and first["version"] == "1" and first["alias"] == "champion"
+    assert (tmp_path / "eval" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logged = {a.path for a in Registry().client.list_artifacts(first["run_id"])}
+    assert {"evaluation.json", "evaluation.png"} <= logged
 
     # Same model again: compared with the champion re-evaluated on the same data, so equal.
     second = gate_and_register(

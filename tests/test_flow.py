@@ -28,7 +28,9 @@ def test_flow_runs_every_stage_and_writes_the_report(
     saved = json.loads((work / "runs" / report["flow_run_id"] / "report.json").read_text())
     assert saved["ingest"]["records"] == {"train": 24, "validation": 9}
     assert saved["ingest"]["quarantined"] == 0
-    assert saved["validate"] == {"passed": True, "anomalies": []}
+    assert saved["validate"]["passed"] is True and saved["validate"]["anomalies"] == []
+    page = Path(saved["validate"]["statistics_html"])
+    assert page.exists() and "facets" in page.read_text().lower()
     assert 0 <= saved["evaluate"]["top1"] <= 1 and 0 <= saved["evaluate"]["top5"] <= 1
     assert saved["gate"]["passed"] is True and saved["gate"]["reason"]
     assert saved["registry"]["model_name"] == "darknet53-src"
@@ -48,6 +50,8 @@ def test_flow_runs_every_stage_and_writes_the_report(
     assert [m.step for m in registry.client.get_metric_history(run.info.run_id, "val_top1")]
     assert run.data.metrics["top1"] == saved["evaluate"]["top1"]
     assert run.data.tags["gate_passed"] == "True" and run.info.status == "FINISHED"
+    logged = [a.path for a in registry.client.list_artifacts(run.info.run_id, "data")]
+    assert logged == ["data/statistics.html"]
     version = registry.client.get_model_version("darknet53-src", "1")
     assert version.run_id == run.info.run_id
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.dataset import read_labels
-from components.evaluate.evaluation import evaluate_servable, load_servable
+from components.evaluate.evaluation import (
+    evaluate_servable,
+    load_servable,
+    predict_records,
+    summarize,
+)
+from components.evaluate.figures import draw_evaluation
 from components.evaluate.gate import GateConfig, GateDecision, decide
 from components.evaluate.registry import (
     CHAMPION,
@@ -47,9 +53,15 @@ def evaluate(
 ) -> dict:
     """Evaluates the servable; writes and returns evaluation.json's content."""
     names = read_labels(data_dir)
-    metrics = evaluate_servable(load_servable(servable_path), data_dir, names, on_batch=on_progress)
+    labels, probabilities = predict_records(
+        load_servable(servable_path), data_dir, on_batch=on_progress
+    )
+    metrics = summarize(labels, probabilities, names)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    metrics["figure"] = draw_evaluation(
+        labels, probabilities.argmax(axis=1), names, str(out / "evaluation.png")
+    )
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -139,7 +151,7 @@ def gate_and_register(
         params or {},
         run_metrics,
         run_tags,
-        [str(out / "evaluation.json")],
+        [str(p) for p in (out / "evaluation.json", out / "evaluation.png") if p.exists()],
         run_id=run_id,
     )
     version = champion_now = None

@@ -24,10 +24,16 @@ RUN_ID_FILE = "mlflow_run_id"
 
 
 def start_training_run(
-    registry: Registry, experiment: str, params: dict, tags: dict, folder: Path
+    registry: Registry,
+    experiment: str,
+    params: dict,
+    tags: dict,
+    folder: Path,
+    files: list[str] = (),
 ) -> str:
     """The MLflow run of the training in `folder`: the one a killed attempt started, or a new one
-    holding `params` and `tags`. Registry faults raise RegistryError."""
+    holding `params`, `tags` and `files` (e.g. the data's statistics page, under `data/`).
+    Registry faults raise RegistryError."""
     marker = folder / RUN_ID_FILE
     if marker.exists():
         run_id = marker.read_text().strip()
@@ -49,6 +55,8 @@ def start_training_run(
         registry.client.log_batch(
             run.info.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()]
         )
+        for path in files:
+            registry.client.log_artifact(run.info.run_id, path, artifact_path="data")
     except Exception as err:  # noqa: BLE001 - every failure is a fault
         raise registry._fault(f"starting the training run in {experiment!r}", err) from err
     folder.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,25 @@ def statistics_beam_args(beam_args: list[str], on_stage: Callable[[str], None]) 
     return resolve_beam_args(beam_args, 1)
 
 
+def write_statistics_page(statistics: dict, path: Path) -> str | None:
+    """TFDV's statistics page (Facets Overview) of the splits, train and validation side by side
+    so that skew between them shows: per feature its distribution, missing values, and the
+    image sizes and labels. The page loads Facets from the web when opened."""
+    from tensorflow_data_validation.utils.display_util import get_statistics_html
+
+    if not statistics:
+        return None
+    names = list(statistics)
+    html = get_statistics_html(
+        statistics[names[0]],
+        statistics[names[1]] if len(names) > 1 else None,
+        lhs_name=names[0],
+        rhs_name=names[1] if len(names) > 1 else "rhs_statistics",
+    )
+    path.write_text(html)
+    return str(path)
+
+
 def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info) -> dict:
     """Computes statistics per split and checks them; returns the result or raises."""
     import tensorflow_data_validation as tfdv
@@ -108,6 +127,7 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
     beam_args = statistics_beam_args(config.beam_args, on_stage)
     anomalies: list[dict] = []
     summary = {}
+    statistics = {}
     for split in SPLITS:
         expected = int(metadata["records"][split])
         if expected == 0:
@@ -127,6 +147,7 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
             stats_options=options,
             pipeline_options=PipelineOptions(beam_args),
         )
+        statistics[split] = stats
         counted = int(stats.datasets[0].num_examples)
         summary[split] = {"examples": counted, "expected": expected}
         if counted != expected:
@@ -155,6 +176,7 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
         "anomalies": anomalies,
         "num_classes": num_classes,
         "splits": summary,
+        "statistics_html": write_statistics_page(statistics, out / "statistics.html"),
     }
     (out / "anomalies.json").write_text(json.dumps(report, indent=2))
     if anomalies:
