@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -104,11 +106,15 @@ class TrainingProgress:
                     "val_top5": round(event["top5"], 4) if "top5" in event else None,
                 }
             )
-            create_table_artifact(
-                self.history,
-                key="training-history",
-                description=f"epoch {event['epoch']} of {event['epochs']}",
-            )
+            # A handful of versions per run: every fifth of the epochs and the last one, so the
+            # run's graph in the UI is not flooded with one marker per epoch.
+            every = max(1, math.ceil(event["epochs"] / 5))
+            if event["epoch"] % every == 0 or event["epoch"] == event["epochs"]:
+                create_table_artifact(
+                    self.history,
+                    key="training-history",
+                    description=f"epoch {event['epoch']} of {event['epochs']}",
+                )
         elif kind == "done":
             update_progress_artifact(self.artifact_id, 100.0, description="training finished")
 
@@ -156,3 +162,98 @@ def publish_registration(result: dict, ui_url: str | None) -> None:
             f"Registered **{name} v{version}** as `@champion` in `{result['tracking_uri']}`",
             key="registered-model",
         )
+
+
+def _link(label: str, url: str | None) -> str:
+    return f"[{label}]({url})" if url else label
+
+
+def publish_summary(report: dict, mlflow_ui: str | None) -> None:
+    """One flow-level artifact: each stage's outcome and time, the result, and where to look."""
+    seconds = report.get("seconds", {})
+    failed = report.get("failed") or {}
+    rows = []
+    for stage, outcome in stage_outcomes(report):
+        time = f"{seconds[stage]:.1f} s" if stage in seconds else ""
+        rows.append(f"| {stage} | {outcome} | {time} |")
+    registry = report.get("registry") or {}
+    name, version = registry.get("model_name"), registry.get("version")
+    train = report.get("train") or {}
+    lines = [
+        f"## {'FAILED at ' + failed['stage'] if failed else 'Completed'}",
+        "",
+        f"**{failed['reason']}**" if failed else "",
+        f"\nWhat to do: {failed['hint']}" if failed.get("hint") else "",
+        "",
+        "| stage | outcome | time |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+    ui = mlflow_ui.rstrip("/") if mlflow_ui else None
+    if train.get("mlflow_run_id"):
+        experiment = train.get("mlflow_experiment_id", "0")
+        run_url = f"{ui}/#/experiments/{experiment}/runs/{train['mlflow_run_id']}" if ui else None
+        lines.append(f"- MLflow run (curves, settings): {_link(train['mlflow_run_id'], run_url)}")
+    if version:
+        model_url = f"{ui}/#/models/{name}/versions/{version}" if ui else None
+        lines.append(f"- Registered model: {_link(f'{name} v{version}', model_url)}")
+    page = (report.get("validate") or {}).get("statistics_html")
+    if page:
+        lines.append(f"- Data statistics: [{page}](file://{page})")
+    lines.append(f"- Report: `{report.get('report_path', 'report.json')}`")
+    create_markdown_artifact(
+        "\n".join(lines),
+        key="run-summary",
+        description=failed.get("reason", "") or summary_line(report),
+    )
+
+
+def stage_outcomes(report: dict) -> list[tuple[str, str]]:
+    """(stage, one-line outcome) for each stage the run reached."""
+    out = []
+    ingest = report.get("ingest")
+    if ingest:
+        records = ingest["records"]
+        out.append(
+            (
+                "ingest",
+                f"{records['train']:,} train / {records['validation']:,} validation records, "
+                f"{ingest['quarantined']} quarantined" + (" (reused)" if ingest["reused"] else ""),
+            )
+        )
+    validate = report.get("validate")
+    if validate:
+        found = len(validate["anomalies"])
+        out.append(("validate", "no anomalies" if validate["passed"] else f"{found} anomalies"))
+    train = report.get("train")
+    if train:
+        out.append(
+            (
+                "train",
+                f"{train['steps']} steps ({train['precision']})"
+                + (f", resumed from {train['resumed_from']}" if train["resumed_from"] else ""),
+            )
+        )
+    evaluation = report.get("evaluate")
+    if evaluation:
+        out.append(("evaluate", f"top-1 {evaluation['top1']:.4f}, top-5 {evaluation['top5']:.4f}"))
+    gate = report.get("gate")
+    if gate:
+        out.append(
+            ("gate_and_register", f"{'passed' if gate['passed'] else 'refused'}: {gate['reason']}")
+        )
+    failed = report.get("failed")
+    if failed and failed["stage"] not in {stage for stage, _ in out}:
+        out.append((failed["stage"], f"failed: {failed['reason']}"))
+    return out
+
+
+def summary_line(report: dict) -> str:
+    evaluation, gate = report.get("evaluate"), report.get("gate")
+    if not evaluation or not gate:
+        return "incomplete"
+    version = (report.get("registry") or {}).get("version")
+    return f"top-1 {evaluation['top1']:.4f}; gate {'passed' if gate['passed'] else 'refused'}" + (
+        f"; registered v{version}" if version else ""
+    )

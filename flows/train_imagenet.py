@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset
 from components.evaluate import RegistryError, evaluate, gate_and_register
-from components.evaluate.registry import Registry, label_fingerprint
+from components.evaluate.registry import Registry, default_tracking_uri, label_fingerprint
 from components.evaluate.tracking import TrainingCurves, start_training_run
 from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
@@ -158,12 +158,47 @@ def _dataset_dir(work_dir: Path, data_dir: str) -> Path:
     return work_dir / "datasets" / f"{Path(data_dir.rstrip('/')).name or 'data'}-{source_id}"
 
 
+HINTS = {
+    "data_dir": "pass the folder that holds train/ and val/ (or the ILSVRC or Kaggle tree), "
+    "as the worker sees it",
+    "ingest": "the error names the file or folder; quarantine.jsonl lists rejected images",
+    "validate": "the anomaly table says which feature breaks the reviewed schema "
+    "(schemas/image_examples.pbtxt): fix the data, or review the schema if the data is right",
+    "teacher": "distill from a version trained on the same labels, or leave distill_from empty",
+    "train": "run the same deployment again to resume from the last checkpoint once the cause "
+    "is fixed",
+    "evaluate": "the servable could not be evaluated; the error names the file",
+    "gate_and_register": "check that the MLflow registry named in the error answers, then run "
+    "again: training resumes from its finished checkpoints",
+}
+
+
+def reason(err: Exception) -> str:
+    """One line saying why: the anomalies in brief, or the error's first line."""
+    anomalies = getattr(err, "anomalies", None)
+    if anomalies:
+        listed = "; ".join(f"{a['split']} {a['feature']}: {a['problem']}" for a in anomalies[:5])
+        more = f"; and {len(anomalies) - 5} more" if len(anomalies) > 5 else ""
+        return f"{type(err).__name__}: {len(anomalies)} data anomalies: {listed}{more}"
+    return f"{type(err).__name__}: {err}".splitlines()[0][:1000]
+
+
+class StageFailed(RuntimeError):
+    """A run's failure, naming the stage: what Prefect shows as the run's final message."""
+
+
 @contextmanager
 def _timed(report: dict, stage: str):
-    """Records the stage's wall time in report["seconds"], also when it fails."""
+    """Records the stage's wall time in report["seconds"] and, when it fails, the stage, the
+    reason and what to do in report["failed"]."""
     start = time.perf_counter()
     try:
         yield
+    except Exception as err:
+        report.setdefault("failed", None)
+        if report["failed"] is None:
+            report["failed"] = {"stage": stage, "reason": reason(err), "hint": HINTS.get(stage, "")}
+        raise
     finally:
         report["seconds"][stage] = round(time.perf_counter() - start, 1)
 
@@ -306,7 +341,15 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
     except BaseException:
         curves.finish("FAILED")  # a resumed attempt continues the same run
         raise
-    return {**trained, "mlflow_run_id": run_id}
+    experiment_id = registry.client.get_run(run_id).info.experiment_id
+    return {**trained, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}
+
+
+def mlflow_ui(tracking_uri: str) -> str | None:
+    """The MLflow UI to link to: TRICKFLOW_MLFLOW_UI, or the tracking server itself."""
+    return os.environ.get("TRICKFLOW_MLFLOW_UI") or (
+        tracking_uri if tracking_uri.startswith("http") else None
+    )
 
 
 @task(name="evaluate")
@@ -340,9 +383,7 @@ def register_task(
         "gate %s: %s", "passed" if result["gate"]["passed"] else "failed", result["gate"]["reason"]
     )
     artifacts.publish_evaluation(metrics, result["gate"])
-    uri = result["tracking_uri"]
-    ui = os.environ.get("TRICKFLOW_MLFLOW_UI") or (uri if uri.startswith("http") else None)
-    artifacts.publish_registration(result, ui)
+    artifacts.publish_registration(result, mlflow_ui(result["tracking_uri"]))
     return result
 
 
@@ -356,8 +397,6 @@ def train_imagenet(
     """Ingest, validate, train, evaluate and (if the gate passes) register an image classifier."""
     config = resolve_config(preset, overrides)
     data_dir = data_dir if "://" in data_dir else os.path.abspath(data_dir)
-    if "://" not in data_dir and not Path(data_dir).is_dir():
-        raise ValueError(f"data_dir {data_dir} is not a folder")
     work = Path(work_dir).resolve()
     run_id = str(flow_run.id or "local")
     run_dir = work / "runs" / run_id
@@ -378,8 +417,13 @@ def train_imagenet(
         "gate": None,
         "registry": {"model_name": model_name, "version": None},
         "seconds": {},
+        "failed": None,
+        "report_path": str(run_dir / "report.json"),
     }
     try:
+        with _timed(report, "data_dir"):
+            if "://" not in data_dir and not Path(data_dir).is_dir():
+                raise ValueError(f"data_dir {data_dir} is not a folder")
         data = str(_dataset_dir(work, data_dir))
         with _timed(report, "ingest"):
             metadata = ingest_task(data_dir, data, config)
@@ -455,6 +499,7 @@ def train_imagenet(
             "why": why,
             "teacher": teacher_uri,
             "mlflow_run_id": trained["mlflow_run_id"],
+            "mlflow_experiment_id": trained["mlflow_experiment_id"],
         }
         with _timed(report, "evaluate"):
             metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
@@ -495,8 +540,16 @@ def train_imagenet(
             "run_id": result["run_id"],
             "tracking_uri": result["tracking_uri"],
         }
+    except Exception as err:
+        failed = report["failed"] or {"stage": "flow", "reason": str(err), "hint": ""}
+        report["failed"] = failed
+        message = f"{failed['stage']} failed: {failed['reason']}"
+        hint = f" (what to do: {failed['hint']})" if failed["hint"] else ""
+        raise StageFailed(message + hint) from err
     finally:
         (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        ui = mlflow_ui((report.get("registry") or {}).get("tracking_uri") or default_tracking_uri())
+        artifacts.publish_summary(report, ui)
     print(
         f"top-1 {report['evaluate']['top1']:.4f}; gate "
         f"{'passed' if report['gate']['passed'] else 'failed'}: {report['gate']['reason']}; "

@@ -10,6 +10,7 @@ import pytest
 from flows.presets import PRESETS, preset
 from flows.train_imagenet import (
     Overrides,
+    StageFailed,
     default_model_name,
     resolve_config,
     teacher_reference,
@@ -67,6 +68,7 @@ def test_flow_runs_every_stage_and_writes_the_report(
         "training-history",
         "evaluation",
         "registered-model",
+        "run-summary",
     } <= keys
 
 
@@ -75,17 +77,16 @@ def test_flow_distills_from_the_champion_of_the_same_label_set(
 ) -> None:
     """No champion yet: refused before training. Then a plain run, then one that distills from
     the champion it registered: the training's saved config names a teacher file that exists."""
-    from components.evaluate import RegistryError
-
     work = tmp_path / "work"
     distill = Overrides(distill_from="champion")
-    with pytest.raises(RegistryError, match="has no champion"):
+    with pytest.raises(StageFailed, match="teacher failed: RegistryError: .*has no champion"):
         train_imagenet(
             data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=distill
         )
     (refused,) = (work / "runs").glob("*/report.json")
     report = json.loads(refused.read_text())
     assert "no champion" in report["teacher"]["error"] and report["train"] is None
+    assert report["failed"]["stage"] == "teacher" and report["failed"]["hint"]
 
     first = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
     assert first["registry"]["version"] == "1" and first["teacher"] is None
@@ -119,15 +120,25 @@ def test_flow_stops_on_anomalies_and_still_reports(
     next(f for f in bad.feature if f.name == "height").int_domain.min = 1000  # all images fail
     monkeypatch.setattr("components.validate.reviewed_schema", lambda: bad)
     work = tmp_path / "work"
-    from components.validate import ValidationFailed
-
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(StageFailed, match=r"validate failed: ValidationFailed: .*height"):
         train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
     (report_path,) = (work / "runs").glob("*/report.json")
     report = json.loads(report_path.read_text())
     assert report["validate"]["passed"] is False
     assert any(a["feature"] == "height" for a in report["validate"]["anomalies"])
     assert report["train"] is None and report["registry"]["version"] is None
+    assert report["failed"]["stage"] == "validate" and "schema" in report["failed"]["hint"]
+
+
+def test_a_missing_data_folder_fails_naming_the_stage_and_still_reports(
+    prefect_server, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    with pytest.raises(StageFailed, match="data_dir failed: ValueError: data_dir .* is not a"):
+        train_imagenet(data_dir=str(tmp_path / "nowhere"), work_dir=str(work), preset="smoke")
+    (report_path,) = (work / "runs").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["failed"]["stage"] == "data_dir" and report["ingest"] is None
 
 
 def test_overrides_apply_on_top_of_the_preset() -> None:
