@@ -14,7 +14,7 @@ GPU_WHEELS := keras namex optree pydantic pydantic-core annotated-types typing-i
 PIP := $(shell $(PYTHON) -m pip --version >/dev/null 2>&1 && echo "$(PYTHON) -m pip" || echo "$(UV) tool run pip")
 PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64
 
-.PHONY: setup test test-all demo stop status lint bench clean tensorboard gpu-check-cpu gpu-wheels gpu-data
+.PHONY: setup test test-all demo run stop status lint bench clean tensorboard gpu-check-cpu gpu-wheels gpu-data
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -33,6 +33,15 @@ test-unit: setup
 
 demo: setup
 	infra/demo.sh
+
+# The pipeline on your data through the local stack, followed like the demo:
+#   make run DATA=/their/images WORK=/their/work [PRESET=imagenet-resnet50d] [DEPLOYMENT=train-imagenet/imagenet]
+DEPLOYMENT ?= train-imagenet/demo
+run: setup
+	@test -n "$(DATA)" -a -n "$(WORK)" || { echo "usage: make run DATA=/images WORK=/work [PRESET=...]"; exit 2; }
+	infra/stack.sh start
+	infra/stack.sh deploy >/dev/null
+	$(VENV)/bin/python -m flows.follow $(DEPLOYMENT) -p data_dir=$(DATA) -p work_dir=$(WORK) $(if $(PRESET),-p preset=$(PRESET))
 
 # Training curves of every run under the demo's work folder (or LOGDIR=...), on port 6006.
 LOGDIR ?= .trickflow/work/runs

@@ -1,5 +1,6 @@
 """The user's way, end to end: a real Prefect server, worker and MLflow server from infra/stack.sh,
-`prefect deployment run train-imagenet/demo`, and a registered champion. Separate homes and free
+`python -m flows.follow train-imagenet/demo` (and `prefect deployment run`), a registered
+champion, a run that fails and says why, and a killed run resumed. Separate homes and free
 ports, so a stack the user has running is never touched."""
 
 from __future__ import annotations
@@ -78,24 +79,14 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         run([stack, "start"], env, 300)
         run([stack, "deploy"], env, 180)
         work = tmp_path / "work"
-        result = run(
-            [
-                str(REPO / ".venv" / "bin" / "prefect"),
-                "deployment",
-                "run",
-                "train-imagenet/demo",
-                "-p",
-                "preset=smoke",
-                "-p",
-                f"data_dir={class_folders}",
-                "-p",
-                f"work_dir={work}",
-                "--watch",
-            ],
-            env,
-            600,
-        )
-        assert "Completed" in result.stdout
+        python = str(REPO / ".venv" / "bin" / "python")
+        follow = [python, "-m", "flows.follow", "train-imagenet/demo", "-p", f"work_dir={work}"]
+        result = run([*follow, "-p", "preset=smoke", "-p", f"data_dir={class_folders}"], env, 600)
+        # What a person reads: the work's own lines and the summary, no raw event stream.
+        assert "Steps:2, LR:" in result.stdout and "flow run ended: Completed" in result.stdout
+        assert "gate_and_register passed" in " ".join(result.stdout.split())
+        assert "registered: darknet53-src v1 (@champion)" in result.stdout
+        assert "prefect.task-run" not in result.stdout and "prefect.flow-run" not in result.stdout
         (report_path,) = (work / "runs").glob("*/report.json")
         report = json.loads(report_path.read_text())
         assert report["registry"]["version"] == "1" and report["gate"]["passed"]
@@ -107,6 +98,16 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         champion = client.get_model_version_by_alias(report["registry"]["model_name"], "champion")
         assert str(champion.version) == "1"
         assert champion.tags["flow_run_id"] == report["flow_run_id"]
+
+        # A run that cannot start its work says where and why, and still writes its report.
+        failed = subprocess.run(
+            [*follow, "-p", f"data_dir={tmp_path / 'nowhere'}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert failed.returncode == 2, failed.stdout[-3000:] + failed.stderr[-3000:]
+        assert "FAILED at data_dir: ValueError: data_dir" in failed.stdout
+        assert "what to do:" in failed.stdout
+        assert len(list((work / "runs").glob("*/report.json"))) == 2
 
         # A flow run SIGKILLed during training; the same deployment run again resumes it.
         params = [
@@ -120,10 +121,11 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         result = run([prefect, "deployment", "run", "train-imagenet/demo", *params, "--watch"],
                      env, 600)  # fmt: skip
         assert "Completed" in result.stdout
+        reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
         resumed = [
-            json.loads(p.read_text())
-            for p in (work / "runs").glob("*/report.json")
-            if p.parent.name not in (report_path.parent.name, killed)
+            r
+            for r in reports
+            if r["flow_run_id"] not in (report_path.parent.name, killed) and not r["failed"]
         ]
         assert len(resumed) == 1, resumed
         train = resumed[0]["train"]

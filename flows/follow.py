@@ -1,0 +1,138 @@
+"""Run a deployment and follow it as a person would read it, then say how it ended.
+
+    python -m flows.follow train-imagenet/demo -p data_dir=/their/data -p work_dir=/their/work \
+        [-p preset=imagenet-resnet50d] [-p 'overrides={"epochs": 3}']
+
+Starts the flow run, prints its log lines as they come (each stage as it starts and ends with
+its key figure, training a line at a time; none of Prefect's raw event stream), and ends with the
+run's summary from report.json: each stage's outcome and time, top-1, the gate's decision, the
+registered version and where to look. On failure: the stage, the reason and what to do.
+
+Exit status: 0 the run completed and the gate passed; 1 a check said no (anomalies in the data,
+the gate refused the model); 2 anything else failed (a missing folder, a crash, a registry that
+does not answer, a run that was cancelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from prefect import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort
+from prefect.deployments import run_deployment
+
+from flows.artifacts import stage_outcomes
+
+# Lines the engine writes about itself, not about the work.
+NOISE = ("Finished in state", "Created task run", "Executing '", "Beginning flow run", "Running")
+CHECKS = {"validate"}  # a failure here is the data failing a check (exit 1), not a breakage
+
+
+def parameters(items: list[str]) -> dict:
+    """-p key=value pairs; values are JSON where they parse as JSON (numbers, objects)."""
+    found = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"-p {item!r}: expected key=value")
+        try:
+            found[key] = json.loads(value)
+        except json.JSONDecodeError:
+            found[key] = value
+    return found
+
+
+def follow(flow_run_id, out=print, poll: float = 1.0):
+    """Prints the run's log lines until it ends; returns its final state."""
+    seen = 0
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            logs = client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC, offset=seen)
+            for record in logs:
+                message = record.message.strip()
+                if record.level >= 20 and not message.startswith(NOISE):
+                    stamp = record.timestamp.astimezone().strftime("%H:%M:%S")
+                    out(f"{stamp}  {message.splitlines()[0]}")
+            seen += len(logs)
+            if run.state and run.state.is_final() and not logs:
+                return run.state
+            time.sleep(poll)
+
+
+def summary(report: dict) -> list[str]:
+    """The lines that end the output: stages, outcome, and where to look."""
+    lines = ["", "stage               outcome"]
+    for stage, outcome in stage_outcomes(report):
+        seconds = report.get("seconds", {}).get(stage)
+        timing = f" ({seconds:.1f} s)" if seconds is not None else ""
+        lines.append(f"  {stage:18s}{outcome}{timing}")
+    failed = report.get("failed")
+    if failed:
+        lines += ["", f"FAILED at {failed['stage']}: {failed['reason']}"]
+        if failed.get("hint"):
+            lines.append(f"what to do: {failed['hint']}")
+        anomalies = (report.get("validate") or {}).get("anomalies") or []
+        for row in anomalies[:20]:
+            lines.append(f"  {row['split']:10s} {row['feature']:12s} {row['problem']}")
+    registry = report.get("registry") or {}
+    if registry.get("version"):
+        lines.append(f"registered: {registry['model_name']} v{registry['version']} (@champion)")
+    page = (report.get("validate") or {}).get("statistics_html")
+    if page:
+        lines.append(f"statistics: {page}")
+    train = report.get("train") or {}
+    if train.get("folder"):
+        lines.append(f"curves:     make tensorboard LOGDIR={train['folder']}/tensorboard")
+    lines.append(f"report:     {report['report_path']}")
+    return lines
+
+
+def exit_status(state_ok: bool, report: dict | None) -> int:
+    if report is None:
+        return 2
+    failed = report.get("failed")
+    if failed:
+        return 1 if failed["stage"] in CHECKS else 2
+    if not state_ok:
+        return 2
+    return 0 if (report.get("gate") or {}).get("passed") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.follow",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. train-imagenet/demo")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    params = parameters(args.param)
+    if "work_dir" not in params:
+        parser.error("-p work_dir=... is required (report.json is read from there)")
+    try:
+        flow_run = run_deployment(args.deployment, parameters=params, timeout=0)
+    except Exception as err:  # noqa: BLE001 - one clear line for a missing deployment or server
+        print(f"error: could not start {args.deployment}: {err}", file=sys.stderr)
+        return 2
+    print(f"flow run {flow_run.name} ({flow_run.id}) of {args.deployment}", flush=True)
+    state = follow(flow_run.id, out=lambda line: print(line, flush=True))
+    path = Path(params["work_dir"]).resolve() / "runs" / str(flow_run.id) / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else None
+    print(f"\nflow run ended: {state.name}" + (f" ({state.message})" if state.message else ""))
+    if report is None:
+        print(f"no report at {path}: the run ended before it could write one", file=sys.stderr)
+    else:
+        print("\n".join(summary(report)))
+    return exit_status(state.is_completed(), report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
