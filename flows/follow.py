@@ -29,7 +29,18 @@ from prefect.deployments import run_deployment
 from flows.artifacts import stage_outcomes
 
 # Lines the engine writes about itself, not about the work.
-NOISE = ("Finished in state", "Created task run", "Executing '", "Beginning flow run", "Running")
+NOISE = (
+    "Finished in state",
+    "Created task run",
+    "Executing '",
+    "Executing deployment step",
+    "Deployment step",
+    "All deployment steps",
+    "Beginning flow run",
+    "Running",
+    "Worker '",
+    "Flow run '",
+)
 CHECKS = {"validate"}  # a failure here is the data failing a check (exit 1), not a breakage
 
 

@@ -378,7 +378,7 @@ def test_command_line_exits_non_zero_on_a_registry_fault(tmp_path: Path, capsys)
     ):
         code = cli.main(["--data", "d", "--servable", "s", "--output", "o", "--model-name", "m"])
     err = capsys.readouterr().err
-    assert code == 1 and "nothing was registered" in err and "registry: " in err
+    assert code == 2 and "nothing was registered" in err and "registry: " in err
 
 
 def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_path: Path) -> None:

@@ -205,3 +205,30 @@ def test_float16_runs_whose_updates_are_all_skipped_stop() -> None:
         progress.on_train_batch_end(3, {"loss": np.array([1.0])})
     Optimizer.iterations.assign(6)  # one update went through: no error
     progress.on_train_batch_end(7, {"loss": np.array([1.0])})
+
+
+def test_the_log_window_spans_epochs_in_loss_and_time() -> None:
+    """Each log line averages the loss over the steps since the previous line, also when they
+    cross an epoch (a new fit() call, whose running loss starts again)."""
+    import io
+
+    class Optimizer:
+        iterations = keras.Variable(0, dtype="int64")
+
+    class Model:
+        optimizer = Optimizer()
+
+    events = []
+    config = TrainConfig(log_every=4, checkpoint_every=1000)
+    progress = Progress(config, 3, 12, lambda s: 0.1, None, io.StringIO(), events.append, False)
+    progress.set_model(Model())
+    losses = iter([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0])
+    for epoch_start in (0, 3, 6):
+        progress.start(epoch_start)
+        total = 0.0
+        for batch in range(3 if epoch_start < 6 else 2):
+            total += next(losses)
+            progress.on_train_batch_end(batch, {"loss": np.array([total / (batch + 1)])})
+    assert [e["step"] for e in events] == [4, 8]
+    assert events[0]["loss"] == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert events[1]["loss"] == pytest.approx((6 + 8 + 10 + 12) / 4)

@@ -1,40 +1,39 @@
-"""Command line: evaluate a servable, gate it against the champion, register it if it passes."""
+"""Command line: evaluate a servable, gate it against the champion, register it if it passes.
+
+    python -m components.evaluate --data DATA --servable RUN/servable --output EVAL \
+        [--model-name NAME] [--set min_top1=0.5] [--set max_regression=0.005]
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from components import cli
 from components.evaluate import GateConfig, RegistryError, evaluate, gate_and_register
 from components.evaluate.registry import default_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__)
+    parser = cli.parser(
+        "python -m components.evaluate",
+        "Evaluate a servable on the center-crop validation set; with --model-name, gate it "
+        "against the champion and register it if it passes (the settings are the gate's).",
+        GateConfig,
+    )
     parser.add_argument("--data", required=True, help="output folder of components.ingest")
     parser.add_argument("--servable", required=True, help="servable folder of components.train")
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", required=True, help="evaluation.json and evaluation.png")
     parser.add_argument("--model-name", help="register under this name if the gate passes")
-    parser.add_argument("--min-top1", type=float, default=0.0)
-    parser.add_argument("--max-regression", type=float, default=0.005)
-    parser.add_argument(
-        "--max-drop-from-best",
-        type=float,
-        default=0.01,
-        help="how far below the best top-1 ever registered on the same validation data",
-    )
-    parser.add_argument("--allow-label-change", action="store_true")
     args = parser.parse_args(argv)
-    metrics = evaluate(args.data, args.servable, args.output)
-    print(json.dumps({k: metrics[k] for k in ("top1", "top5", "count")}))
-    if args.model_name:
-        gate = GateConfig(
-            min_top1=args.min_top1,
-            max_regression=args.max_regression,
-            max_drop_from_best=args.max_drop_from_best,
-            allow_label_change=args.allow_label_change,
-        )
+
+    def body() -> int:
+        gate = cli.load_config(GateConfig, args)
+        cli.where(f"{args.data} and {args.servable}", args.output)
+        metrics = evaluate(args.data, args.servable, args.output)
+        print(json.dumps({k: metrics[k] for k in ("top1", "top5", "count")}))
+        if not args.model_name:
+            return cli.OK
         print(f"registry: {default_tracking_uri()}", file=sys.stderr)
         try:
             result = gate_and_register(
@@ -44,15 +43,15 @@ def main(argv: list[str] | None = None) -> int:
             done = (
                 "nothing was registered"
                 if err.version is None
-                else (
-                    f"registered as version {err.version}, but the champion alias was not settled"
-                )
+                else f"registered as version {err.version}, but the champion alias was not settled"
             )
-            print(f"error: {err}; {done}", file=sys.stderr)
-            return 1
+            raise RuntimeError(f"{err}; {done}") from err
         print(json.dumps(result))
-        return 0 if result["gate"]["passed"] else 3
-    return 0
+        if not result["gate"]["passed"]:
+            raise cli.CheckFailed(f"the gate refused the model: {result['gate']['reason']}")
+        return cli.OK
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

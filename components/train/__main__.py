@@ -1,38 +1,24 @@
-"""Command line: python -m components.train --data DATA_DIR --output OUT_DIR [--config FILE]."""
+"""Command line: python -m components.train --data DATA --output OUT [--config F] [--set k=v]."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-from components.train import TrainConfig, run_training
+from components import cli
+from components.train.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m components.train", description="Train a classifier on ingested TFRecords."
+    parser = cli.parser(
+        "python -m components.train",
+        "Train a classifier on ingested TFRecords, e.g. --set model=resnet50d --set epochs=3. "
+        "A folder with checkpoints of the same settings resumes.",
+        TrainConfig,
     )
     parser.add_argument("--data", required=True, help="output folder of components.ingest")
     parser.add_argument("--output", required=True, help="checkpoints, logs and the servable")
-    parser.add_argument("--config", help="JSON file of TrainConfig fields (unknown keys fail)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=JSON",
-        help="override one field, e.g. --set epochs=3 --set width=0.25",
-    )
     args = parser.parse_args(argv)
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
-    config = TrainConfig(**fields)
 
     def show(event: dict) -> None:
         if event["type"] == "log":
@@ -40,9 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         elif event["type"] == "epoch":
             print(json.dumps(event), flush=True)
 
-    summary = run_training(config, args.data, args.output, on_event=show)
-    print(json.dumps(summary["final"]))
-    return 0
+    def body() -> int:
+        config = cli.load_config(TrainConfig, args)
+        cli.where(args.data, args.output)
+        from components.train.task import run_training  # TensorFlow, once the settings are valid
+
+        summary = run_training(config, args.data, args.output, on_event=show)
+        print(json.dumps(summary["final"]))
+        return cli.OK
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

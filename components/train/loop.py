@@ -204,10 +204,19 @@ class Progress(keras.callbacks.Callback):
         self.save, self.log_file, self.on_event, self.scaled = save, log_file, on_event, scaled
         self.first_step = 0  # global step before this fit() call
         self.applied = self.checked_at = None  # float16: optimizer updates at the last check
+        # The log window (since the last line) may span fit() calls: Keras' running loss restarts
+        # with each, so the window's sum is carried over, and so is the clock.
+        self.window_start = self.clock = None
+        self.carried = self.logged_sum = self.fit_sum = 0.0
 
     def start(self, step: int) -> None:
+        """Before each fit() call, which starts at global `step`."""
+        if self.window_start is None:  # the run's (or the resumed run's) first call
+            self.window_start, self.clock = step, time.perf_counter()
+        else:
+            self.carried += self.fit_sum - self.logged_sum
         self.first_step = step
-        self.window_start, self.window_sum, self.clock = step, 0.0, time.perf_counter()
+        self.logged_sum = self.fit_sum = 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = self.first_step + batch + 1
@@ -221,8 +230,9 @@ class Progress(keras.callbacks.Callback):
             )
         if self.scaled:
             self._check_updates(step)
+        self.fit_sum = mean_so_far * (batch + 1)
         if step % self.config.log_every == 0 or step == self.total_steps:
-            self._log(step, mean_so_far * (batch + 1))
+            self._log(step)
         if step % self.config.checkpoint_every == 0 and step % self.steps_per_epoch:
             self.save(step)
 
@@ -241,9 +251,9 @@ class Progress(keras.callbacks.Callback):
             )
         self.applied, self.checked_at = applied, step
 
-    def _log(self, step: int, sum_so_far: float) -> None:
+    def _log(self, step: int) -> None:
         now = time.perf_counter()
-        loss = (sum_so_far - self.window_sum) / (step - self.window_start)
+        loss = (self.carried + self.fit_sum - self.logged_sum) / (step - self.window_start)
         applied = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         lr = float(keras.ops.convert_to_numpy(self.schedule(max(applied - 1, 0))))
         seconds = now - self.clock
@@ -265,7 +275,8 @@ class Progress(keras.callbacks.Callback):
                 "line": line,
             }
         )
-        self.window_start, self.window_sum, self.clock = step, sum_so_far, now
+        self.window_start, self.clock = step, now
+        self.carried, self.logged_sum = 0.0, self.fit_sum
 
 
 def fit_classifier(

@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
+from components import cli
 from components.validate import ValidateConfig, ValidationFailed, validate
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m components.validate",
-        description="Check ingested TFRecords against the schema.",
+    parser = cli.parser(
+        "python -m components.validate",
+        "Check ingested TFRecords against the reviewed schema. Unrecognised options go to Beam.",
+        ValidateConfig,
     )
     parser.add_argument("--data", required=True, help="output folder of components.ingest")
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", required=True, help="statistics, anomalies, statistics.html")
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    try:
-        report = validate(
-            ValidateConfig(data_dir=args.data, output=args.output, beam_args=beam_args)
+
+    def body() -> int:
+        config = cli.load_config(
+            ValidateConfig, args, data_dir=args.data, output=args.output, beam_args=beam_args
         )
-    except ValidationFailed as err:
-        print(str(err), file=sys.stderr)
-        return 1
-    print(f"no anomalies: {report['splits']}")
-    return 0
+        cli.where(config.data_dir, config.output)
+        try:
+            report = validate(config)
+        except ValidationFailed as err:
+            raise cli.CheckFailed(str(err)) from err
+        print(f"no anomalies: {report['splits']}; statistics page: {report['statistics_html']}")
+        return cli.OK
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

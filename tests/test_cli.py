@@ -1,0 +1,81 @@
+"""One convention for every component's command line: --config/--set, where it reads and
+writes, exit 0 / 1 (a check said no) / 2 (bad input, broken environment), one-line errors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from components import cli
+from components.train.config import TrainConfig
+
+COMMANDS = ["ingest", "validate", "train", "evaluate"]
+PATHS = {
+    "ingest": ["--source", "s", "--output", "o"],
+    "validate": ["--data", "d", "--output", "o"],
+    "train": ["--data", "d", "--output", "o"],
+    "evaluate": ["--data", "d", "--servable", "s", "--output", "o"],
+}
+
+
+def command(name: str):
+    return importlib.import_module(f"components.{name}.__main__")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_takes_config_and_set_and_documents_exit_statuses(name, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        command(name).main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "--config FILE" in out and "--set KEY=VALUE" in out and "Exit status" in out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_an_unknown_setting_is_exit_2_with_one_line(name, capsys) -> None:
+    code = command(name).main([*PATHS[name], "--set", "no_such_setting=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: invalid settings: no_such_setting")
+
+
+def test_config_file_then_set_with_dotted_keys(tmp_path: Path) -> None:
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"epochs": 3, "model": "resnet50d"}))
+    args = cli.parser("x", "", TrainConfig).parse_args(
+        ["--config", str(path), "--set", "epochs=5", "--set", "augment.flip=false"]
+    )
+    config = cli.load_config(TrainConfig, args)
+    assert (config.epochs, config.model, config.augment.flip) == (5, "resnet50d", False)
+
+
+def test_a_missing_config_file_names_it(tmp_path: Path, capsys) -> None:
+    code = command("train").main([*PATHS["train"], "--config", str(tmp_path / "nope.json")])
+    assert code == 2 and "nope.json" in capsys.readouterr().err
+
+
+def test_anomalies_are_exit_1(capsys) -> None:
+    from components.validate import ValidationFailed
+
+    anomaly = {"split": "train", "feature": "height", "problem": "out of range", "detail": "x"}
+    main = command("validate")
+    with mock.patch.object(main, "validate", side_effect=ValidationFailed([anomaly])):
+        code = main.main(PATHS["validate"])
+    err = capsys.readouterr().err
+    assert code == 1 and "check failed: 1 data anomalies" in err and "reading d; writing o" in err
+
+
+def test_a_refused_gate_is_exit_1(capsys) -> None:
+    main = command("evaluate")
+    metrics = {"top1": 0.1, "top5": 0.5, "count": 10}
+    refused = {"gate": {"passed": False, "reason": "top-1 0.1000 is below the floor 0.5000"}}
+    with (
+        mock.patch.object(main, "evaluate", return_value=metrics),
+        mock.patch.object(main, "gate_and_register", return_value=refused),
+    ):
+        code = main.main([*PATHS["evaluate"], "--model-name", "m", "--set", "min_top1=0.5"])
+    assert code == 1 and "the gate refused the model: top-1 0.1000" in capsys.readouterr().err
