@@ -342,6 +342,7 @@ def fit_classifier(
             "precision": precision,
             "devices": found.replicas,
             "workers": found.workers,
+            "chief": found.is_chief,
             "device_kind": found.kind,
             "jit_compile": jit,
             "num_classes": data.num_classes,

@@ -55,11 +55,19 @@ class TensorBoardEvents:
     epoch), so `tensorboard --logdir` draws the curves while the run goes on."""
 
     def __init__(self, folder: Path):
-        self.train = tf.summary.create_file_writer(str(folder / "train"))
-        self.validation = tf.summary.create_file_writer(str(folder / "validation"))
+        self.folder = folder
+        self.train = self.validation = None
 
     def __call__(self, event: dict) -> None:
-        if event["type"] == "log":
+        if event["type"] == "start":
+            # Only now: a writer is a TensorFlow op, and MultiWorkerMirroredStrategy must be
+            # created before the first one. Other workers of a cluster write nothing.
+            if event["chief"]:
+                self.train = tf.summary.create_file_writer(str(self.folder / "train"))
+                self.validation = tf.summary.create_file_writer(str(self.folder / "validation"))
+        elif self.train is None:
+            return
+        elif event["type"] == "log":
             with self.train.as_default(step=event["step"]):
                 tf.summary.scalar("loss", event["loss"])
                 tf.summary.scalar("learning_rate", event["lr"])
