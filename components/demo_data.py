@@ -3,7 +3,7 @@
     python -m components.demo_data --output DIR [--size 32]
 
 Real scans (8x8, 17 gray levels) upscaled to RGB JPEGs and laid out exactly like the Kaggle ImageNet
-release (SPEC §4): wnid-like class folders for train, a flat val folder labelled by
+release: wnid-like class folders for train, a flat val folder labelled by
 LOC_val_solution.csv (with each digit's ink box), and LOC_synset_mapping.txt. Every fifth image of
 each class goes to validation (355 images), the rest to train (1,442).
 """

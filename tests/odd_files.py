@@ -1,4 +1,4 @@
-"""A dataset of the odd and broken files real image sets contain (SPEC §4), made on the fly."""
+"""A dataset of the odd and broken files real image sets contain, made on the fly."""
 
 from __future__ import annotations
 

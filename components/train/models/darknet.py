@@ -1,4 +1,4 @@
-"""Darknet53, the YOLOv3 backbone, as an ImageNet classifier (SPEC §6).
+"""Darknet53, the YOLOv3 backbone, as an ImageNet classifier.
 
 Every conv is Conv (no bias, he-normal) -> BatchNorm -> LeakyReLU(0.1). Stem 32 3x3, then five
 stages: a stride-2 3x3 conv (64, 128, 256, 512, 1024) followed by 1, 2, 8, 8, 4 residual blocks
@@ -109,7 +109,7 @@ def darknet53(
     data_format: str = "channels_last",
     zero_gamma: bool = True,
 ) -> keras.Model:
-    """The YOLOv3 backbone as an ImageNet classifier (SPEC §6)."""
+    """The YOLOv3 backbone as an ImageNet classifier."""
     return build_darknet53("darknet53", num_classes, width, input_size, data_format, zero_gamma)
 
 
