@@ -75,7 +75,7 @@ def one_variant(variant: str, source: str, output: str, address: str) -> None:
             else LOCAL_BEAM_ARGS
         )
         meta = run_ingest(
-            IngestConfig(source=source, output=output, beam_args=beam_args), on_stage=lambda s: None
+            IngestConfig(source=source, output=output, beam_args=beam_args), on_event=lambda e: None
         )
         records = sum(meta["records"].values())
     seconds = time.perf_counter() - start

@@ -4,7 +4,8 @@
   read from `--config FILE` (JSON) and adjusted with `--set key=value` (repeatable; the value is
   JSON where it parses as JSON, dotted keys reach nested fields: `--set augment.flip=false`).
   Unknown keys are errors, as in the models themselves.
-- Each command prints where it reads and where it writes before it starts.
+- Each command prints where it reads and where it writes before it starts, then the component's
+  progress events (components/events.py) as log lines on standard error.
 - Exit status: 0 success; 1 a check said no (anomalies in the data, record counts that do not
   add up, the gate refused the model); 2 bad input or a broken environment (a missing file, an
   unknown setting, a Beam job that failed, a registry that does not answer), with one line
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+
+from components import settings
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
@@ -59,20 +63,22 @@ def load_config(config: type[BaseModel], args: argparse.Namespace, **fixed):
             raise ValueError(f"--config {path}: {err}") from err
         if not isinstance(fields, dict):
             raise ValueError(f"--config {path}: expected a JSON object of {config.__name__} fields")
+    updates = {}
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {item!r}: expected key=value")
         try:
-            value = json.loads(text)
+            updates[key] = json.loads(text)
         except json.JSONDecodeError:
-            value = text
-        target = fields
-        *parents, last = key.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[last] = value
-    return config(**{**fields, **fixed})
+            updates[key] = text
+    return config.model_validate({**settings.assign(fields, updates), **fixed})
+
+
+def show_progress() -> None:
+    """Progress events and warnings as log lines on standard error; Beam's chatter hidden."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
 def run(main: Callable[[], int | None]) -> int:

@@ -10,22 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components import settings
 from components.evaluate.gate import GateConfig
+from components.ingest import IngestSettings
 from components.train.config import AugmentConfig, TrainConfig
-
-
-class IngestSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    train_shards: int | None = None
-    validation_shards: int | None = None
-    max_side: int | None = None
-    threads: int | None = Field(None, ge=1, description="conversion threads per worker")
-    beam_args: list[str] = Field(
-        default_factory=list,
-        description="Beam runner options for ingestion and TFDV, e.g. ['--runner=DaskRunner', "
-        "'--dask_client_address=tcp://HOST:8786']; empty: the local in-process runner",
-    )
 
 
 class PipelineConfig(BaseModel):
@@ -36,7 +24,7 @@ class PipelineConfig(BaseModel):
     ingest: IngestSettings = IngestSettings()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
-    eval_batch_size: int = 64
+    eval_batch_size: int = Field(64, ge=1, description="images per servable call in evaluation")
 
 
 def demo() -> PipelineConfig:
@@ -106,18 +94,16 @@ def imagenet_darknet53_original() -> PipelineConfig:
     Run: `prefect deployment run train-imagenet/imagenet -p preset=imagenet-darknet53-original`.
     80 epochs with L2 5e-4 on kernels (as decoupled decay), no label smoothing.
     """
-    base = imagenet_darknet53()
-    train = TrainConfig(
-        **{
-            **base.train.model_dump(),
-            "schedule": "step",
-            "warmup_steps": 1000,
-            "epochs": 80,
-            "weight_decay": 5e-4,
-            "label_smoothing": 0.0,
-        }
+    return settings.apply(
+        imagenet_darknet53(),
+        {
+            "train.schedule": "step",
+            "train.warmup_steps": 1000,
+            "train.epochs": 80,
+            "train.weight_decay": 5e-4,
+            "train.label_smoothing": 0.0,
+        },
     )
-    return PipelineConfig(**{**base.model_dump(), "train": train})
 
 
 def imagenet_resnet50d() -> PipelineConfig:
@@ -163,12 +149,15 @@ def imagenet_resnet50d_mixup() -> PipelineConfig:
     with mixup and 79.29% with mixup and distillation from a ResNet-152-D teacher (Table 6); the
     gate floor here is 0.76.
     """
-    base = imagenet_resnet50d()
-    train = TrainConfig(
-        **{**base.train.model_dump(), "epochs": 200, "mixup_alpha": 0.2, "mixup_off_epochs": 10}
+    return settings.apply(
+        imagenet_resnet50d(),
+        {
+            "train.epochs": 200,
+            "train.mixup_alpha": 0.2,
+            "train.mixup_off_epochs": 10,
+            "gate.min_top1": 0.76,
+        },
     )
-    gate = GateConfig(**{**base.gate.model_dump(), "min_top1": 0.76})
-    return PipelineConfig(**{**base.model_dump(), "train": train, "gate": gate})
 
 
 PresetName = Literal[

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import dataset
+from components import dataset, events, settings
 from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.evaluate.registry import Registry, default_tracking_uri, label_fingerprint
 from components.evaluate.tracking import TrainingCurves, start_training_run
@@ -45,7 +45,9 @@ class Overrides(BaseModel):
     max_drop_from_best: float | None = Field(
         None, ge=0, le=1, description="allowed drop vs the best model ever registered"
     )
-    allow_label_change: bool = False
+    allow_label_change: bool | None = Field(
+        None, description="replace a champion trained on another label set"
+    )
     mixup_alpha: float | None = Field(
         None, ge=0, description="mixup's Beta(α, α); the paper: 0.2, with 200 epochs; 0: off"
     )
@@ -68,24 +70,37 @@ class Overrides(BaseModel):
         "['--runner=DaskRunner', '--dask_client_address=tcp://HOST:8786']",
     )
 
+    def as_settings(self) -> dict:
+        """The filled-in fields as dotted settings of the pipeline config."""
+        return {
+            path: getattr(self, name)
+            for name, path in OVERRIDDEN.items()
+            if getattr(self, name) is not None
+        }
+
+
+# Where each override lands in PipelineConfig (model_name, distill_from and resume_run are the
+# flow's own: they pick the registry entry, the teacher and the folder, not a setting).
+OVERRIDDEN = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "mixup_alpha": "train.mixup_alpha",
+    "mixup_off_epochs": "train.mixup_off_epochs",
+    "min_top1": "gate.min_top1",
+    "max_regression": "gate.max_regression",
+    "max_drop_from_best": "gate.max_drop_from_best",
+    "allow_label_change": "gate.allow_label_change",
+    "beam_args": "ingest.beam_args",
+}
+
 
 def resolve_config(preset_name: str, overrides: Overrides) -> PipelineConfig:
     """The preset with the overrides applied, validated again as a whole."""
-    base = preset(preset_name).model_dump()
-    for key in ("epochs", "batch_size", "mixup_alpha", "mixup_off_epochs"):
-        if getattr(overrides, key) is not None:
-            base["train"][key] = getattr(overrides, key)
-    for key in ("min_top1", "max_regression", "max_drop_from_best"):
-        if getattr(overrides, key) is not None:
-            base["gate"][key] = getattr(overrides, key)
-    base["gate"]["allow_label_change"] = overrides.allow_label_change
-    if overrides.beam_args is not None:
-        base["ingest"]["beam_args"] = overrides.beam_args
-    return PipelineConfig(**base)
+    return settings.apply(preset(preset_name), overrides.as_settings())
 
 
 def with_teacher(train: TrainConfig, teacher: str) -> TrainConfig:
-    return TrainConfig(**{**train.model_dump(), "teacher": teacher})
+    return settings.apply(train, {"teacher": teacher})
 
 
 def default_model_name(model: str, data_dir: str) -> str:
@@ -203,23 +218,24 @@ def _timed(report: dict, stage: str):
         report["seconds"][stage] = round(time.perf_counter() - start, 1)
 
 
+def log_events(*consumers: events.OnEvent) -> events.OnEvent:
+    """A component's progress events as the task's log lines (at their level), and to
+    `consumers` (progress artifacts, MLflow curves)."""
+    logger = get_run_logger()
+
+    def on_event(event: events.Event) -> None:
+        logger.log(event["level"], "%s", event["message"])
+        for consumer in consumers:
+            consumer(event)
+
+    return on_event
+
+
 @task(name="ingest", retries=1, retry_delay_seconds=10)
 def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
     """Ingest the source images into sharded TFRecords with Beam."""
-    logger = get_run_logger()
-    settings = config.ingest
-    metadata = run_ingest(
-        IngestConfig(
-            source=data_dir,
-            output=output,
-            train_shards=settings.train_shards,
-            validation_shards=settings.validation_shards,
-            max_side=settings.max_side,
-            threads=settings.threads,
-            beam_args=settings.beam_args,
-        ),
-        on_stage=logger.info,
-    )
+    ingest = IngestConfig(**config.ingest.model_dump(), source=data_dir, output=output)
+    metadata = run_ingest(ingest, log_events())
     artifacts.publish_ingest(metadata, dataset.read_quarantine(output))
     return metadata
 
@@ -227,11 +243,9 @@ def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
 @task(name="validate")
 def validate_task(data: str, output: str, beam_args: list[str]) -> dict:
     """Check TFDV statistics of the TFRecords against the reviewed schema (never retried)."""
-    logger = get_run_logger()
     try:
         report = validate(
-            ValidateConfig(data_dir=data, output=output, beam_args=beam_args),
-            on_stage=logger.info,
+            ValidateConfig(data_dir=data, output=output, beam_args=beam_args), log_events()
         )
     except ValidationFailed as err:
         page = Path(output) / "statistics.html"
@@ -304,7 +318,6 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
     created before the first step (or continued, after a kill) and draws the curves meanwhile.
     """
     logger = get_run_logger()
-    progress = artifacts.TrainingProgress()
     registry = Registry()
     run_id = start_training_run(
         registry,
@@ -316,26 +329,7 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
     )
     logger.info("MLflow run %s in %s", run_id, registry.tracking_uri)
     curves = TrainingCurves(registry, run_id)
-
-    def on_event(event: dict) -> None:
-        progress(event)
-        curves(event)
-        if event["type"] == "log":
-            logger.info(event["line"])
-        elif event["type"] == "start":
-            logger.info(
-                "training %s steps from step %s (%s, %s device(s), XLA %s)",
-                event["total_steps"],
-                event["start_step"],
-                event["precision"],
-                event["devices"],
-                event["jit_compile"],
-            )
-        elif event["type"] == "epoch" and "top1" in event:
-            logger.info(
-                "epoch %s: val top-1 %.4f, top-5 %.4f", event["epoch"], event["top1"], event["top5"]
-            )
-
+    on_event = log_events(artifacts.TrainingProgress(), curves)
     try:
         trained = run_training(config, data, output, on_event=on_event)
     except BaseException:
@@ -353,13 +347,9 @@ def mlflow_ui(tracking_uri: str) -> str | None:
 
 
 @task(name="evaluate")
-def evaluate_task(data: str, servable: str, output: str) -> dict:
+def evaluate_task(data: str, servable: str, output: str, batch_size: int) -> dict:
     """Center-crop top-1/top-5 of the servable, exactly as it will be served."""
-    metrics = evaluate(data, servable, output)
-    get_run_logger().info(
-        "top-1 %.4f, top-5 %.4f on %d images", metrics["top1"], metrics["top5"], metrics["count"]
-    )
-    return metrics
+    return evaluate(data, servable, output, log_events(), batch_size=batch_size)
 
 
 # No retries: a retry after a successful registration would compare the model with itself.
@@ -502,7 +492,9 @@ def train_imagenet(
             "mlflow_experiment_id": trained["mlflow_experiment_id"],
         }
         with _timed(report, "evaluate"):
-            metrics = evaluate_task(data, trained["servable"], str(run_dir / "evaluation"))
+            metrics = evaluate_task(
+                data, trained["servable"], str(run_dir / "evaluation"), config.eval_batch_size
+            )
         report["evaluate"] = {
             "top1": metrics["top1"],
             "top5": metrics["top5"],

@@ -78,3 +78,20 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def check_events(events: list[dict], component: str) -> list[str]:
+    """Asserts that each event has the shared shape (components/events.py); returns the messages
+    a person would follow (INFO and above)."""
+    from components.events import TYPES
+
+    assert events, f"{component} reported nothing"
+    for event in events:
+        assert event["component"] == component, event
+        assert event["type"] in TYPES, event
+        assert isinstance(event["message"], str) and event["message"], event
+        assert "\n" not in event["message"], event
+        assert isinstance(event["level"], int), event
+        if event["type"] == "progress":
+            assert 0 <= event["done"] <= event["total"], event
+    return [e["message"] for e in events if e["level"] >= 20]

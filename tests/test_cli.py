@@ -9,6 +9,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from pydantic import ValidationError
 
 from components import cli
 from components.train.config import TrainConfig
@@ -79,3 +80,18 @@ def test_a_refused_gate_is_exit_1(capsys) -> None:
     ):
         code = main.main([*PATHS["evaluate"], "--model-name", "m", "--set", "min_top1=0.5"])
     assert code == 1 and "the gate refused the model: top-1 0.1000" in capsys.readouterr().err
+
+
+def test_settings_apply_dotted_keys_to_the_validated_model() -> None:
+    from components import settings
+    from components.train.config import TrainConfig
+
+    changed = settings.apply(TrainConfig(), {"epochs": 3, "augment.flip": False})
+    assert changed.epochs == 3 and changed.augment.flip is False
+    assert TrainConfig().augment.flip is True  # the original is untouched
+    with pytest.raises(ValidationError, match="epoch"):
+        settings.apply(TrainConfig(), {"epoch": 3})  # a typo is refused by the model
+    with pytest.raises(ValidationError, match="epochs"):
+        settings.apply(TrainConfig(), {"epochs": 0})
+    with pytest.raises(ValueError, match="epochs is a value, not a group"):
+        settings.apply(TrainConfig(), {"epochs.x": 1})

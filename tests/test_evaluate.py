@@ -11,6 +11,7 @@ import pytest
 
 from components.evaluate.evaluation import summarize
 from components.evaluate.gate import Best, Champion, GateConfig, decide
+from tests.conftest import check_events
 
 
 def test_summarize_top1_top5_per_class_and_confusions() -> None:
@@ -123,7 +124,12 @@ def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Pa
     )
     servable = run_training(config, str(ingested), str(tmp_path / "train"))["servable"]
     before = set(Path(tempfile.gettempdir()).glob("champion-*"))
-    metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"))
+    reported = []
+    metrics = evaluate(str(ingested), servable, str(tmp_path / "eval"), reported.append, 5)
+    assert [e["done"] for e in reported if e["type"] == "progress"] == [5, 10, 12]
+    assert check_events(reported, "evaluate")[-1] == (
+        f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} on 12 images"
+    )
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["count"] == 12
 
     first = gate_and_register(

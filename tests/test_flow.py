@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.presets import PRESETS, preset
+from flows.presets import PRESETS, PipelineConfig, preset
 from flows.train_imagenet import (
+    OVERRIDDEN,
     Overrides,
     StageFailed,
     default_model_name,
@@ -169,6 +170,22 @@ def test_overrides_apply_on_top_of_the_preset() -> None:
         Overrides(mixup_alpha=-0.1)
     dask = ["--runner=DaskRunner", "--dask_client_address=tcp://dask-scheduler:8786"]
     assert resolve_config("demo", Overrides(beam_args=dask)).ingest.beam_args == dask
+    assert resolve_config("demo", Overrides(allow_label_change=True)).gate.allow_label_change
+    # Every override field is either a pipeline setting or one of the flow's own.
+    own = {"model_name", "distill_from", "resume_run"}
+    assert set(Overrides.model_fields) == set(OVERRIDDEN) | own
+    for path in OVERRIDDEN.values():
+        group, name = path.split(".")
+        assert name in type(getattr(PipelineConfig(), group)).model_fields, path
+
+
+def test_a_preset_s_ingest_settings_complete_the_component_s_config() -> None:
+    from components.ingest import IngestConfig
+
+    settings = preset("imagenet-darknet53").ingest
+    config = IngestConfig(**settings.model_dump(), source="/data/imagenet", output="/work/ds")
+    assert config.train_shards == 1024 and config.validation_shards == 128
+    assert set(IngestConfig.model_fields) - set(type(settings).model_fields) == {"source", "output"}
 
 
 def test_every_preset_is_valid_and_documented() -> None:

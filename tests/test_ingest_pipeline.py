@@ -11,7 +11,7 @@ import tensorflow as tf
 from bench.photos import write_photo_folders
 from components.ingest import IngestConfig, run_ingest
 from components.ingest.pipeline import convert_item, ordered_map, write_shard
-from tests.conftest import jpeg_bytes, pattern_image
+from tests.conftest import check_events, jpeg_bytes, pattern_image
 from tests.odd_files import broken, make_odd_dataset, odd_but_decodable
 
 pytestmark = pytest.mark.integration
@@ -79,8 +79,8 @@ def test_unreadable_box_file_keeps_the_image_and_reports_the_box_problem(tmp_pat
     assert example is not None and "a.xml" in stats["box_problem"]
 
 
-def _ingest(source: Path, output: Path, **settings) -> dict:
-    return run_ingest(IngestConfig(source=str(source), output=str(output), **settings))
+def _ingest(source: Path, output: Path, on_event=None, **settings) -> dict:
+    return run_ingest(IngestConfig(source=str(source), output=str(output), **settings), on_event)
 
 
 def _records(path: Path) -> list[tf.train.Example]:
@@ -132,9 +132,15 @@ def test_same_input_gives_byte_identical_output(tmp_path: Path, class_folders: P
 def test_unchanged_inputs_are_reused_and_changes_are_not(
     tmp_path: Path, class_folders: Path
 ) -> None:
-    first = _ingest(class_folders, tmp_path / "out")
+    reported = []
+    first = _ingest(class_folders, tmp_path / "out", reported.append)
     assert not first["reused"] and first["records"] == {"train": 24, "validation": 9}
-    assert _ingest(class_folders, tmp_path / "out")["reused"]
+    assert check_events(reported, "ingest")[-1] == (
+        "wrote 24 train / 9 validation records; quarantined 0 (quarantine.jsonl)"
+    )
+    reported.clear()
+    assert _ingest(class_folders, tmp_path / "out", reported.append)["reused"]
+    assert "reusing" in check_events(reported, "ingest")[0]
     (class_folders / "train" / "n00000000" / "new.JPEG").write_bytes(
         jpeg_bytes(pattern_image(0, 50))
     )

@@ -19,6 +19,7 @@ import tensorflow as tf
 from components.dataset import read_labels
 from components.train import AugmentConfig, TrainConfig, checkpoints, run_training
 from components.train.loop import Progress, TrainData, fit_classifier
+from tests.conftest import check_events
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,11 @@ def test_smoke_training_logs_checkpoints_and_exports(ingested: Path, tmp_path: P
     assert probabilities.shape == (2, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
     assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "done"
+    messages = check_events(events, "train")
+    assert messages[0].startswith("training darknet53-tiny to step 8 from step 0 (float32")
+    assert [m for m in messages if m.startswith("Steps:")] == lines
+    assert sum(m.startswith("epoch ") for m in messages) == 2  # evaluated epochs, not every one
+    assert messages[-1].startswith("trained 8 steps: val top-1 ")
     # TensorBoard curves: the logged losses and the evaluated epochs' top-1.
     scalars = {}
     for path in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"):

@@ -11,13 +11,17 @@ import pytest
 from components.ingest.images import to_stored_image
 from components.ingest.records import make_example, tfrecord_frame
 from components.validate import ValidateConfig, ValidationFailed, format_table, validate
-from tests.conftest import jpeg_bytes, pattern_image
+from tests.conftest import check_events, jpeg_bytes, pattern_image
 
 pytestmark = pytest.mark.integration
 
 
 def test_clean_data_passes(ingested: Path, tmp_path: Path) -> None:
-    report = validate(ValidateConfig(data_dir=str(ingested), output=str(tmp_path)))
+    reported = []
+    report = validate(ValidateConfig(data_dir=str(ingested), output=str(tmp_path)), reported.append)
+    messages = check_events(reported, "validate")
+    assert messages[0] == "computing TFDV statistics for train (36 records)"
+    assert messages[-1].startswith("no anomalies; statistics page: ")
     assert report["passed"] and report["splits"]["train"] == {"examples": 36, "expected": 36}
     assert (tmp_path / "schema.pbtxt").exists() and (tmp_path / "train.stats.tfrecord").exists()
 
@@ -59,11 +63,11 @@ def test_table_is_readable() -> None:
 def test_statistics_use_ingestion_runner_options_except_on_dask() -> None:
     from components.validate import statistics_beam_args
 
-    said: list[str] = []
+    said: list[dict] = []
     flink = ["--runner=FlinkRunner", "--flink_master=host:8081"]
     assert statistics_beam_args(flink, said.append) == flink
     local = statistics_beam_args([], said.append)
     assert local[0] == "--runner=FnApiRunner" and not said
     dask = ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"]
     assert statistics_beam_args(dask, said.append) == local
-    assert said and "DaskRunner" in said[0]
+    assert said and "DaskRunner" in said[0]["message"]

@@ -1,7 +1,7 @@
 """Evaluation, gate and registration.
 
     python -m components.evaluate --data DATA_DIR --servable SERVABLE --output OUT \
-        [--model-name NAME --min-top1 0.5 --max-regression 0.005]
+        [--model-name NAME --set min_top1=0.5 --set max_regression=0.005]
 
 Evaluates the servable on the center-crop validation set, compares it with the registry's champion
 on the same data, and registers it as the new champion only when the gate passes.
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-from components.dataset import read_labels
+from components import events
+from components.dataset import read_labels, read_metadata
 from components.evaluate.evaluation import (
     evaluate_servable,
     load_servable,
@@ -40,6 +40,7 @@ __all__ = [
     "gate_and_register",
 ]
 log = logging.getLogger(__name__)
+COMPONENT = "evaluate"
 # A champion that moves while the gate compares (another run promoted one) is compared again,
 # at most this many times; then the gate refuses rather than promote on a stale comparison.
 MAX_COMPARISONS = 3
@@ -49,12 +50,25 @@ def evaluate(
     data_dir: str,
     servable_path: str,
     output_dir: str,
-    on_progress: Callable[[int], None] | None = None,
+    on_event: events.OnEvent | None = None,
+    batch_size: int = 64,
 ) -> dict:
-    """Evaluates the servable; writes and returns evaluation.json's content."""
+    """Evaluates the servable; writes and returns evaluation.json's content. Progress goes to
+    `on_event` (components/events.py; default: this module's logger)."""
+    on_event = on_event or events.log_to(log)
     names = read_labels(data_dir)
+    total = int(read_metadata(data_dir)["records"]["validation"])
+    on_event(
+        events.event(
+            COMPONENT, "stage", f"evaluating {servable_path} on {total:,} center-cropped images"
+        )
+    )
+
+    def on_batch(done: int) -> None:
+        on_event(events.progress(COMPONENT, done, total, "images", level=logging.DEBUG))
+
     labels, probabilities = predict_records(
-        load_servable(servable_path), data_dir, on_batch=on_progress
+        load_servable(servable_path), data_dir, batch_size, on_batch=on_batch
     )
     metrics = summarize(labels, probabilities, names)
     out = Path(output_dir)
@@ -63,6 +77,14 @@ def evaluate(
         labels, probabilities.argmax(axis=1), names, str(out / "evaluation.png")
     )
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    on_event(
+        events.event(
+            COMPONENT,
+            "stage",
+            f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} on {metrics['count']:,} "
+            "images",
+        )
+    )
     return metrics
 
 

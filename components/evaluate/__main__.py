@@ -25,12 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servable", required=True, help="servable folder of components.train")
     parser.add_argument("--output", required=True, help="evaluation.json and evaluation.png")
     parser.add_argument("--model-name", help="register under this name if the gate passes")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per servable call")
     args = parser.parse_args(argv)
+    cli.show_progress()
 
     def body() -> int:
         gate = cli.load_config(GateConfig, args)
         cli.where(f"{args.data} and {args.servable}", args.output)
-        metrics = evaluate(args.data, args.servable, args.output)
+        metrics = evaluate(args.data, args.servable, args.output, batch_size=args.batch_size)
         print(json.dumps({k: metrics[k] for k in ("top1", "top5", "count")}))
         if not args.model_name:
             return cli.OK

@@ -18,7 +18,6 @@ import os
 import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -26,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import dataset
+from components import dataset, events
 from components.dataset import SPLITS, join, shard_name
 from components.ingest.listing import is_dir
 from components.ingest.pipeline import build_pipeline, summary_path
@@ -35,18 +34,17 @@ from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner
 from components.ingest.sources import Discovery, discover, is_remote
 
 log = logging.getLogger(__name__)
+COMPONENT = "ingest"
 
 FORMAT_VERSION = 1
-__all__ = ["LOCAL_BEAM_ARGS", "IngestConfig", "run_ingest"]
+__all__ = ["LOCAL_BEAM_ARGS", "IngestConfig", "IngestSettings", "run_ingest"]
 
 
-class IngestConfig(BaseModel):
-    """What to ingest and how; saved into metadata.json."""
+class IngestSettings(BaseModel):
+    """How to ingest, whatever the source: the part a pipeline preset chooses."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: str = Field(description="dataset root (local path or gs://, s3://)")
-    output: str = Field(description="where the shards and reports are written")
     train_shards: int | None = Field(None, ge=1, description="None: ~1024 records a shard")
     validation_shards: int | None = Field(None, ge=1, description="None: ~1024 records a shard")
     max_side: int | None = Field(None, ge=16, description="downscale images with a longer side")
@@ -54,8 +52,20 @@ class IngestConfig(BaseModel):
         None, ge=1, description="conversion threads per worker process; None: its cores"
     )
     beam_args: list[str] = Field(
-        default_factory=list, description="Beam runner options; empty: the local runner"
+        default_factory=list,
+        description="Beam runner options, e.g. ['--runner=DaskRunner', "
+        "'--dask_client_address=tcp://HOST:8786']; empty: the local in-process runner",
     )
+
+
+class IngestConfig(IngestSettings):
+    """What to ingest and how; saved into metadata.json.
+
+    `IngestConfig(**settings.model_dump(), source=..., output=...)` completes a preset's settings.
+    """
+
+    source: str = Field(description="dataset root (local path or gs://, s3://)")
+    output: str = Field(description="where the shards and reports are written")
 
 
 def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
@@ -97,10 +107,10 @@ def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str, run: st
 class _Progress(threading.Thread):
     """Reports finished shards while the job runs, by counting staged summaries (any runner)."""
 
-    def __init__(self, staging: str, total: int, report: Callable[[str], None]):
+    def __init__(self, staging: str, total: int, on_event: events.OnEvent):
         super().__init__(daemon=True, name="ingest-progress")
         self._pattern = join(staging, "summaries", "*.json")
-        self._total, self._report = total, report
+        self._total, self._on_event = total, on_event
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -112,14 +122,20 @@ class _Progress(threading.Thread):
                 continue
             if finished != last:
                 last = finished
-                self._report(f"{finished}/{self._total} shards written")
+                self._on_event(events.progress(COMPONENT, finished, self._total, "shards written"))
 
     def stop(self) -> None:
         self._done.set()
 
 
-def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info) -> dict:
-    """Runs (or reuses) the ingestion and returns the content of metadata.json."""
+def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> dict:
+    """Runs (or reuses) the ingestion and returns the content of metadata.json. Progress goes
+    to `on_event` (components/events.py; default: this module's logger)."""
+    on_event = on_event or events.log_to(log)
+
+    def on_stage(message: str) -> None:
+        on_event(events.event(COMPONENT, "stage", message))
+
     if not is_remote(config.output):  # workers of a distributed runner have other cwds
         config = config.model_copy(update={"output": os.path.abspath(config.output)})
     found = discover(config.source)
@@ -143,7 +159,7 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
     tasks = _stage_tasks(found, shards, staging, run)
     beam_args = resolve_beam_args(config.beam_args, len(tasks))
     on_stage(f"converting images with Beam ({' '.join(beam_args)})")
-    progress = _Progress(staging, len(tasks), on_stage)
+    progress = _Progress(staging, len(tasks), on_event)
     progress.start()
     try:
         _run_job(beam_args, tasks, config, staging)
@@ -152,7 +168,11 @@ def run_ingest(config: IngestConfig, on_stage: Callable[[str], None] = log.info)
 
     metadata = _finalize(config, found, shards, fingerprint, staging, run, runner_name(beam_args))
     _delete_folder(join(config.output, "_staging"))
-    on_stage(f"wrote {metadata['records']} records, quarantined {metadata['quarantined']}")
+    records, quarantined = metadata["records"], metadata["quarantined"]
+    on_stage(
+        f"wrote {records['train']:,} train / {records['validation']:,} validation records; "
+        f"quarantined {sum(quarantined.values()):,} (quarantine.jsonl)"
+    )
     return {**metadata, "reused": False}
 
 

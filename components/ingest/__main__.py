@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 from components import cli
@@ -22,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, help="dataset root, local or gs:// / s3://")
     parser.add_argument("--output", required=True, help="folder for shards and reports")
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    cli.show_progress()
 
     def body() -> int:
         config = cli.load_config(

@@ -19,19 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="output folder of components.ingest")
     parser.add_argument("--output", required=True, help="checkpoints, logs and the servable")
     args = parser.parse_args(argv)
-
-    def show(event: dict) -> None:
-        if event["type"] == "log":
-            print(event["line"], flush=True)
-        elif event["type"] == "epoch":
-            print(json.dumps(event), flush=True)
+    cli.show_progress()
 
     def body() -> int:
         config = cli.load_config(TrainConfig, args)
         cli.where(args.data, args.output)
         from components.train.task import run_training  # TensorFlow, once the settings are valid
 
-        summary = run_training(config, args.data, args.output, on_event=show)
+        summary = run_training(
+            config,
+            args.data,
+            args.output,
+        )
         print(json.dumps(summary["final"]))
         return cli.OK
 

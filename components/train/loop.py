@@ -14,6 +14,7 @@ framework: the product runs it on TensorFlow (`components.train.task`), the GPU 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from components import events
 from components.train import checkpoints, tricks
 from components.train import devices as device_discovery
 from components.train.config import TrainConfig
@@ -32,7 +34,8 @@ from components.train.models import create_model
 from components.train.schedules import WarmupCosine, WarmupPiecewise, scaled_learning_rate
 from components.train.trainer import TrainingModel, evaluation_model
 
-Event = dict
+COMPONENT = "train"
+log = logging.getLogger(__name__)
 
 # Settings that do not change what is trained: a resumed run may change them.
 RESUMABLE_CHANGES = {
@@ -262,33 +265,44 @@ class Progress(keras.callbacks.Callback):
         self.log_file.write(line + "\n")
         self.log_file.flush()
         self.on_event(
-            {
-                "type": "log",
-                "step": step,
-                "total_steps": self.total_steps,
-                "lr": lr,
-                "loss": loss,
-                "seconds": seconds,
-                "images_per_second": (step - self.window_start)
+            events.event(
+                COMPONENT,
+                "log",
+                line,
+                step=step,
+                total_steps=self.total_steps,
+                lr=lr,
+                loss=loss,
+                seconds=seconds,
+                images_per_second=(step - self.window_start)
                 * self.config.batch_size
                 / max(seconds, 1e-9),
-                "line": line,
-            }
+                line=line,
+            )
         )
         self.window_start, self.clock = step, now
         self.carried, self.logged_sum = 0.0, self.fit_sum
+
+
+def epoch_event(entry: dict, epochs: int) -> events.Event:
+    """An epoch's end: INFO when it was evaluated, else DEBUG (a person follows the log lines)."""
+    where = f"epoch {entry['epoch']}/{epochs} (step {entry['step']:,})"
+    if "top1" in entry:
+        message = f"{where}: val top-1 {entry['top1']:.4f}, top-5 {entry['top5']:.4f}"
+        return events.event(COMPONENT, "epoch", message, **entry, epochs=epochs)
+    return events.event(COMPONENT, "epoch", where, logging.DEBUG, **entry, epochs=epochs)
 
 
 def fit_classifier(
     config: TrainConfig,
     data: TrainData,
     output_dir: str,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: events.OnEvent | None = None,
     found: device_discovery.Devices | None = None,
 ) -> dict:
     """Trains (or resumes) into `output_dir`: checkpoints, train.log, history.json, model.keras
     and summary.json. Returns the summary."""
-    on_event = on_event or (lambda e: None)
+    on_event = on_event or events.log_to(log)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, config)
@@ -334,20 +348,24 @@ def fit_classifier(
             checkpoints.save(folder, step, state_groups(trainer), {"epoch": step / steps_per_epoch})
 
     on_event(
-        {
-            "type": "start",
-            "total_steps": total_steps,
-            "steps_per_epoch": steps_per_epoch,
-            "start_step": start_step,
-            "precision": precision,
-            "devices": found.replicas,
-            "workers": found.workers,
-            "chief": found.is_chief,
-            "device_kind": found.kind,
-            "jit_compile": jit,
-            "num_classes": data.num_classes,
-            "backend": keras.backend.backend(),
-        }
+        events.event(
+            COMPONENT,
+            "start",
+            f"training {config.model} to step {total_steps:,} from step {start_step:,} "
+            f"({precision}, {found.replicas} {found.kind} device(s) on {found.workers} worker(s), "
+            f"XLA {'on' if jit else 'off'}, {keras.backend.backend()})",
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            start_step=start_step,
+            precision=precision,
+            devices=found.replicas,
+            workers=found.workers,
+            chief=found.is_chief,
+            device_kind=found.kind,
+            jit_compile=jit,
+            num_classes=data.num_classes,
+            backend=keras.backend.backend(),
+        )
     )
     history_path = out / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
@@ -383,7 +401,7 @@ def fit_classifier(
             history.append(entry)
             if found.is_chief:
                 write_json_atomically(history_path, history)
-            on_event({"type": "epoch", **entry, "epochs": epochs})
+            on_event(epoch_event(entry, epochs))
 
     # Export: the classifier alone, in Keras' own format (the registry keeps it for teachers).
     model_file = out / "model.keras"

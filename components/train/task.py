@@ -10,17 +10,17 @@ as a SavedModel that takes JPEG bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from components import dataset
+from components import dataset, events
 from components.train.config import TrainConfig
 from components.train.data import eval_dataset, train_dataset
 from components.train.export import export_servable
-from components.train.loop import TrainData, fit_classifier, write_json_atomically
+from components.train.loop import COMPONENT, TrainData, fit_classifier, write_json_atomically
 
 
 def tfrecord_data(config: TrainConfig, data_dir: str) -> TrainData:
@@ -84,10 +84,11 @@ def run_training(
     config: TrainConfig,
     data_dir: str,
     output_dir: str,
-    on_event: Callable[[dict], None] | None = None,
+    on_event: events.OnEvent | None = None,
 ) -> dict:
-    """Trains (or resumes) into `output_dir`; returns the summary with the servable's path."""
-    on_event = on_event or (lambda e: None)
+    """Trains (or resumes) into `output_dir`; returns the summary with the servable's path.
+    Progress goes to `on_event` (components/events.py; default: the loop's logger)."""
+    on_event = on_event or events.log_to(logging.getLogger("components.train.loop"))
     data = tfrecord_data(config, data_dir)
     board = TensorBoardEvents(Path(output_dir) / "tensorboard")
 
@@ -103,5 +104,10 @@ def run_training(
             model, config.image_size, labels, f"{output_dir}/servable"
         )
         write_json_atomically(Path(output_dir) / "summary.json", summary)
-    on_event({"type": "done", **summary})
+    final = summary["final"]
+    message = (
+        f"trained {summary['steps']:,} steps: val top-1 {final['top1']:.4f}, "
+        f"top-5 {final['top5']:.4f}"
+    )
+    on_event(events.event(COMPONENT, "done", message, **summary))
     return summary

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import dataset
+from components import dataset, events
 from components.dataset import SPLITS
 from components.ingest.runners import resolve_beam_args, runner_name
 from components.schema import reviewed_schema, with_label_domain
 
 log = logging.getLogger(__name__)
+COMPONENT = "validate"
 
 
 class ValidateConfig(BaseModel):
@@ -77,7 +77,7 @@ def image_domain_anomalies(split: str, stats) -> list[dict]:
     return rows
 
 
-def statistics_beam_args(beam_args: list[str], on_stage: Callable[[str], None]) -> list[str]:
+def statistics_beam_args(beam_args: list[str], on_event: events.OnEvent) -> list[str]:
     """The runner options for TFDV: ingestion's, except on Dask.
 
     Beam's DaskRunner cannot run TFDV's statistics pipeline (its combiners receive malformed
@@ -85,7 +85,13 @@ def statistics_beam_args(beam_args: list[str], on_stage: Callable[[str], None]) 
     dataset are computed with the local runner, which reads the same shards.
     """
     if runner_name(beam_args).lower() == "daskrunner":
-        on_stage("TFDV cannot run on Beam's DaskRunner: computing statistics with the local runner")
+        on_event(
+            events.event(
+                COMPONENT,
+                "stage",
+                "TFDV cannot run on Beam's DaskRunner: computing statistics with the local runner",
+            )
+        )
         return resolve_beam_args([], 1)
     return resolve_beam_args(beam_args, 1)
 
@@ -109,8 +115,9 @@ def write_statistics_page(statistics: dict, path: Path) -> str | None:
     return str(path)
 
 
-def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info) -> dict:
-    """Computes statistics per split and checks them; returns the result or raises."""
+def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> dict:
+    """Computes statistics per split and checks them; returns the result or raises. Progress
+    goes to `on_event` (components/events.py; default: this module's logger)."""
     import tensorflow_data_validation as tfdv
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -124,7 +131,8 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
     options = tfdv.StatsOptions(
         schema=schema, infer_type_from_schema=True, enable_semantic_domain_stats=True
     )
-    beam_args = statistics_beam_args(config.beam_args, on_stage)
+    on_event = on_event or events.log_to(log)
+    beam_args = statistics_beam_args(config.beam_args, on_event)
     anomalies: list[dict] = []
     summary = {}
     statistics = {}
@@ -140,7 +148,11 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
                 }
             )
             continue
-        on_stage(f"computing TFDV statistics for {split} ({expected} records)")
+        on_event(
+            events.event(
+                COMPONENT, "stage", f"computing TFDV statistics for {split} ({expected} records)"
+            )
+        )
         stats = tfdv.generate_statistics_from_tfrecord(
             dataset.shard_pattern(data, split),
             output_path=str(out / f"{split}.stats.tfrecord"),
@@ -179,6 +191,9 @@ def validate(config: ValidateConfig, on_stage: Callable[[str], None] = log.info)
         "statistics_html": write_statistics_page(statistics, out / "statistics.html"),
     }
     (out / "anomalies.json").write_text(json.dumps(report, indent=2))
+    verdict = f"{len(anomalies)} anomalies" if anomalies else "no anomalies"
+    page = report["statistics_html"]
+    on_event(events.event(COMPONENT, "stage", f"{verdict}; statistics page: {page}"))
     if anomalies:
         raise ValidationFailed(anomalies)
     return report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from components import cli
@@ -18,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="output folder of components.ingest")
     parser.add_argument("--output", required=True, help="statistics, anomalies, statistics.html")
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    cli.show_progress()
 
     def body() -> int:
         config = cli.load_config(
