@@ -1,7 +1,7 @@
 """The user's way, end to end: a real Prefect server, worker and MLflow server from infra/stack.sh,
 `python -m flows.follow train-imagenet/demo` (and `prefect deployment run`), a registered
-champion, a run that fails and says why, and a killed run resumed. Separate homes and free
-ports, so a stack the user has running is never touched."""
+champion; a missing folder, a refused model and anomalous data, each saying why; and a killed
+run resumed. Separate homes and free ports, so a stack the user has running is never touched."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from components.ingest.images import to_stored_image
+from components.ingest.records import make_example, tfrecord_frame
+from tests.conftest import jpeg_bytes, make_class_folders, pattern_image
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -31,9 +35,11 @@ def run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     return result
 
 
-def _kill_flow_run_once_it_checkpoints(work: Path, done_run: str, timeout: float = 400) -> str:
-    """Waits for a training checkpoint of a new flow run, SIGKILLs that flow run's process (as
-    an out-of-memory kill or a reboot would), and returns its flow run id."""
+def _kill_flow_run_once_it_checkpoints(
+    work: Path, done_runs: set[str], timeout: float = 400
+) -> str:
+    """Waits for a training checkpoint of a flow run not in `done_runs`, SIGKILLs that flow
+    run's process (as an out-of-memory kill or a reboot would), and returns its flow run id."""
     import signal
     import time
 
@@ -43,7 +49,7 @@ def _kill_flow_run_once_it_checkpoints(work: Path, done_run: str, timeout: float
     while time.monotonic() < deadline:
         for marker in (work / "runs").glob("*/train/checkpoints/ckpt-*.npz"):
             run_id = marker.parent.parent.parent.name
-            if run_id == done_run:
+            if run_id in done_runs:
                 continue
             for process in psutil.process_iter():
                 try:
@@ -109,6 +115,42 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         assert "what to do:" in failed.stdout
         assert len(list((work / "runs").glob("*/report.json"))) == 2
 
+        # A model the gate refuses: a fourth class appeared, under the same model name.
+        relabelled = make_class_folders(tmp_path / "relabelled" / "src", classes=4)
+        refused = subprocess.run(
+            [*follow, "-p", "preset=smoke", "-p", f"data_dir={relabelled}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
+        said = " ".join(refused.stdout.split())
+        assert "gate_and_register refused: champion v1 was trained on a different label set" in said
+        (refused_report,) = [
+            json.loads(p.read_text())
+            for p in (work / "runs").glob("*/report.json")
+            if json.loads(p.read_text())["data_dir"] == str(relabelled)
+        ]
+        assert refused_report["gate"]["passed"] is False and refused_report["failed"] is None
+        assert refused_report["registry"]["version"] is None
+
+        # Data that fails validation: a record with a label outside the label set got into the
+        # ingested shards; ingestion reuses them (its inputs did not change), validation stops it.
+        shard = sorted(Path(refused_report["ingest"]["output"]).glob("train-*-of-*"))[0]
+        stray = make_example(to_stored_image(jpeg_bytes(pattern_image(0, 0))), 9, "x", "x", [])
+        with shard.open("ab") as handle:
+            handle.write(tfrecord_frame(stray))
+        anomalous = subprocess.run(
+            [*follow, "-p", "preset=smoke", "-p", f"data_dir={relabelled}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert anomalous.returncode == 1, anomalous.stdout[-3000:] + anomalous.stderr[-3000:]
+        assert "FAILED at validate: ValidationFailed:" in anomalous.stdout
+        assert "what to do: the anomaly table says which feature" in anomalous.stdout
+        assert "train      label" in anomalous.stdout  # the table's row
+        reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
+        (stopped,) = [r for r in reports if (r["failed"] or {}).get("stage") == "validate"]
+        assert any(a["feature"] == "label" for a in stopped["validate"]["anomalies"])
+        assert stopped["ingest"]["reused"] and stopped["train"] is None
+
         # A flow run SIGKILLed during training; the same deployment run again resumes it.
         params = [
             "-p", "preset=demo", "-p", f"data_dir={class_folders}", "-p", f"work_dir={work}",
@@ -116,16 +158,15 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
             '"max_regression": 1.0, "max_drop_from_best": 1.0}',
         ]  # fmt: skip
         prefect = str(REPO / ".venv" / "bin" / "prefect")
+        done = {p.parent.name for p in (work / "runs").glob("*/report.json")}
         run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
-        killed = _kill_flow_run_once_it_checkpoints(work, report_path.parent.name)
+        killed = _kill_flow_run_once_it_checkpoints(work, done)
         result = run([prefect, "deployment", "run", "train-imagenet/demo", *params, "--watch"],
                      env, 600)  # fmt: skip
         assert "Completed" in result.stdout
         reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
         resumed = [
-            r
-            for r in reports
-            if r["flow_run_id"] not in (report_path.parent.name, killed) and not r["failed"]
+            r for r in reports if r["flow_run_id"] not in done | {killed} and not r["failed"]
         ]
         assert len(resumed) == 1, resumed
         train = resumed[0]["train"]
