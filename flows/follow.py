@@ -58,9 +58,14 @@ def parameters(items: list[str]) -> dict:
     return found
 
 
-def follow(flow_run_id, out=print, poll: float = 1.0):
-    """Prints the run's log lines until it ends; returns its final state."""
+def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0):
+    """Prints the run's log lines until it ends; returns its final state.
+
+    The worker ships log lines in batches every couple of seconds, so the last ones can reach
+    the server after the run's final state: it waits until `settle` seconds pass without any.
+    """
     seen = 0
+    quiet_since = None
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
         while True:
@@ -72,8 +77,12 @@ def follow(flow_run_id, out=print, poll: float = 1.0):
                     stamp = record.timestamp.astimezone().strftime("%H:%M:%S")
                     out(f"{stamp}  {message.splitlines()[0]}")
             seen += len(logs)
-            if run.state and run.state.is_final() and not logs:
-                return run.state
+            if run.state and run.state.is_final():
+                now = time.monotonic()
+                if logs or quiet_since is None:
+                    quiet_since = now
+                elif now - quiet_since >= settle:
+                    return run.state
             time.sleep(poll)
 
 

@@ -91,6 +91,8 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         # What a person reads: the work's own lines and the summary, no raw event stream.
         assert "Steps:2, LR:" in result.stdout and "flow run ended: Completed" in result.stdout
         assert "gate_and_register passed" in " ".join(result.stdout.split())
+        # the task's own line, which reaches the server after the run's final state
+        assert "gate passed: first model" in result.stdout
         assert "registered: darknet53-src v1 (@champion)" in result.stdout
         assert "prefect.task-run" not in result.stdout and "prefect.flow-run" not in result.stdout
         (report_path,) = (work / "runs").glob("*/report.json")
