@@ -171,6 +171,10 @@ def test_two_workers_train_together_on_the_cpu(ingested: Path, tmp_path: Path) -
     assert (chief / "model.keras").exists() and not (other / "model.keras").exists()
     logs = [(folder / "train.log").read_text().splitlines() for folder in (chief, other)]
     assert logs[0][0].split(", Time")[0] == logs[1][0].split(", Time")[0]  # same step, LR, loss
+    # The mean loss of the global batch, not its sum over the replicas (which also made the
+    # gradients, summed across replicas, twice too large): near ln 3 for 3 classes at the start.
+    first_loss = float(re.search(r"Loss: *([\d.]+)", logs[0][0]).group(1))
+    assert 0.6 < first_loss < 1.6, logs[0][0]
 
 
 def test_a_diverging_run_stops_and_names_the_step(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution  # not exported by keras
 
 from components.train import tricks
 from components.train.augment import DeviceAugment, mixup_images, mixup_targets, normalize
@@ -113,7 +114,10 @@ class TrainingModel(keras.Model):
         loss = ops.mean(per_example)
         if training:
             loss = loss + tricks.weight_decay_loss(self.decayed, self.config.weight_decay)
-        return loss
+        # Under tf.distribute each replica's gradients are summed, and Keras' trainer multiplies
+        # the loss back for its log: like Keras' own losses, divide by the replicas (a no-op on
+        # one device and on JAX). Without it N replicas trained at N times the learning rate.
+        return scale_loss_for_distribution(loss)
 
 
 def evaluation_model(backbone: keras.Model) -> keras.Model:
