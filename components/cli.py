@@ -6,10 +6,10 @@
   Unknown keys are errors, as in the models themselves.
 - Each command prints where it reads and where it writes before it starts, then the component's
   progress events (components/events.py) as log lines on standard error.
-- Exit status: 0 success; 1 a check said no (anomalies in the data, record counts that do not
-  add up, the gate refused the model); 2 bad input or a broken environment (a missing file, an
-  unknown setting, a Beam job that failed, a registry that does not answer), with one line
-  `error: ...` naming the file or the service.
+- Exit status: 0 success; 1 a check said no (anomalies in the data, the gate refused the
+  model); 2 bad input or a broken environment (a missing file, an unknown setting, a Beam job
+  that failed or lost records, a registry that does not answer, a training that diverged), with
+  one line `error: ...` naming the file or the service.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def run(main: Callable[[], int | None]) -> int:
         return BAD_INPUT
     except (ValueError, OSError, RuntimeError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return BAD_INPUT
+    except Exception as err:  # noqa: BLE001 - anything else is a failure too, never exit 1
+        first = (str(err).splitlines() or [""])[0]
+        print(f"error: {type(err).__name__}: {first}", file=sys.stderr)
         return BAD_INPUT
 
 

@@ -11,7 +11,8 @@ An event is a dict with
     "level"      a `logging` level: INFO for what a person follows, DEBUG for the rest
                  (an epoch that was not evaluated, each evaluated batch)
 and the figures of its type ("progress": done, total; training's "log": step, lr, loss, ...).
-Whoever runs a component decides what to do with them: the command lines log the messages, the
+A consumer may be called from a component's own threads (ingestion's shard watcher). Whoever
+runs a component decides what to do with them: the command lines log the messages, the
 flow logs them too and turns the figures into curves and progress bars.
 """
 
@@ -24,11 +25,15 @@ from typing import Any
 Event = dict[str, Any]
 OnEvent = Callable[[Event], None]
 TYPES = {"stage", "progress", "start", "log", "epoch", "done"}
+RESERVED = {"component", "type", "message", "level"}
 
 
 def event(component: str, kind: str, message: str, level: int = logging.INFO, **figures) -> Event:
     if kind not in TYPES:
         raise ValueError(f"event type {kind!r}: expected one of {sorted(TYPES)}")
+    clash = RESERVED & figures.keys()
+    if clash:
+        raise ValueError(f"event figures may not be named {sorted(clash)}")
     return {"component": component, "type": kind, "message": message, "level": level, **figures}
 
 

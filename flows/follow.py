@@ -58,14 +58,15 @@ def parameters(items: list[str]) -> dict:
     return found
 
 
-def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0):
+def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0, grace: float = 30.0):
     """Prints the run's log lines until it ends; returns its final state.
 
     The worker ships log lines in batches every couple of seconds, so the last ones can reach
-    the server after the run's final state: it waits until `settle` seconds pass without any.
+    the server after the run's final state: it waits until `settle` seconds pass without any,
+    and never more than `grace` seconds after the final state.
     """
     seen = 0
-    quiet_since = None
+    quiet_since = final_since = None
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
         while True:
@@ -79,6 +80,9 @@ def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0):
             seen += len(logs)
             if run.state and run.state.is_final():
                 now = time.monotonic()
+                final_since = final_since or now
+                if now - final_since >= grace:
+                    return run.state
                 if logs or quiet_since is None:
                     quiet_since = now
                 elif now - quiet_since >= settle:
@@ -103,7 +107,8 @@ def summary(report: dict) -> list[str]:
             lines.append(f"  {row['split']:10s} {row['feature']:12s} {row['problem']}")
     registry = report.get("registry") or {}
     if registry.get("version"):
-        lines.append(f"registered: {registry['model_name']} v{registry['version']} (@champion)")
+        alias = " (@champion)" if registry.get("alias") else " (not champion)"
+        lines.append(f"registered: {registry['model_name']} v{registry['version']}{alias}")
     page = (report.get("validate") or {}).get("statistics_html")
     if page:
         lines.append(f"statistics: {page}")
@@ -119,7 +124,9 @@ def exit_status(state_ok: bool, report: dict | None) -> int:
         return 2
     failed = report.get("failed")
     if failed:
-        return 1 if failed["stage"] in CHECKS else 2
+        # anomalies are a check saying no; a crash in the validation stage is not
+        said_no = (report.get("validate") or {}).get("passed") is False
+        return 1 if failed["stage"] in CHECKS and said_no else 2
     if not state_ok:
         return 2
     return 0 if (report.get("gate") or {}).get("passed") else 1

@@ -183,8 +183,9 @@ HINTS = {
     "train": "run the same deployment again to resume from the last checkpoint once the cause "
     "is fixed",
     "evaluate": "the servable could not be evaluated; the error names the file",
-    "gate_and_register": "check that the MLflow registry named in the error answers, then run "
-    "again: training resumes from its finished checkpoints",
+    "gate_and_register": "check that the MLflow registry named in the error answers; the trained "
+    "servable is in the run's train/ folder, and `python -m components.evaluate --model-name` "
+    "gates and registers it without training again",
 }
 
 

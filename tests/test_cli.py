@@ -95,3 +95,20 @@ def test_settings_apply_dotted_keys_to_the_validated_model() -> None:
         settings.apply(TrainConfig(), {"epochs": 0})
     with pytest.raises(ValueError, match="epochs is a value, not a group"):
         settings.apply(TrainConfig(), {"epochs.x": 1})
+
+
+def test_follow_exits_1_only_when_a_check_said_no() -> None:
+    from flows.follow import exit_status, summary
+
+    def report(**fields) -> dict:
+        return {"failed": None, "gate": None, "validate": None, "report_path": "r", **fields}
+
+    crash = {"stage": "validate", "reason": "RuntimeError: TFDV failed", "hint": ""}
+    anomalies = {"passed": False, "anomalies": []}
+    assert exit_status(True, report(failed=crash)) == 2  # a crash in the stage is no verdict
+    assert exit_status(True, report(failed=crash, validate=anomalies)) == 1
+    assert exit_status(True, report(gate={"passed": False, "reason": "x"})) == 1
+    assert exit_status(True, report(gate={"passed": True, "reason": "x"})) == 0
+    assert exit_status(True, None) == 2
+    kept = report(registry={"model_name": "m", "version": "4", "alias": None})
+    assert "registered: m v4 (not champion)" in summary(kept)

@@ -165,6 +165,7 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
         _run_job(beam_args, tasks, config, staging)
     finally:
         progress.stop()
+        progress.join()  # no progress line after the result's
 
     metadata = _finalize(config, found, shards, fingerprint, staging, run, runner_name(beam_args))
     _delete_folder(join(config.output, "_staging"))

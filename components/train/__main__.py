@@ -26,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.where(args.data, args.output)
         from components.train.task import run_training  # TensorFlow, once the settings are valid
 
-        summary = run_training(
-            config,
-            args.data,
-            args.output,
-        )
+        summary = run_training(config, args.data, args.output)
         print(json.dumps(summary["final"]))
         return cli.OK
 

@@ -1,6 +1,6 @@
 """The training loop, on Keras' own trainer, for any Keras backend.
 
-    fit_classifier(config, data, output_dir, on_event=print) -> summary
+    fit_classifier(config, data, output_dir, on_event) -> summary  # events: components/events.py
 
 It reads as its steps: devices and precision, model and optimizer, restore, then per epoch the
 data, the steps (`model.fit`, whose compiled step augments, mixes, distills and updates on the

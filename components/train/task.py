@@ -1,6 +1,6 @@
 """The product's training task: TFRecords in, a trained classifier and its servable out.
 
-    run_training(config, data_dir, output_dir, on_event=print) -> summary
+    run_training(config, data_dir, output_dir, on_event) -> summary  # events: components/events.py
 
 The TensorFlow side around the backend-agnostic loop: tf.data reads and decodes the shards on the
 CPU, tf.distribute spreads the step over this machine's GPUs (or the workers of `TF_CONFIG`),

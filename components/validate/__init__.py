@@ -193,7 +193,8 @@ def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> 
     (out / "anomalies.json").write_text(json.dumps(report, indent=2))
     verdict = f"{len(anomalies)} anomalies" if anomalies else "no anomalies"
     page = report["statistics_html"]
-    on_event(events.event(COMPONENT, "stage", f"{verdict}; statistics page: {page}"))
+    shown = f"; statistics page: {page}" if page else ""
+    on_event(events.event(COMPONENT, "stage", verdict + shown))
     if anomalies:
         raise ValidationFailed(anomalies)
     return report
