@@ -222,10 +222,10 @@ def _timed(report: dict, stage: str):
 def log_events(*consumers: events.OnEvent) -> events.OnEvent:
     """A component's progress events as the task's log lines (at their level), and to
     `consumers` (progress artifacts, MLflow curves)."""
-    logger = get_run_logger()
+    log = events.log_to(get_run_logger())
 
     def on_event(event: events.Event) -> None:
-        logger.log(event["level"], "%s", event["message"])
+        log(event)
         for consumer in consumers:
             consumer(event)
 
