@@ -37,6 +37,11 @@ def event(component: str, kind: str, message: str, level: int = logging.INFO, **
     return {"component": component, "type": kind, "message": message, "level": level, **figures}
 
 
+def stage(component: str, message: str) -> Event:
+    """A step starts or ends (INFO)."""
+    return event(component, "stage", message)
+
+
 def progress(component: str, done: int, total: int, what: str, **figures) -> Event:
     return event(component, "progress", f"{done}/{total} {what}", done=done, total=total, **figures)
 

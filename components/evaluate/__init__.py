@@ -59,9 +59,7 @@ def evaluate(
     names = read_labels(data_dir)
     total = int(read_metadata(data_dir)["records"]["validation"])
     on_event(
-        events.event(
-            COMPONENT, "stage", f"evaluating {servable_path} on {total:,} center-cropped images"
-        )
+        events.stage(COMPONENT, f"evaluating {servable_path} on {total:,} center-cropped images")
     )
 
     def on_batch(done: int) -> None:
@@ -78,9 +76,8 @@ def evaluate(
     )
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     on_event(
-        events.event(
+        events.stage(
             COMPONENT,
-            "stage",
             f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} on {metrics['count']:,} "
             "images",
         )

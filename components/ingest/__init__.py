@@ -134,7 +134,7 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
     on_event = on_event or events.log_to(log)
 
     def on_stage(message: str) -> None:
-        on_event(events.event(COMPONENT, "stage", message))
+        on_event(events.stage(COMPONENT, message))
 
     if not is_remote(config.output):  # workers of a distributed runner have other cwds
         config = config.model_copy(update={"output": os.path.abspath(config.output)})

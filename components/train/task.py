@@ -10,7 +10,6 @@ as a SavedModel that takes JPEG bytes.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import keras
@@ -21,6 +20,7 @@ from components.train.config import TrainConfig
 from components.train.data import eval_dataset, train_dataset
 from components.train.export import export_servable
 from components.train.loop import COMPONENT, TrainData, fit_classifier, write_json_atomically
+from components.train.loop import log as loop_log
 
 
 def tfrecord_data(config: TrainConfig, data_dir: str) -> TrainData:
@@ -88,7 +88,7 @@ def run_training(
 ) -> dict:
     """Trains (or resumes) into `output_dir`; returns the summary with the servable's path.
     Progress goes to `on_event` (components/events.py; default: the loop's logger)."""
-    on_event = on_event or events.log_to(logging.getLogger("components.train.loop"))
+    on_event = on_event or events.log_to(loop_log)
     data = tfrecord_data(config, data_dir)
     board = TensorBoardEvents(Path(output_dir) / "tensorboard")
 

@@ -86,9 +86,8 @@ def statistics_beam_args(beam_args: list[str], on_event: events.OnEvent) -> list
     """
     if runner_name(beam_args).lower() == "daskrunner":
         on_event(
-            events.event(
+            events.stage(
                 COMPONENT,
-                "stage",
                 "TFDV cannot run on Beam's DaskRunner: computing statistics with the local runner",
             )
         )
@@ -149,9 +148,7 @@ def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> 
             )
             continue
         on_event(
-            events.event(
-                COMPONENT, "stage", f"computing TFDV statistics for {split} ({expected} records)"
-            )
+            events.stage(COMPONENT, f"computing TFDV statistics for {split} ({expected} records)")
         )
         stats = tfdv.generate_statistics_from_tfrecord(
             dataset.shard_pattern(data, split),
@@ -194,7 +191,7 @@ def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> 
     verdict = f"{len(anomalies)} anomalies" if anomalies else "no anomalies"
     page = report["statistics_html"]
     shown = f"; statistics page: {page}" if page else ""
-    on_event(events.event(COMPONENT, "stage", verdict + shown))
+    on_event(events.stage(COMPONENT, verdict + shown))
     if anomalies:
         raise ValidationFailed(anomalies)
     return report
