@@ -43,14 +43,16 @@ from components.train.models import create_model  # noqa: E402
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def batches(images: np.ndarray, labels: np.ndarray, batch: int, seed: int, shuffle: bool = True):
-    """Endless (images, labels) batches of the arrays, reshuffled each pass."""
-    rng = np.random.default_rng(seed)
+def batches(images: np.ndarray, labels: np.ndarray, batch: int, epoch: int, skip: int = 0):
+    """Endless (images, labels) batches of the arrays: epoch `epoch`'s own order from its batch
+    `skip` on (TrainData.train), then further passes, each reshuffled."""
+    rng = np.random.default_rng([epoch])
     while True:
-        order = rng.permutation(len(labels)) if shuffle else np.arange(len(labels))
-        for start in range(0, len(order) - batch + 1, batch):
+        order = rng.permutation(len(labels))
+        for start in range(skip * batch, len(order) - batch + 1, batch):
             take = order[start : start + batch]
             yield images[take], labels[take]
+        skip = 0
 
 
 def one_pass(images: np.ndarray, labels: np.ndarray, batch: int):
@@ -61,7 +63,7 @@ def one_pass(images: np.ndarray, labels: np.ndarray, batch: int):
 def array_data(train, val, batch: int, num_classes: int) -> TrainData:
     (train_images, train_labels), (val_images, val_labels) = train, val
     return TrainData(
-        train=lambda seed: batches(train_images, train_labels, batch, seed),
+        train=lambda epoch, skip: batches(train_images, train_labels, batch, epoch, skip),
         validation=lambda: one_pass(val_images, val_labels, batch),
         steps_per_epoch=len(train_labels) // batch,
         num_classes=num_classes,
@@ -101,7 +103,7 @@ def measure(name: str, precision: str, size: int, batch: int, steps: int, window
         augment=AugmentConfig(),
     )
     data = TrainData(
-        train=lambda seed: batches(images, labels, batch, seed),
+        train=lambda epoch, skip: batches(images, labels, batch, epoch, skip),
         validation=lambda: one_pass(images[:batch], labels[:batch], batch),
         steps_per_epoch=steps,
         num_classes=1000,

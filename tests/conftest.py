@@ -12,6 +12,10 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA compiles the tests' train steps (and the training subprocesses they start) without LLVM's
+# optimizations: a minute less per compiled step on these CPUs. Which ops XLA can compile, what
+# the tests are after, is decided before that stage.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Never the user's Prefect (prefect.toml points at the local stack): a temporary home, set before
 # Prefect is imported anywhere; environment variables outrank prefect.toml.
@@ -95,3 +99,32 @@ def check_events(events: list[dict], component: str) -> list[str]:
         if event["type"] == "progress":
             assert 0 <= event["done"] <= event["total"], event
     return [e["message"] for e in events if e["level"] >= 20]
+
+
+def small_classifier(name: str, num_classes: int, input_size: int = 32, **_):
+    """A stand-in for the model families where the model is not what a test is about (the
+    training loop's bookkeeping, the train step's tricks): conv-BN-LeakyReLU, a residual block
+    with a zero-γ BatchNorm, max and average pooling, a float32 dense head. Compiles and traces
+    in seconds; same signature as `components.train.models.create_model`."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = layers.Conv2D(8, 3, strides=2, use_bias=False, name="stem_conv")(inputs)
+    x = layers.LeakyReLU(0.1)(layers.BatchNormalization(name="stem_bn")(x))
+    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="block1_conv")(x)
+    y = layers.BatchNormalization(gamma_initializer="zeros", name="block1_b_bn")(y)
+    x = layers.Add()([x, y])
+    x = layers.MaxPooling2D(2)(layers.ZeroPadding2D(1)(x))
+    x = layers.AveragePooling2D(2, padding="same")(x)
+    x = layers.GlobalAveragePooling2D(dtype="float32")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # named: checkpoints
+    return keras.Model(inputs, logits, name=name)
+
+
+@pytest.fixture
+def small_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training loop builds `small_classifier` whatever model its config names."""
+    from components.train import loop
+
+    monkeypatch.setattr(loop, "create_model", small_classifier)

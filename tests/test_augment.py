@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 from pathlib import Path
 
 import keras
@@ -59,23 +60,87 @@ def test_rotation_matches_tensorflows_image_transform() -> None:
 
 
 def test_color_matrix_identity_gray_and_luma() -> None:
-    def matrix(brightness, saturation, hue, hue_first):
+    def matrix(brightness, saturation, hue):
         return np.asarray(
             aug.color_matrices(
                 np.array([brightness], np.float32),
                 np.array([saturation], np.float32),
                 np.array([hue], np.float32),
-                np.array([hue_first]),
             )
         )[0]
 
-    identity = matrix(1.0, 1.0, 0.0, True)
+    identity = matrix(1.0, 1.0, 0.0)
     np.testing.assert_allclose(identity, np.eye(3), atol=2e-3)
     rgb = np.array([200.0, 50.0, 10.0])
-    assert np.ptp(matrix(1.0, 0.0, 0.0, True) @ rgb) < 1e-3  # saturation 0: gray
-    hue = matrix(1.0, 1.0, 1.0, False)
+    assert np.ptp(matrix(1.0, 0.0, 0.0) @ rgb) < 1e-3  # saturation 0: gray
+    hue = matrix(1.0, 1.0, 1.0)
     assert np.dot(aug.LUMA, hue @ rgb) == pytest.approx(np.dot(aug.LUMA, rgb), rel=1e-2)
-    np.testing.assert_allclose(matrix(1.2, 1.0, 0.0, True), 1.2 * identity, rtol=1e-6)
+    np.testing.assert_allclose(matrix(1.2, 1.0, 0.0), 1.2 * identity, rtol=1e-6)
+
+
+def _reference_jitter(image: np.ndarray, coefficients: dict, order: tuple[str, ...]) -> np.ndarray:
+    """An independent reference: torchvision's / GluonCV's colour jitter, one step at a time in
+    the given order, in float64 (hue through the exact inverse of the YIQ matrix)."""
+    luma = np.array(aug.LUMA)
+    to_yiq = np.array(aug.RGB_TO_YIQ)
+    x = image.astype(np.float64)
+    for op in order:
+        factor = coefficients[op]
+        if op == "brightness":
+            x = factor * x
+        elif op == "contrast":  # blend with the mean gray level of the whole image
+            x = factor * x + (1 - factor) * (x @ luma).mean()
+        elif op == "saturation":  # blend each pixel with its own gray level
+            x = factor * x + (1 - factor) * (x @ luma)[..., None]
+        elif op == "hue":  # rotate the chroma plane by factor · π
+            yiq = x @ to_yiq.T
+            angle = factor * np.pi
+            i, q = yiq[..., 1].copy(), yiq[..., 2].copy()
+            yiq[..., 1] = np.cos(angle) * i - np.sin(angle) * q
+            yiq[..., 2] = np.sin(angle) * i + np.cos(angle) * q
+            x = yiq @ np.linalg.inv(to_yiq).T
+    return x
+
+
+PHOTO_F = PHOTO.astype(np.float32)[None]  # (1, 48, 48, 3)
+
+
+@pytest.mark.parametrize(
+    "order", list(itertools.permutations(("brightness", "contrast", "saturation")))
+)
+def test_color_jitter_matches_the_reference_in_every_order(order) -> None:
+    """Brightness, contrast and saturation commute (before any clipping): one matrix and one
+    offset per example reproduce the sequential reference whichever order it takes."""
+    coefficients = {"brightness": 1.3, "contrast": 0.7, "saturation": 1.35}
+    ours = np.asarray(
+        aug.color_jitter(
+            PHOTO_F,
+            np.array([1.3], np.float32),
+            np.array([0.7], np.float32),
+            np.array([1.35], np.float32),
+            np.zeros(1, np.float32),
+        )
+    )[0]
+    np.testing.assert_allclose(ours, _reference_jitter(PHOTO, coefficients, order), atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "order", [("hue", "saturation", "contrast"), ("contrast", "saturation", "hue")]
+)
+def test_hue_matches_the_reference_in_either_place(order) -> None:
+    coefficients = {"hue": 0.15, "saturation": 0.8, "contrast": 1.2}
+    ours = np.asarray(
+        aug.color_jitter(
+            PHOTO_F,
+            np.ones(1, np.float32),
+            np.array([1.2], np.float32),
+            np.array([0.8], np.float32),
+            np.array([0.15 * np.pi], np.float32),
+        )
+    )[0]
+    reference = _reference_jitter(PHOTO, coefficients, order)
+    np.testing.assert_allclose(ours, reference, atol=0.05)
+    assert np.abs(ours - PHOTO).mean() > 5  # it did change the colours
 
 
 def _augmented(images: np.ndarray, compiled: bool = False, **settings) -> np.ndarray:
@@ -116,6 +181,40 @@ def test_brightness_is_multiplicative_in_the_papers_range(compiled: bool) -> Non
     assert factor.min() >= 0.6 - 4e-3 and factor.max() <= 1.4 + 4e-3  # YIQ rounding
     assert factor.mean() == pytest.approx(1.0, abs=0.03)
     assert factor.std() == pytest.approx(0.8 / np.sqrt(12), rel=0.1)  # uniform on [0.6, 1.4]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+def test_contrast_is_drawn_in_the_recipes_range(compiled: bool) -> None:
+    """Half 80, half 160 gray: brightness b moves the mean to 120·b, contrast c scales the gap
+    between the halves to 80·b·c (saturation changes nothing on gray; nothing clips)."""
+    image = np.full((2000, 2, 2, 3), 80, np.uint8)
+    image[:, :, 1] = 160
+    out = _pixels(_augmented(image, compiled, flip=False, rotation_degrees=0, pca_lighting=0))
+    brightness = out[:, :, :, 0].mean(axis=(1, 2)) / 120.0
+    contrast = (out[:, 0, 1, 0] - out[:, 0, 0, 0]) / (80.0 * brightness)
+    assert contrast.min() >= 0.6 - 4e-3 and contrast.max() <= 1.4 + 4e-3
+    assert contrast.std() == pytest.approx(0.8 / np.sqrt(12), rel=0.1)  # uniform on [0.6, 1.4]
+    assert abs(np.corrcoef(brightness, contrast)[0, 1]) < 0.1  # drawn independently
+
+
+def _hue_angles(pixels: np.ndarray) -> np.ndarray:
+    yiq = pixels @ np.array(aug.RGB_TO_YIQ).T
+    return np.arctan2(yiq[..., 2], yiq[..., 1])
+
+
+def test_hue_is_off_by_default_and_turns_when_asked() -> None:
+    """GluonCV's ImageNet recipe jitters no hue: brightness, contrast and saturation keep every
+    pixel's hue angle. With hue = 0.1 the angle turns by up to 0.1·π."""
+    assert AugmentConfig().hue == 0 and AugmentConfig().color_jitter == 0.4
+    colour = np.zeros((1000, 1, 1, 3), np.uint8)
+    colour[...] = (180, 90, 40)  # an orange: away from gray and from the clipping bounds
+    settings = dict(flip=False, rotation_degrees=0, pca_lighting=0, color_jitter=0.2)
+    plain = _pixels(_augmented(colour, **settings))[:, 0, 0]
+    before = _hue_angles(colour[:, 0, 0].astype(np.float64))
+    np.testing.assert_allclose(_hue_angles(plain), before, atol=2e-3)
+    turned = _pixels(_augmented(colour, hue=0.1, **settings))[:, 0, 0]
+    change = np.angle(np.exp(1j * (_hue_angles(turned) - before)))
+    assert np.abs(change).max() <= 0.1 * np.pi + 0.01 and np.abs(change).max() > 0.08 * np.pi
 
 
 def test_pca_lighting_has_alexnets_covariance() -> None:

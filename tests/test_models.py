@@ -7,7 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from components.train.models import available_models, create_model, zero_gamma_batchnorms
+from components.train.models import (
+    available_models,
+    create_model,
+    is_channels_first,
+    to_channels_last,
+    zero_gamma_batchnorms,
+)
 from components.train.models.darknet import backbone_routes
 
 TINY = {"width": 0.125, "input_size": 32}
@@ -193,15 +199,60 @@ def test_resnet_config_round_trip(name: str) -> None:
     np.testing.assert_allclose(clone(x), model(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", RESNET_TINY)
-def test_resnet_channels_first_computes_the_same_logits(name: str) -> None:
+def _cpu_runs_nchw_convolutions() -> bool:
+    """TensorFlow's CPU kernels take NCHW only with oneDNN, which it turns on only on some CPUs
+    (AVX-512 ones): the same test runs on both kinds, and says which it met."""
+    import tensorflow as tf
+
+    try:
+        tf.nn.conv2d(tf.zeros([1, 1, 2, 2]), tf.zeros([1, 1, 1, 1]), 1, "VALID", "NCHW")
+        return True
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+
+
+NCHW_HERE = "nchw-kernels" if _cpu_runs_nchw_convolutions() else "no-nchw-kernels"
+
+
+@pytest.mark.parametrize("cpu", [NCHW_HERE])
+@pytest.mark.parametrize("name", TINY_VARIANTS)
+def test_channels_first_computes_the_same_logits_on_any_cpu(name: str, cpu: str) -> None:
+    """channels_first is a GPU layout with the same weights. On every CPU: compiled by XLA it
+    gives channels_last's logits, and so does its channels_last twin (what training builds on
+    a TensorFlow CPU and what every export contains). Run as it is, eagerly, it does too where
+    the CPU has NCHW kernels; where it has none, TensorFlow refuses it with a clear error."""
+    import tensorflow as tf
+
     last = create_model(name, num_classes=10)
     first = create_model(name, num_classes=10, data_format="channels_first")
     assert first.count_params() == last.count_params()
-    assert first.get_layer("stage4_block3_out").output.shape[1:] == (128, 1, 1)  # (B, C, H, W)
-    first.set_weights(last.get_weights())  # same shapes: Keras kernels are HWIO in both layouts
-    x = np.random.rand(2, 32, 32, 3).astype("float32")
-    np.testing.assert_allclose(first(x), last(x), rtol=1e-4, atol=1e-4)
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(0, 0.2, w.shape).astype("float32") for w in last.get_weights()]
+    weights = [np.abs(w) + 0.5 if w.ndim == 1 else w for w in weights]  # BN variances > 0
+    last.set_weights(weights)
+    first.set_weights(weights)  # same shapes: Keras kernels are HWIO in both layouts
+    x = rng.random((2, 32, 32, 3)).astype("float32")
+    expected = np.asarray(last(x))
+
+    compiled = tf.function(lambda images: first(images), jit_compile=True)
+    np.testing.assert_allclose(compiled(x), expected, rtol=1e-4, atol=1e-4)
+    twin = to_channels_last(first)
+    assert not is_channels_first(twin) and is_channels_first(first)
+    np.testing.assert_allclose(twin(x), expected, rtol=1e-5, atol=1e-5)
+    if cpu == "nchw-kernels":
+        np.testing.assert_allclose(first(x), expected, rtol=1e-4, atol=1e-4)
+    else:
+        with pytest.raises(Exception, match="only supports the NHWC tensor format on the CPU"):
+            first(x)
+
+
+def test_a_tensorflow_cpu_trains_channels_first_models_channels_last() -> None:
+    from components.train.devices import Devices
+
+    assert Devices("cpu").data_format("channels_first") == "channels_last"
+    assert Devices("gpu", 9.0).data_format("channels_first") == "channels_first"
+    assert Devices("cpu", backend="jax").data_format("channels_first") == "channels_first"
+    assert Devices("cpu").data_format("channels_last") == "channels_last"
 
 
 @pytest.mark.parametrize("name", TINY_VARIANTS)

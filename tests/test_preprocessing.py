@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from components.train import preprocessing as pp
 from components.train.config import AugmentConfig
@@ -80,11 +81,33 @@ def test_center_crop_keeps_the_center() -> None:
     assert out["image"].numpy()[:, 28].mean() > 240 and out["image"].numpy()[:, 0].mean() < 15
 
 
-def test_resize_crop_is_a_rounded_bilinear_resize() -> None:
-    image = decoded(tf.uint8)
-    out = pp.resize_crop(image, 40)["image"].numpy()
-    expected = tf.image.resize(image["image"], [40, 40]).numpy()
-    assert out.dtype == np.uint8 and np.abs(out - expected).max() <= 0.5 + 1e-4
+def _photo(size: int) -> np.ndarray:
+    """Fine detail that a shrink must average away: pixel noise over the class pattern."""
+    noise = np.random.default_rng(0).integers(-80, 80, (size, size, 3))
+    return np.clip(pattern_image(2, 0, (size, size)).astype(np.int32) + noise, 0, 255).astype(
+        np.uint8
+    )
+
+
+def _pil_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """The independent reference: PIL's bilinear resize, which widens its filter when shrinking."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.float64)
+
+
+def test_training_crops_are_resized_with_the_evaluation_filter() -> None:
+    """Both resize with an antialiased bilinear filter, as PIL does: a training crop shrunk 4x
+    and an evaluation image shrunk 4x before its center crop match PIL within rounding."""
+    jpeg = jpeg_bytes(_photo(128), quality=100)
+    image = tf.io.decode_jpeg(jpeg, channels=3).numpy()  # what both transforms decode
+    train = pp.resize_crop({"image": tf.constant(image)}, 32)["image"].numpy()
+    reference = _pil_resize(image, 32)
+    assert np.abs(train - reference).mean() < 1.0 and np.abs(train - reference).max() <= 4
+
+    evaluated = pp.decode_center_crop({"image": tf.constant(jpeg)}, 28)["image"].numpy()
+    expected = reference[2:30, 2:30]  # shorter side 128 -> 32 (28 / 0.875), center 28
+    assert np.abs(evaluated - expected).mean() < 1.0 and np.abs(evaluated - expected).max() <= 4
+    aliased = tf.image.resize(image, [32, 32], method="bilinear", antialias=False).numpy()
+    assert np.abs(aliased - reference).mean() > 5  # what training used to see
 
 
 def test_random_crop_stays_within_area_and_aspect() -> None:

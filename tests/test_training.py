@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from components.dataset import read_labels
 from components.train import AugmentConfig, TrainConfig, checkpoints, run_training
+from components.train.data import epoch_records, parse, remaining_records
 from components.train.loop import Progress, TrainData, fit_classifier
 from tests.conftest import check_events
 
@@ -147,12 +150,8 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_two_workers_train_together_on_the_cpu(ingested: Path, tmp_path: Path) -> None:
-    """MultiWorkerMirroredStrategy from TF_CONFIG, two processes on 127.0.0.1: they take the
-    same steps with the same (all-reduced) loss, and only the chief writes the results."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    settings = ["model=darknet53-tiny", "image_size=32", "batch_size=8", "epochs=1"]  # as TINY
-    settings += ["warmup_steps=1", "log_every=2", "shuffle_buffer=64"]
+def _start_workers(ingested: Path, tmp_path: Path, ports: list[int], settings: list[str]):
+    workers = [f"127.0.0.1:{port}" for port in ports]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
@@ -163,18 +162,137 @@ def test_two_workers_train_together_on_the_cpu(ingested: Path, tmp_path: Path) -
         processes.append(
             subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         )
+    return processes
+
+
+def _log_lines(folder: Path) -> list[str]:
+    path = folder / "train.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_two_workers_killed_and_restarted_continue_as_one(ingested: Path, tmp_path: Path) -> None:
+    """MultiWorkerMirroredStrategy from TF_CONFIG, two processes on 127.0.0.1, each with its own
+    output folder (only the chief, worker 0, writes checkpoints). Both are killed mid-run and
+    started again: every worker continues from the chief's checkpoint, so both log the same
+    steps, learning rates and (all-reduced) losses to the end, and only the chief exports."""
+    settings = ["model=darknet53-tiny", "image_size=32", "batch_size=8", "epochs=4"]  # as TINY
+    settings += ["warmup_steps=1", "log_every=1", "checkpoint_every=2", "shuffle_buffer=64"]
+    settings += ["eval_every_epochs=0"]
+    chief, other = tmp_path / "worker0", tmp_path / "worker1"
+    processes = _start_workers(ingested, tmp_path, _free_ports(2), settings)
+    deadline = time.monotonic() + 300
+    while checkpoints.steps(chief / "checkpoints")[-1:] < [6]:  # killed past step 6
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), [
+            p.communicate()[0].decode()[-3000:] for p in processes if p.poll() is not None
+        ]
+        time.sleep(0.05)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved = checkpoints.steps(chief / "checkpoints")[-1]
+    assert saved < 16 and not checkpoints.steps(other / "checkpoints")
+    before = [len(_log_lines(folder)) for folder in (chief, other)]
+
+    processes = _start_workers(ingested, tmp_path, _free_ports(2), settings)
     outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    chief, other = tmp_path / "worker0", tmp_path / "worker1"
     summary = json.loads((chief / "summary.json").read_text())
-    assert summary["workers"] == 2 and summary["devices"] == 2 and summary["steps"] == 4
+    assert summary["workers"] == 2 and summary["devices"] == 2 and summary["steps"] == 16
+    assert summary["resumed_from"] == saved
     assert (chief / "model.keras").exists() and not (other / "model.keras").exists()
-    logs = [(folder / "train.log").read_text().splitlines() for folder in (chief, other)]
-    assert logs[0][0].split(", Time")[0] == logs[1][0].split(", Time")[0]  # same step, LR, loss
+    resumed = [_log_lines(folder)[n:] for folder, n in zip((chief, other), before, strict=True)]
+    without_time = [[line.split(", Time")[0] for line in lines] for lines in resumed]
+    assert without_time[0] == without_time[1]  # same steps, LRs and losses on both workers
+    steps = [int(re.match(r"Steps:(\d+)", line).group(1)) for line in resumed[0]]
+    assert steps == list(range(saved + 1, 17))
     # The mean loss of the global batch, not its sum over the replicas (which also made the
-    # gradients, summed across replicas, twice too large): near ln 3 for 3 classes at the start.
-    first_loss = float(re.search(r"Loss: *([\d.]+)", logs[0][0]).group(1))
-    assert 0.6 < first_loss < 1.6, logs[0][0]
+    # gradients, summed across replicas, twice too large): near ln 3 for 3 classes.
+    first_loss = float(re.search(r"Loss: *([\d.]+)", _log_lines(chief)[0]).group(1))
+    assert 0.6 < first_loss < 1.6, _log_lines(chief)[0]
+
+
+def test_a_mid_epoch_resume_continues_the_epochs_order(small_model, tmp_path: Path) -> None:
+    """Killed at step 7 of 4-step epochs with a checkpoint at step 6: the resumed run asks for
+    epoch 1 from its batch 2, the batches the killed run had not trained on."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 32, 32, 3)).astype(np.uint8)
+    labels = (np.arange(32) % 3).astype(np.int32)
+    asked = []
+
+    def train(epoch: int, skip: int):
+        asked.append((epoch, skip))
+        order = np.random.default_rng(epoch).permutation(32)
+        while True:
+            for start in range(skip * 8, 32, 8):
+                take = order[start : start + 8]
+                yield images[take], labels[take]
+            skip = 0
+
+    data = TrainData(train, lambda: iter([(images[:8], labels[:8])]), 4, 3)
+    config = TrainConfig(
+        **{**TINY, "epochs": 3, "checkpoint_every": 3, "log_every": 1, "eval_every_epochs": 0}
+    )
+
+    def kill_at_step_7(event: dict) -> None:
+        if event["type"] == "log" and event["step"] == 7:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit_classifier(config, data, str(tmp_path), kill_at_step_7)
+    assert asked == [(0, 0), (1, 0)] and checkpoints.steps(tmp_path / "checkpoints") == [4, 6]
+    asked.clear()
+    summary = fit_classifier(config, data, str(tmp_path))
+    assert summary["resumed_from"] == 6 and asked == [(1, 2), (2, 0)]
+
+
+def test_an_epochs_records_are_fixed_split_between_workers_and_skipped_exactly(
+    ingested: Path,
+) -> None:
+    """The record stream of an epoch (before decoding) against an independent reference: the
+    same arguments give the same order, another epoch another order; two workers read disjoint
+    halves that together are the whole set; a resume after k steps leaves exactly the epoch's
+    records from position k·B on (k·B/2 of each worker's stream with two workers)."""
+    pattern = str(ingested / "train-*")
+
+    def names(ds) -> list[tuple[int, bytes]]:  # file names repeat across class folders
+        return [(int(f["label"]), f["filename"].numpy()) for f in map(parse, ds)]
+
+    epoch1 = names(epoch_records(pattern, 1, shuffle_buffer=64))
+    assert epoch1 == names(epoch_records(pattern, 1, shuffle_buffer=64))
+    assert sorted(epoch1) == sorted(names(epoch_records(pattern, 2, shuffle_buffer=64)))
+    assert epoch1 != names(epoch_records(pattern, 2, shuffle_buffer=64))
+    assert len(epoch1) == 36 and len(set(epoch1)) == 36
+    left = names(remaining_records(pattern, 1, skip=2, batch_size=8, shuffle_buffer=64))
+    assert left == epoch1[16:]
+
+    halves = [names(epoch_records(pattern, 1, 64, workers=2, worker=w)) for w in (0, 1)]
+    assert not set(halves[0]) & set(halves[1]) and sorted(halves[0] + halves[1]) == sorted(epoch1)
+    for worker, half in enumerate(halves):
+        rest = remaining_records(pattern, 1, 2, 8, 64, workers=2, worker=worker)
+        assert names(rest) == half[8:]  # 2 steps x 8 / 2 workers
+    with pytest.raises(ValueError, match="2 training shards cannot feed 3 workers"):
+        epoch_records(pattern, 1, workers=3)
+
+
+def test_the_command_trains_with_mixup_under_xla(ingested: Path, tmp_path: Path) -> None:
+    """What a single TensorFlow GPU does by default, on the CPU: the whole step compiled by XLA,
+    mixup's λ drawn inside it, through the command line (mixup crashed at the first step)."""
+    command = [sys.executable, "-m", "components.train", "--data", str(ingested)]
+    command += ["--output", str(tmp_path / "run")]
+    settings = ["model=darknet53-tiny", "image_size=32", "batch_size=8", "epochs=1"]
+    settings += ["jit_compile=true", "mixup_alpha=0.2", "warmup_steps=1", "log_every=2"]
+    command += [arg for s in settings for arg in ("--set", s)]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["jit_compile"] is True and summary["steps"] == 4
+    assert "XLA on" in done.stdout + done.stderr
 
 
 def test_a_diverging_run_stops_and_names_the_step(tmp_path: Path) -> None:
@@ -183,7 +301,7 @@ def test_a_diverging_run_stops_and_names_the_step(tmp_path: Path) -> None:
     images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
     labels = (np.arange(64) % 3).astype(np.int32)
 
-    def endless(seed: int):
+    def endless(epoch: int, skip: int):
         while True:
             for start in range(0, 64, 8):
                 yield images[start : start + 8], labels[start : start + 8]
@@ -199,6 +317,7 @@ def test_float16_runs_whose_updates_are_all_skipped_stop() -> None:
 
     class Optimizer:
         iterations = keras.Variable(5, dtype="int64")
+        skipped_steps = keras.Variable(5, dtype="int64")
         dynamic_scale = keras.Variable(2.0**-10)
 
     class Model:
@@ -211,10 +330,11 @@ def test_float16_runs_whose_updates_are_all_skipped_stop() -> None:
     progress.start(0)
     for batch in range(3):  # checks at step 1, the next at step 4
         progress.on_train_batch_end(batch, {"loss": np.array([1.0])})
+        Optimizer.skipped_steps.assign_add(1)
     with pytest.raises(FloatingPointError, match="every update from step 1 to 4 was skipped"):
         progress.on_train_batch_end(3, {"loss": np.array([1.0])})
-    Optimizer.iterations.assign(6)  # one update went through: no error
-    progress.on_train_batch_end(7, {"loss": np.array([1.0])})
+    Optimizer.skipped_steps.assign_add(2)  # 3 steps, 2 skipped: one update went through
+    progress.on_train_batch_end(6, {"loss": np.array([1.0])})
 
 
 def test_the_log_window_spans_epochs_in_loss_and_time() -> None:

@@ -7,10 +7,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops
 
 from components.train.config import TrainConfig
 from components.train.loop import build_optimizer, build_schedule
 from components.train.models import create_model
+from components.train.scaling import ScheduledLossScaleOptimizer
 from components.train.schedules import (
     ORIGINAL_STEP_BOUNDARIES,
     ORIGINAL_STEP_VALUES,
@@ -100,7 +102,33 @@ def test_the_optimizer_itself_does_not_decay() -> None:
 
 def test_mixed_float16_wraps_the_optimizer_in_loss_scaling() -> None:
     optimizer = build_optimizer(TrainConfig(), 0.1, "mixed_float16")
+    assert isinstance(optimizer, ScheduledLossScaleOptimizer)
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+class Rising(keras.optimizers.schedules.LearningRateSchedule):
+    def __call__(self, step):
+        return 0.1 * (ops.cast(step, "float32") + 1)
+
+
+def test_float16_skipped_steps_still_move_the_schedule_on() -> None:
+    """Steps 0 and 2 overflow and are skipped; the updates of steps 1 and 3 use the learning
+    rates of steps 1 and 3, as every batch counts (a reference by hand: plain SGD, lr(t) =
+    0.1 · (t + 1), gradient 1 on each weight)."""
+    weight = keras.Variable(np.zeros(2, np.float32))
+    config = TrainConfig(momentum=0.0, nesterov=False)
+    optimizer = build_optimizer(config, Rising(), "mixed_float16")
+    optimizer.build([weight])
+    expected = np.zeros(2)
+    for step in range(4):
+        overflow = step % 2 == 0
+        scale = float(optimizer.dynamic_scale.numpy())
+        gradient = np.full(2, np.inf if overflow else scale, np.float32)  # scaled, as in training
+        optimizer.apply([gradient], [weight])
+        if not overflow:
+            expected -= 0.1 * (step + 1)
+    np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)  # -(0.2 + 0.4)
+    assert int(optimizer.iterations.numpy()) == 4 and int(optimizer.skipped_steps.numpy()) == 2
 
 
 def test_linear_scaling_rule() -> None:

@@ -4,20 +4,26 @@ The CPU only decodes the crop window and resizes it to the training size as uint
 `preprocessing`); everything else happens here, per example but on whole batches, in `keras.ops`
 alone, so it runs unchanged on TensorFlow (the product) and JAX (the GPU check):
 
-    uint8 [B, S, S, 3] --rotate_flip--> float32 --color (one 3x3 matrix + PCA offset)--> clip
+    uint8 [B, S, S, 3] --rotate_flip--> float32 --color (one 3x3 matrix + offset) + PCA--> clip
         --normalize--> float32 [B, S, S, 3], mean 0 / std 1 per channel
 
-Distributions are the paper's (and the original's ±7° rotation): flip with p = 0.5; rotation
-uniform in ±max_degrees; brightness and saturation coefficients uniform in [1 - s, 1 + s]; hue
-turned by up to s·π; AlexNet PCA lighting with α ~ N(0, σ); each drawn per example.
+Distributions are the paper's and GluonCV's ImageNet recipe (with the original's ±7° rotation):
+flip with p = 0.5; rotation uniform in ±max_degrees; brightness, contrast and saturation
+coefficients uniform in [1 - s, 1 + s] (s = 0.4); hue optional (off; when on, turned by up to
+hue·π); AlexNet PCA lighting with α ~ N(0, σ); each drawn per example.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+from components.train.randomness import ReplicaSeedGenerator, no_replica
 
 MEAN_RGB = (123.68, 116.779, 103.939)  # the text's mean (the original code has 109.939 for blue)
 STD_RGB = (58.393, 57.12, 57.375)
@@ -29,7 +35,9 @@ PCA_EIGVEC = (
 )
 # YIQ: luma and two chroma axes; a hue change is a rotation in the chroma plane (as GluonCV).
 RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.321), (0.211, -0.523, 0.311))
-YIQ_TO_RGB = ((1.0, 0.956, 0.621), (1.0, -0.272, -0.647), (1.0, -1.107, 1.705))
+# Its exact inverse (the usual 3-decimal table is off by up to 0.5 of 255 on saturated colours,
+# which would shift every colour a little even at hue 0).
+YIQ_TO_RGB = tuple(map(tuple, np.linalg.inv(np.array(RGB_TO_YIQ)).tolist()))
 LUMA = (0.299, 0.587, 0.114)
 
 
@@ -84,12 +92,13 @@ def rotate_flip(images, radians, mirror):
     return top * (1.0 - wy) + bottom * wy
 
 
-def color_matrices(brightness, saturation, hue_radians, hue_first):
+def color_matrices(brightness, saturation, hue_radians):
     """[B] coefficients -> [B, 3, 3] matrices M with rgb_out = M @ rgb_in.
 
-    Brightness scales, saturation blends with the gray (luma) value, hue rotates the chroma
-    plane; all three are linear, so one matrix applies them together. Brightness commutes with
-    both others; `hue_first` picks the order of hue and saturation per example.
+    Brightness scales, saturation blends each pixel with its gray (luma) value, hue rotates the
+    chroma plane of YIQ; all three are linear, so one matrix applies them together, and they
+    commute: the order GluonCV draws at random would only matter through clipping between the
+    steps, which this does once, at the end.
     """
     eye = ops.eye(3)[None]  # (1, 3, 3)
     gray = ops.ones((3, 1)) * ops.array([LUMA], "float32")  # each row: the luma weights
@@ -104,8 +113,24 @@ def color_matrices(brightness, saturation, hue_radians, hue_first):
     to_rgb = ops.array(YIQ_TO_RGB, "float32")[None]
     to_yiq = ops.array(RGB_TO_YIQ, "float32")[None]
     hue = ops.matmul(ops.matmul(to_rgb, rotate), to_yiq)
-    mixed = ops.where(hue_first[:, None, None], ops.matmul(sat, hue), ops.matmul(hue, sat))
-    return brightness[:, None, None] * mixed
+    return brightness[:, None, None] * ops.matmul(sat, hue)
+
+
+def color_jitter(images, brightness, contrast, saturation, hue_radians):
+    """float32 [B, S, S, 3] in 0..255 and per-example coefficients [B] -> float32 [B, S, S, 3],
+    not clipped: brightness, contrast, saturation and hue as GluonCV's and torchvision's colour
+    jitter define them (contrast blends every pixel with the image's mean gray level).
+
+    Contrast is affine, with an offset that depends on the image only through its mean colour,
+    and the mean of a linearly transformed image is the transformed mean: so the whole jitter is
+    one matrix and one offset per example, whatever the order of the four steps.
+    """
+    matrices = color_matrices(brightness, saturation, hue_radians)  # (B, 3, 3)
+    mean = ops.mean(images, axis=(1, 2))  # (B, 3)
+    gray = ops.einsum("d,bdc,bc->b", ops.array(LUMA, "float32"), matrices, mean)  # (B,)
+    c = contrast[:, None, None]
+    out = ops.einsum("bhwc,bdc->bhwd", images, c * matrices)  # (B, S, S, 3)
+    return out + ((1.0 - contrast) * gray)[:, None, None, None]
 
 
 def pca_offsets(alpha):
@@ -119,6 +144,8 @@ class DeviceAugment(keras.layers.Layer):
     """uint8 [B, S, S, 3] -> normalized float32 [B, S, S, 3]; random only when training.
 
     Without `training`, it only normalizes: the evaluation images come center-cropped from the CPU.
+    Every example draws its own flip, angle, colour coefficients and lighting; under data
+    parallelism each replica draws its own (`replica_id`, see `randomness`).
     """
 
     def __init__(
@@ -126,17 +153,20 @@ class DeviceAugment(keras.layers.Layer):
         flip: bool = True,
         rotation_degrees: float = 7.0,
         color_jitter: float = 0.4,
+        hue: float = 0.0,
         pca_lighting: float = 0.1,
         seed: int | None = None,
+        replica_id: Callable[[], Any] = no_replica,
         **kwargs,
     ):
         super().__init__(dtype="float32", **kwargs)  # pixel math stays float32 under any policy
         self.flip = flip
         self.rotation_degrees = rotation_degrees
         self.color_jitter = color_jitter
+        self.hue = hue
         self.pca_lighting = pca_lighting
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed, replica_id)
         self.built = True  # no weights to create
 
     def _uniform(self, batch: int, low: float, high: float):
@@ -154,22 +184,23 @@ class DeviceAugment(keras.layers.Layer):
             if not self.flip:
                 mirror = ops.zeros((batch,), "bool")
             images = rotate_flip(images, radians, mirror)
-        jitter = self.color_jitter
-        if jitter > 0 or self.pca_lighting > 0:
-            if jitter > 0:
-                matrices = color_matrices(
-                    self._uniform(batch, 1.0 - jitter, 1.0 + jitter),
-                    self._uniform(batch, 1.0 - jitter, 1.0 + jitter),
-                    self._uniform(batch, -jitter, jitter) * math.pi,
-                    self._uniform(batch, 0.0, 1.0) < 0.5,
-                )
-            else:
-                matrices = ops.broadcast_to(ops.eye(3)[None], (batch, 3, 3))
+        jitter, hue = self.color_jitter, self.hue
+        if jitter > 0 or hue > 0:
+
+            def coefficient():  # one of brightness, contrast, saturation: [B]
+                if jitter > 0:
+                    return self._uniform(batch, 1.0 - jitter, 1.0 + jitter)
+                return ops.ones((batch,))
+
+            brightness, contrast, saturation = coefficient(), coefficient(), coefficient()
+            radians = self._uniform(batch, -hue, hue) * math.pi if hue > 0 else ops.zeros((batch,))
+            images = color_jitter(images, brightness, contrast, saturation, radians)
+        if self.pca_lighting > 0:
             alpha = keras.random.normal(
                 (batch, 3), stddev=self.pca_lighting, seed=self.seed_generator
             )
-            offsets = pca_offsets(alpha)[:, None, None, :]  # (B, 1, 1, 3)
-            images = ops.einsum("bhwc,bdc->bhwd", images, matrices) + offsets
+            images = images + pca_offsets(alpha)[:, None, None, :]  # (B, 1, 1, 3)
+        if jitter > 0 or hue > 0 or self.pca_lighting > 0:
             images = ops.clip(images, 0.0, 255.0)
         return normalize(images)
 
@@ -179,6 +210,7 @@ class DeviceAugment(keras.layers.Layer):
             "flip": self.flip,
             "rotation_degrees": self.rotation_degrees,
             "color_jitter": self.color_jitter,
+            "hue": self.hue,
             "pca_lighting": self.pca_lighting,
             "seed": self.seed,
         }

@@ -10,7 +10,7 @@ from components.train.schedules import ORIGINAL_STEP_BOUNDARIES, ORIGINAL_STEP_V
 
 
 class AugmentConfig(BaseModel):
-    """Train-time preprocessing; defaults are the paper's."""
+    """Train-time preprocessing; defaults are the paper's and GluonCV's ImageNet recipe."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -18,7 +18,10 @@ class AugmentConfig(BaseModel):
     crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     rotation_degrees: float = Field(7.0, ge=0, description="the original adds ±7°")
-    color_jitter: float = Field(0.4, ge=0, lt=1, description="coefficients in [1-s, 1+s]")
+    color_jitter: float = Field(
+        0.4, ge=0, lt=1, description="brightness, contrast, saturation in [1-s, 1+s] (GluonCV)"
+    )
+    hue: float = Field(0.0, ge=0, le=0.5, description="hue turned by up to hue·π; GluonCV: off")
     pca_lighting: float = Field(0.1, ge=0, description="std of the PCA noise α")
 
 

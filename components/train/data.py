@@ -5,6 +5,7 @@ The CPU's whole job: read, decode the crop window, resize it to the training siz
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from components.schema import parsing_spec
@@ -30,18 +31,71 @@ def eval_transform(features: dict, size: int) -> dict:
     return pp.decode_center_crop(features, size)
 
 
-def _records(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
-    files = tf.data.Dataset.list_files(pattern, shuffle=shuffle, seed=seed)
+def _example(features: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    return features["image"], tf.cast(features["label"], tf.int32)
+
+
+def _records(pattern: str) -> tf.data.Dataset:
+    """Every record of the files matching `pattern`, in file order."""
+    files = tf.data.Dataset.list_files(pattern, shuffle=False)
     return files.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=16,
-        num_parallel_calls=AUTOTUNE,
-        deterministic=not shuffle,
+        tf.data.TFRecordDataset, cycle_length=16, num_parallel_calls=AUTOTUNE, deterministic=True
     )
 
 
-def _example(features: dict) -> tuple[tf.Tensor, tf.Tensor]:
-    return features["image"], tf.cast(features["label"], tf.int32)
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of one epoch: each epoch its own order, the same on every worker."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def epoch_records(
+    pattern: str,
+    epoch: int,
+    shuffle_buffer: int = 10_000,
+    seed: int = 0,
+    workers: int = 1,
+    worker: int = 0,
+) -> tf.data.Dataset:
+    """The serialized records of epoch `epoch` that worker `worker` of `workers` trains on, in
+    an order fixed by (seed, epoch): the files shuffled, dealt round-robin to the workers (each
+    reads only its own), interleaved, then shuffled through `shuffle_buffer` records. The same
+    arguments give the same sequence, which is what lets a resumed run skip what it has seen.
+    """
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"no training shards match {pattern}")
+    if len(files) < workers:
+        raise ValueError(
+            f"{len(files)} training shards cannot feed {workers} workers (each reads its own "
+            "shards): ingest with train_shards of at least the number of workers"
+        )
+    order = epoch_seed(seed, epoch)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.shuffle(len(files), seed=order, reshuffle_each_iteration=False).shard(workers, worker)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(16, len(files)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.shuffle(shuffle_buffer, seed=order, reshuffle_each_iteration=False)
+
+
+def remaining_records(
+    pattern: str,
+    epoch: int,
+    skip: int,
+    batch_size: int,
+    shuffle_buffer: int = 10_000,
+    seed: int = 0,
+    workers: int = 1,
+    worker: int = 0,
+) -> tf.data.Dataset:
+    """What this worker has left of epoch `epoch` after `skip` steps of global batch
+    `batch_size`: a step of the cluster takes batch_size / workers records from each worker's
+    stream (tf.distribute splits each batch among the replicas)."""
+    ds = epoch_records(pattern, epoch, shuffle_buffer, seed, workers, worker)
+    return ds.skip(skip * batch_size // workers)
 
 
 def train_dataset(
@@ -51,27 +105,44 @@ def train_dataset(
     augment: AugmentConfig,
     shuffle_buffer: int = 10_000,
     seed: int = 0,
+    epoch: int = 0,
+    skip: int = 0,
+    workers: int = 1,
+    worker: int = 0,
 ) -> tf.data.Dataset:
-    """Endless shuffled batches (image uint8 [B, S, S, 3], label int32 [B])."""
-    ds = _records(pattern, shuffle=True, seed=seed).shuffle(shuffle_buffer, seed=seed).repeat()
+    """Batches (image uint8 [B, S, S, 3], label int32 [B]) of epoch `epoch` from its batch
+    `skip` on; `batch_size` is the global batch.
+
+    A resumed run skips what the epoch's first `skip` steps took (`remaining_records`), before
+    any decoding. Which records are left is exact; their order is up to neighbours swapped by
+    the parallel decode. The stream repeats the epoch's order should a worker's shards run
+    short.
+    """
+    ds = remaining_records(pattern, epoch, skip, batch_size, shuffle_buffer, seed, workers, worker)
+    ds = ds.repeat()
     ds = ds.map(
         lambda s: _example(train_transform(parse(s), size, augment)),
         num_parallel_calls=AUTOTUNE,
         deterministic=False,
     )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    if workers > 1:  # sharded here, by file: tf.distribute must not shard it again
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
+    return ds
 
 
 def eval_dataset(pattern: str, batch_size: int, size: int) -> tf.data.Dataset:
     """Every validation record once, in file order: (image uint8 [B, S, S, 3], label [B])."""
-    ds = _records(pattern, shuffle=False, seed=0)
+    ds = _records(pattern)
     ds = ds.map(lambda s: _example(eval_transform(parse(s), size)), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
 def jpeg_dataset(pattern: str, batch_size: int) -> tf.data.Dataset:
     """Raw stored JPEG bytes and labels, for evaluating a servable that decodes by itself."""
-    ds = _records(pattern, shuffle=False, seed=0)
+    ds = _records(pattern)
     ds = ds.map(lambda s: parse(s), num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda f: (f["image"], f["label"]), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from components.train.augment import normalize
 from components.train.data import eval_transform
+from components.train.models import to_channels_last
 
 
 class ImageClassifier(tf.Module):
@@ -33,7 +34,13 @@ class ImageClassifier(tf.Module):
 
 
 def export_servable(model: keras.Model, image_size: int, labels: list[str], path: str) -> str:
-    """Saves the servable SavedModel to `path` (a directory) and returns it."""
-    module = ImageClassifier(model, image_size, labels)
+    """Saves the servable SavedModel to `path` (a directory) and returns it.
+
+    Always channels_last, whatever layout the model trained in: the graph is fixed when it is
+    saved, and a channels_first one would not run on the CPU machines that evaluate and serve
+    (TensorFlow's CPU convolutions are NHWC-only without oneDNN); on a GPU TensorFlow converts
+    the layout itself.
+    """
+    module = ImageClassifier(to_channels_last(model), image_size, labels)
     tf.saved_model.save(module, path)
     return path

@@ -30,7 +30,8 @@ from components import events
 from components.train import checkpoints, tricks
 from components.train import devices as device_discovery
 from components.train.config import TrainConfig
-from components.train.models import create_model
+from components.train.models import create_model, is_channels_first, to_channels_last
+from components.train.scaling import ScheduledLossScaleOptimizer
 from components.train.schedules import WarmupCosine, WarmupPiecewise, scaled_learning_rate
 from components.train.trainer import TrainingModel, evaluation_model
 
@@ -51,8 +52,10 @@ RESUMABLE_CHANGES = {
 class TrainData:
     """What the loop needs from the input side.
 
-    train(seed): endless batches (images uint8 [B, S, S, 3], labels int [B]) that `model.fit`
-        accepts (a tf.data.Dataset, or a generator of arrays);
+    train(epoch, skip): the batches (images uint8 [B, S, S, 3], labels int [B]) of epoch
+        `epoch` (0-based) from its batch `skip` on, in an order fixed by the epoch (a resumed
+        run continues the epoch where the killed one stopped), at least as many as the epoch
+        has left; in any form `model.fit` accepts (a tf.data.Dataset, a generator of arrays);
     validation(): one pass over (uint8 center crops [B, S, S, 3], labels [B]).
     """
 
@@ -106,7 +109,8 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int, total_steps: int):
 
 
 def build_optimizer(config: TrainConfig, schedule, precision: str):
-    """SGD with Nesterov momentum, with dynamic loss scaling for float16.
+    """SGD with Nesterov momentum, with dynamic loss scaling for float16 (whose skipped steps
+    still count as steps of the schedule: `scaling`).
 
     Weight decay is not the optimizer's (Keras' is decoupled, applied outside the momentum, which
     makes 1e-4 act about ten times weaker than in the paper): it is an L2 term in the loss,
@@ -116,7 +120,7 @@ def build_optimizer(config: TrainConfig, schedule, precision: str):
         learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov
     )
     if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = ScheduledLossScaleOptimizer(optimizer)
     return optimizer
 
 
@@ -137,9 +141,14 @@ def resolve_jit(config: TrainConfig, found: device_discovery.Devices) -> bool:
 
 
 def build_trainer(
-    config: TrainConfig, num_classes: int, precision: str, teacher: keras.Model | None
+    config: TrainConfig,
+    num_classes: int,
+    precision: str,
+    teacher: keras.Model | None,
+    found: device_discovery.Devices,
 ) -> TrainingModel:
-    """The classifier in the chosen precision (logits stay float32), wrapped for training."""
+    """The classifier in the chosen precision (logits stay float32) and the layout the devices
+    run (`Devices.data_format`), wrapped for training."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
@@ -148,17 +157,22 @@ def build_trainer(
             num_classes,
             width=config.width,
             input_size=config.image_size,
-            data_format=config.data_format,
+            data_format=found.data_format(config.data_format),
             zero_gamma=config.zero_gamma,
         )
     finally:
         keras.config.set_dtype_policy(previous)
-    return TrainingModel(backbone, config, num_classes, teacher)
+    return TrainingModel(backbone, config, num_classes, teacher, found.replica_id)
 
 
-def load_teacher(path: str, num_classes: int, image_size: int) -> keras.Model:
-    """A saved Keras classifier to distill from; it must see the same images and classes."""
+def load_teacher(
+    path: str, num_classes: int, image_size: int, data_format: str = "channels_last"
+) -> keras.Model:
+    """A saved Keras classifier to distill from; it must see the same images and classes. A
+    channels_first teacher is rebuilt channels_last where the devices need that layout."""
     teacher = keras.saving.load_model(path, compile=False)
+    if data_format == "channels_last" and is_channels_first(teacher):
+        teacher = to_channels_last(teacher)
     shape = tuple(teacher.input_shape[1:])
     classes = teacher.output_shape[-1]
     if classes != num_classes or shape[:2] not in ((image_size, image_size), (None, None)):
@@ -206,7 +220,7 @@ class Progress(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.save, self.log_file, self.on_event, self.scaled = save, log_file, on_event, scaled
         self.first_step = 0  # global step before this fit() call
-        self.applied = self.checked_at = None  # float16: optimizer updates at the last check
+        self.skipped = self.checked_at = None  # float16: skipped updates at the last check
         # The log window (since the last line) may span fit() calls: Keras' running loss restarts
         # with each, so the window's sum is carried over, and so is the clock.
         self.window_start = self.clock = None
@@ -232,33 +246,35 @@ class Progress(keras.callbacks.Callback):
                 "precision=mixed_bfloat16 or float32"
             )
         if self.scaled:
-            self._check_updates(step)
+            self._check_skipped(step)
         self.fit_sum = mean_so_far * (batch + 1)
         if step % self.config.log_every == 0 or step == self.total_steps:
             self._log(step)
         if step % self.config.checkpoint_every == 0 and step % self.steps_per_epoch:
             self.save(step)
 
-    def _check_updates(self, step: int) -> None:
+    def _check_skipped(self, step: int) -> None:
         """float16 skips an update whose gradients overflow and halves the loss scale; a run
         where every update of `max_skipped_steps` steps was skipped has diverged."""
         if self.checked_at is not None and step - self.checked_at < self.config.max_skipped_steps:
             return
-        applied = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if self.applied is not None and applied == self.applied:
+        skipped = int(keras.ops.convert_to_numpy(self.model.optimizer.skipped_steps))
+        if self.skipped is not None and skipped - self.skipped >= step - self.checked_at:
             scale = float(keras.ops.convert_to_numpy(self.model.optimizer.dynamic_scale))
             raise FloatingPointError(
                 f"float16: every update from step {self.checked_at} to {step} was skipped "
                 f"(gradients not finite even at loss scale {scale:g}); use "
                 "precision=mixed_bfloat16 or float32, or lower base_lr"
             )
-        self.applied, self.checked_at = applied, step
+        self.skipped, self.checked_at = skipped, step
 
     def _log(self, step: int) -> None:
         now = time.perf_counter()
         loss = (self.carried + self.fit_sum - self.logged_sum) / (step - self.window_start)
-        applied = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        lr = float(keras.ops.convert_to_numpy(self.schedule(max(applied - 1, 0))))
+        # The schedule's step is the optimizer's counter, which counts every batch (float16's
+        # skipped ones too): the LR of the step just taken.
+        taken = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        lr = float(keras.ops.convert_to_numpy(self.schedule(max(taken - 1, 0))))
         seconds = now - self.clock
         # The original's log line, word for word.
         line = f"Steps:{step}, LR:{lr:6.4f}, Loss:{loss:4.2f}, Time:{seconds:4.1f}s"
@@ -324,13 +340,14 @@ def fit_classifier(
     keras.utils.set_random_seed(config.seed)
 
     # Model and optimizer, created where the devices want their variables.
+    data_format = found.data_format(config.data_format)
     with found.scope():
         teacher = (
-            load_teacher(config.teacher, data.num_classes, config.image_size)
+            load_teacher(config.teacher, data.num_classes, config.image_size, data_format)
             if config.teacher
             else None
         )
-        trainer = build_trainer(config, data.num_classes, precision, teacher)
+        trainer = build_trainer(config, data.num_classes, precision, teacher, found)
         schedule = build_schedule(config, steps_per_epoch, total_steps)
         optimizer = build_optimizer(config, schedule, precision)
         trainer.compile(optimizer=optimizer, jit_compile=jit)
@@ -342,18 +359,26 @@ def fit_classifier(
     groups = state_groups(trainer)
     latest = checkpoints.latest(folder)
     start_step = checkpoints.restore(latest, groups)["step"] if latest else 0
+    # Only the chief writes checkpoints: in a cluster every worker continues from its state.
+    start_step = found.share_chief_state([v for g in groups.values() for v in g], start_step)
 
     def save(step: int) -> None:
         if found.is_chief:
             checkpoints.save(folder, step, state_groups(trainer), {"epoch": step / steps_per_epoch})
 
+    layout_note = (
+        f" ({config.data_format} is a GPU layout here; same weights)"
+        if data_format != config.data_format
+        else ""
+    )
     on_event(
         events.event(
             COMPONENT,
             "start",
             f"training {config.model} to step {total_steps:,} from step {start_step:,} "
             f"({precision}, {found.replicas} {found.kind} device(s) on {found.workers} worker(s), "
-            f"XLA {'on' if jit else 'off'}, {keras.backend.backend()})",
+            f"XLA {'on' if jit else 'off'}, {data_format}{layout_note}, "
+            f"{keras.backend.backend()})",
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             start_step=start_step,
@@ -363,6 +388,7 @@ def fit_classifier(
             chief=found.is_chief,
             device_kind=found.kind,
             jit_compile=jit,
+            data_format=data_format,
             num_classes=data.num_classes,
             backend=keras.backend.backend(),
         )
@@ -381,10 +407,11 @@ def fit_classifier(
             end = min(epoch * steps_per_epoch, total_steps)
             mixup = config.mixup_alpha > 0 and epoch <= config.epochs - config.mixup_off_epochs
             trainer.mixup_on.assign(1.0 if mixup else 0.0)
-            # The steps: one fit() per epoch (or what is left of it), on freshly shuffled data.
+            # The steps: one fit() per epoch (or what is left of it), each epoch in its own
+            # order, continued where it stopped when the run resumes mid-epoch.
             progress.start(step)
             trainer.fit(
-                data.train(config.seed + step),
+                data.train(epoch - 1, step - (epoch - 1) * steps_per_epoch),
                 epochs=1,
                 steps_per_epoch=end - step,
                 callbacks=[progress],
@@ -415,6 +442,7 @@ def fit_classifier(
         "resumed_from": start_step,
         "precision": precision,
         "jit_compile": jit,
+        "data_format": data_format,
         "devices": found.replicas,
         "workers": found.workers,
         "backend": keras.backend.backend(),
@@ -424,6 +452,8 @@ def fit_classifier(
         "history": history,
         "final": final,
     }
+    if precision == "mixed_float16":  # updates whose float16 gradients overflowed
+        summary["skipped_steps"] = int(keras.ops.convert_to_numpy(optimizer.skipped_steps))
     if found.is_chief:
         write_json_atomically(out / "summary.json", summary)
     return summary

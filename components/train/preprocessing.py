@@ -12,6 +12,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 EVAL_CROP_FRACTION = 224 / 256
+# One resize filter for training and evaluation (and so for serving): bilinear, widened when it
+# shrinks so that every source pixel counts (antialiasing, as PIL and torchvision resize). The
+# network learns the look of its training crops; evaluated images must have the same.
+RESIZE = {"method": "bilinear", "antialias": True}
 
 
 def boxes_tensor(features: dict) -> tf.Tensor:
@@ -57,12 +61,13 @@ def decode_random_crop(
 
 
 def resize_crop(features: dict, size: int) -> dict:
-    """image: uint8 [h, w, 3] -> uint8 [size, size, 3], bilinear, rounded.
+    """image: uint8 [h, w, 3] -> uint8 [size, size, 3], resized as evaluation resizes (RESIZE),
+    rounded.
 
     uint8 keeps the host-to-device copy at a quarter of float32's; the accelerator does the
     rest of the augmentation (`components.train.augment`).
     """
-    image = tf.image.resize(features["image"], [size, size], method="bilinear")
+    image = tf.image.resize(features["image"], [size, size], **RESIZE)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
     return {**features, "image": tf.reshape(image, [size, size, 3])}
 
@@ -78,7 +83,7 @@ def decode_center_crop(features: dict, size: int) -> dict:
     scale = (size / EVAL_CROP_FRACTION) / tf.reduce_min(shape)
     new_shape = tf.cast(tf.math.round(shape * scale), tf.int32)
     new_shape = tf.maximum(new_shape, size)
-    resized = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
+    resized = tf.image.resize(image, new_shape, **RESIZE)
     top = (new_shape[0] - size) // 2
     left = (new_shape[1] - size) // 2
     crop = resized[top : top + size, left : left + size]

@@ -18,13 +18,16 @@ import tensorflow as tf
 from components import dataset, events
 from components.train.config import TrainConfig
 from components.train.data import eval_dataset, train_dataset
+from components.train.devices import Devices, detect
 from components.train.export import export_servable
 from components.train.loop import COMPONENT, TrainData, fit_classifier, write_json_atomically
 from components.train.loop import log as loop_log
 
 
-def tfrecord_data(config: TrainConfig, data_dir: str) -> TrainData:
-    """The loop's data from an ingested folder; errors name the folder."""
+def tfrecord_data(config: TrainConfig, data_dir: str, found: Devices | None = None) -> TrainData:
+    """The loop's data from an ingested folder; errors name the folder. In a cluster, this
+    worker's part of each epoch (`found`: the devices, for the workers' layout)."""
+    workers, worker = (found.workers, found.worker) if found else (1, 0)
     labels = dataset.read_labels(data_dir)
     records = dataset.read_metadata(data_dir)["records"]
     if records["train"] < config.batch_size:
@@ -35,13 +38,17 @@ def tfrecord_data(config: TrainConfig, data_dir: str) -> TrainData:
     train_pattern = dataset.shard_pattern(data_dir, dataset.TRAIN)
     val_pattern = dataset.shard_pattern(data_dir, dataset.VALIDATION)
     return TrainData(
-        train=lambda seed: train_dataset(
+        train=lambda epoch, skip: train_dataset(
             train_pattern,
             config.batch_size,
             config.image_size,
             config.augment,
             config.shuffle_buffer,
-            seed,
+            config.seed,
+            epoch,
+            skip,
+            workers,
+            worker,
         ),
         validation=lambda: eval_dataset(val_pattern, config.batch_size, config.image_size),
         steps_per_epoch=records["train"] // config.batch_size,
@@ -89,14 +96,15 @@ def run_training(
     """Trains (or resumes) into `output_dir`; returns the summary with the servable's path.
     Progress goes to `on_event` (components/events.py; default: the loop's logger)."""
     on_event = on_event or events.log_to(loop_log)
-    data = tfrecord_data(config, data_dir)
+    found = detect()  # first: a cluster's strategy must exist before any TensorFlow op
+    data = tfrecord_data(config, data_dir, found)
     board = TensorBoardEvents(Path(output_dir) / "tensorboard")
 
     def publish(event: dict) -> None:
         board(event)
         on_event(event)
 
-    summary = fit_classifier(config, data, output_dir, publish)
+    summary = fit_classifier(config, data, output_dir, publish, found)
     if summary["chief"]:  # other workers of a cluster write nothing
         model = keras.saving.load_model(summary["model_file"], compile=False)
         labels = dataset.read_labels(data_dir)

@@ -15,13 +15,17 @@ images only and returns mixup's weight with the logits; `compute_loss` mixes the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # not exported by keras
 
-from components.train import tricks
+from components.train import randomness, tricks
 from components.train.augment import DeviceAugment, mixup_images, mixup_targets, normalize
 from components.train.config import TrainConfig
+from components.train.randomness import no_replica
 
 
 class TrainingModel(keras.Model):
@@ -37,6 +41,7 @@ class TrainingModel(keras.Model):
         config: TrainConfig,
         num_classes: int,
         teacher: keras.Model | None = None,
+        replica_id: Callable[[], Any] = no_replica,
     ):
         super().__init__(name="training_model", dtype="float32")
         self.backbone = backbone
@@ -44,13 +49,16 @@ class TrainingModel(keras.Model):
         self.config = config
         augment = config.augment
         self.augment = DeviceAugment(
-            augment.flip,
-            augment.rotation_degrees,
-            augment.color_jitter,
-            augment.pca_lighting,
+            flip=augment.flip,
+            rotation_degrees=augment.rotation_degrees,
+            color_jitter=augment.color_jitter,
+            hue=augment.hue,
+            pca_lighting=augment.pca_lighting,
             seed=config.seed,
+            replica_id=replica_id,  # each replica augments its slice with its own draws
             name="augment",
         )
+        # One λ for the global batch: the same state on every replica, nothing folded in.
         self.mixup_seed = keras.random.SeedGenerator(config.seed + 1)
         self.mixup_on = self.add_weight(
             shape=(), initializer="zeros", trainable=False, dtype="float32", name="mixup_on"
@@ -84,7 +92,7 @@ class TrainingModel(keras.Model):
         lam = ops.ones(())  # mixup's weight of each example against its partner; 1: no mixing
         if training and self.config.mixup_alpha > 0:
             alpha = self.config.mixup_alpha
-            lam = keras.random.beta((), alpha, alpha, seed=self.mixup_seed)
+            lam = randomness.beta(alpha, self.mixup_seed)  # XLA compiles it on every backend
             lam = ops.where(self.mixup_on > 0, lam, 1.0)
             images = mixup_images(images, lam)
         outputs = {"logits": self.backbone(images, training=training), "mix": lam}

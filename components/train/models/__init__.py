@@ -54,5 +54,35 @@ def zero_gamma_batchnorms(model: keras.Model) -> list[keras.layers.BatchNormaliz
     ]
 
 
+def is_channels_first(model: keras.Model) -> bool:
+    return any(getattr(layer, "data_format", None) == "channels_first" for layer in model.layers)
+
+
+def to_channels_last(model: keras.Model) -> keras.Model:
+    """The same classifier built channels_last, with the same weights (a copy; any family).
+
+    channels_first is a GPU layout; TensorFlow's CPU convolutions run channels_last only (unless
+    oneDNN is on, which it is only on some CPUs). Every family takes NHWC images and keeps its
+    kernels HWIO in both layouts, so the twin is the same layers with the layout flipped, the
+    input permutation dropped and BatchNorm on the last axis: same weights, same logits.
+    """
+    if not is_channels_first(model):
+        return model
+
+    def flip(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Permute):  # the NHWC -> NCHW entry
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy)
+        if config.get("data_format") == "channels_first":
+            config["data_format"] = "channels_last"
+        if isinstance(layer, keras.layers.BatchNormalization) and config["axis"] in (1, [1]):
+            config["axis"] = -1
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=flip)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 # Families register themselves on import.
 from components.train.models import darknet, resnet  # noqa: E402,F401
