@@ -156,7 +156,7 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         # A flow run SIGKILLed during training; the same deployment run again resumes it.
         params = [
             "-p", "preset=demo", "-p", f"data_dir={class_folders}", "-p", f"work_dir={work}",
-            "-p", 'overrides={"epochs": 40, "batch_size": 8, "min_top1": 0.0, '
+            "-p", 'overrides={"epochs": 15, "batch_size": 8, "min_top1": 0.0, '
             '"max_regression": 1.0, "max_drop_from_best": 1.0}',
         ]  # fmt: skip
         prefect = str(REPO / ".venv" / "bin" / "prefect")

@@ -137,7 +137,9 @@ def test_gate_may_replace_a_champion_of_another_label_set_when_allowed() -> None
 
 
 @pytest.mark.integration
-def test_register_then_compare_against_the_champion(ingested: Path, tmp_path: Path) -> None:
+def test_register_then_compare_against_the_champion(
+    small_model, ingested: Path, tmp_path: Path
+) -> None:
     from components.evaluate import evaluate, gate_and_register
     from components.evaluate.registry import Registry
     from components.train import TrainConfig, run_training
@@ -245,7 +247,7 @@ def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_a_registered_version_keeps_its_keras_file_for_teachers(
-    ingested: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    small_model, ingested: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Registration keeps model.keras; `teacher_file` fetches it for the same label set only,
     and a training folder without one registers the servable alone."""
@@ -345,7 +347,7 @@ print(json.dumps(result))
 
 @pytest.mark.integration
 def test_two_overlapping_gates_leave_the_better_model_as_champion(
-    ingested: Path, tmp_path: Path
+    small_model, ingested: Path, tmp_path: Path
 ) -> None:
     """Two processes gate models on one name at the same time: whichever moves the alias last,
     the better one ends as champion."""

@@ -78,14 +78,14 @@ REPLICAS = textwrap.dedent(
 
     from components.train.config import AugmentConfig, TrainConfig
     from components.train.devices import _tf_replica_id
-    from components.train.models import create_model
     from components.train.trainer import TrainingModel
+    from tests.conftest import small_classifier
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         config = TrainConfig(model="darknet53-tiny", image_size=32, mixup_alpha=0.2,
                              augment=AugmentConfig(hue=0.1))
-        backbone = create_model("darknet53-tiny", 4, input_size=32)
+        backbone = small_classifier("small", 4)
         model = TrainingModel(backbone, config, 4, None, _tf_replica_id)
         model.mixup_on.assign(1.0)
 

@@ -60,7 +60,7 @@ def test_every_trick_compiles_and_trains_under_xla(small_model, precision: str, 
     losses = [e["loss"] for e in events if e["type"] == "log"]
     assert len(losses) == 4 and np.all(np.isfinite(losses))
     if precision == "mixed_float16":
-        assert summary["skipped_steps"] >= 0  # the loss-scaling branch compiled and ran
+        assert isinstance(summary["skipped_steps"], int)  # the loss-scaling step compiled
 
 
 def test_the_tier_catches_an_op_without_an_xla_kernel() -> None:

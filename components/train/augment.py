@@ -97,8 +97,8 @@ def color_matrices(brightness, saturation, hue_radians):
 
     Brightness scales, saturation blends each pixel with its gray (luma) value, hue rotates the
     chroma plane of YIQ; all three are linear, so one matrix applies them together, and they
-    commute: the order GluonCV draws at random would only matter through clipping between the
-    steps, which this does once, at the end.
+    commute (hue up to about 1e-3): the order GluonCV draws at random would only matter through
+    clipping between the steps, which this does once, at the end.
     """
     eye = ops.eye(3)[None]  # (1, 3, 3)
     gray = ops.ones((3, 1)) * ops.array([LUMA], "float32")  # each row: the luma weights
@@ -123,7 +123,8 @@ def color_jitter(images, brightness, contrast, saturation, hue_radians):
 
     Contrast is affine, with an offset that depends on the image only through its mean colour,
     and the mean of a linearly transformed image is the transformed mean: so the whole jitter is
-    one matrix and one offset per example, whatever the order of the four steps.
+    one matrix and one offset per example. Brightness, contrast and saturation commute exactly;
+    hue commutes with them up to the YIQ luma weights' rounding (about 1e-3).
     """
     matrices = color_matrices(brightness, saturation, hue_radians)  # (B, 3, 3)
     mean = ops.mean(images, axis=(1, 2))  # (B, 3)

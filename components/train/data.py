@@ -91,11 +91,13 @@ def remaining_records(
     workers: int = 1,
     worker: int = 0,
 ) -> tf.data.Dataset:
-    """What this worker has left of epoch `epoch` after `skip` steps of global batch
-    `batch_size`: a step of the cluster takes batch_size / workers records from each worker's
-    stream (tf.distribute splits each batch among the replicas)."""
+    """This worker's records of epoch `epoch` after its first `skip` steps of global batch
+    `batch_size`, endless: a step of the cluster takes batch_size / workers records from each
+    worker's stream (tf.distribute splits each batch among the replicas). The epoch's order
+    repeats from its start should a worker's shards run short, in a resumed run as in one that
+    never stopped."""
     ds = epoch_records(pattern, epoch, shuffle_buffer, seed, workers, worker)
-    return ds.skip(skip * batch_size // workers)
+    return ds.repeat().skip(skip * batch_size // workers)
 
 
 def train_dataset(
@@ -113,13 +115,12 @@ def train_dataset(
     """Batches (image uint8 [B, S, S, 3], label int32 [B]) of epoch `epoch` from its batch
     `skip` on; `batch_size` is the global batch.
 
-    A resumed run skips what the epoch's first `skip` steps took (`remaining_records`), before
-    any decoding. Which records are left is exact; their order is up to neighbours swapped by
-    the parallel decode. The stream repeats the epoch's order should a worker's shards run
-    short.
+    A resumed run skips what the epoch's first `skip` steps read (`remaining_records`), before
+    any decoding. The parallel decode may swap neighbouring records, so a batch at the point
+    of the kill can differ by a few records (within the decode's window) from the one the run
+    would have taken; the rest of the epoch is the same.
     """
     ds = remaining_records(pattern, epoch, skip, batch_size, shuffle_buffer, seed, workers, worker)
-    ds = ds.repeat()
     ds = ds.map(
         lambda s: _example(train_transform(parse(s), size, augment)),
         num_parallel_calls=AUTOTUNE,

@@ -59,7 +59,7 @@ class TrainData:
     validation(): one pass over (uint8 center crops [B, S, S, 3], labels [B]).
     """
 
-    train: Callable[[int], Any]
+    train: Callable[[int, int], Any]
     validation: Callable[[], Iterable]
     steps_per_epoch: int
     num_classes: int
@@ -251,6 +251,9 @@ class Progress(keras.callbacks.Callback):
         if step % self.config.log_every == 0 or step == self.total_steps:
             self._log(step)
         if step % self.config.checkpoint_every == 0 and step % self.steps_per_epoch:
+            # On JAX, Keras keeps the state off the variables mid-epoch; asking for the model
+            # puts it back (a no-op elsewhere), so the checkpoint holds this step's values.
+            _ = self.model
             self.save(step)
 
     def _check_skipped(self, step: int) -> None:
@@ -357,9 +360,10 @@ def fit_classifier(
     # Restore.
     folder = out / "checkpoints"
     groups = state_groups(trainer)
-    latest = checkpoints.latest(folder)
+    # Only the chief writes checkpoints, and only it reads them: in a cluster every worker
+    # continues from the chief's state (a worker's own folder may hold anything).
+    latest = checkpoints.latest(folder) if found.is_chief else None
     start_step = checkpoints.restore(latest, groups)["step"] if latest else 0
-    # Only the chief writes checkpoints: in a cluster every worker continues from its state.
     start_step = found.share_chief_state([v for g in groups.values() for v in g], start_step)
 
     def save(step: int) -> None:

@@ -6,8 +6,8 @@
 Two things the stock Keras pieces get wrong for data-parallel, compiled training:
 
 - A `keras.random.SeedGenerator` holds one state variable, and under tf.distribute every replica
-  holds a copy of it with the same value: N GPUs would draw N identical sets of flips, crops of
-  colour and rotation angles, so a step of global batch B had only B/N independent draws.
+  holds a copy of it with the same value: N GPUs would draw N identical sets of flips, angles,
+  colour coefficients and lighting, so a step of global batch B had only B/N independent draws.
   `ReplicaSeedGenerator` keeps the one shared state (checkpointed as before, identical on every
   replica) and folds the replica's index into each seed it hands out.
 - `keras.random.beta` is built on Gamma sampling, which on TensorFlow is an op without an XLA

@@ -17,7 +17,14 @@ from keras import ops
 
 @keras.saving.register_keras_serializable("trickflow")
 class ScheduledLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """LossScaleOptimizer where `iterations` counts every step, applied or skipped."""
+    """LossScaleOptimizer where `iterations` counts every step, applied or skipped.
+
+    Named as Keras' own, so that its variables keep their checkpoint paths; `skipped_steps` is
+    one more variable, so a float16 checkpoint written before it existed does not restore.
+    """
+
+    def __init__(self, inner_optimizer, name: str = "loss_scale_optimizer", **kwargs):
+        super().__init__(inner_optimizer, name=name, **kwargs)
 
     def build(self, var_list) -> None:
         super().build(var_list)

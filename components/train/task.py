@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from components import dataset, events
 from components.train.config import TrainConfig
-from components.train.data import eval_dataset, train_dataset
+from components.train.data import epoch_records, eval_dataset, train_dataset
 from components.train.devices import Devices, detect
 from components.train.export import export_servable
 from components.train.loop import COMPONENT, TrainData, fit_classifier, write_json_atomically
@@ -36,6 +36,7 @@ def tfrecord_data(config: TrainConfig, data_dir: str, found: Devices | None = No
             f"({config.batch_size})"
         )
     train_pattern = dataset.shard_pattern(data_dir, dataset.TRAIN)
+    epoch_records(train_pattern, 0, workers=workers, worker=worker)  # enough shards? (lazy)
     val_pattern = dataset.shard_pattern(data_dir, dataset.VALIDATION)
     return TrainData(
         train=lambda epoch, skip: train_dataset(
