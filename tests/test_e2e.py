@@ -102,7 +102,8 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
 
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
+        uri = f"http://127.0.0.1:{mlflow_port}"
+        client = MlflowClient(uri, registry_uri=uri)  # not a registry an earlier test set
         champion = client.get_model_version_by_alias(report["registry"]["model_name"], "champion")
         assert str(champion.version) == "1"
         assert champion.tags["flow_run_id"] == report["flow_run_id"]
