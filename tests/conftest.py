@@ -128,3 +128,17 @@ def small_model(monkeypatch: pytest.MonkeyPatch) -> None:
     from components.train import loop
 
     monkeypatch.setattr(loop, "create_model", small_classifier)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The longest tiers first: the end-to-end test, then the integration tests, then the unit
+    tests (a stable sort, so files keep their order within a tier). With several pytest
+    processes (`make test`), the long ones then overlap the many short ones instead of
+    running alone at the end."""
+
+    def tier(item) -> int:
+        if item.get_closest_marker("e2e"):
+            return 0
+        return 1 if item.get_closest_marker("integration") else 2
+
+    items.sort(key=tier)
