@@ -11,18 +11,31 @@ A dataset folder (local, or any filesystem Beam understands such as gs://) holds
 
 Every stage reads these through this module, so the names live in one place and a missing or
 malformed file is reported with its path.
+
+A local dataset folder also holds `.lock`: an ingestion that rewrites the folder holds it
+exclusively, and every stage that reads the folder (an ingestion reusing it, validation,
+training, evaluation) holds it shared, so a dataset is never rewritten under a reader and two
+ingestions of one folder take turns (the second then finds the first's output and reuses it).
+Object stores have no such lock: give each ingestion there its own output prefix.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
 
+from components import atomic
+
 TRAIN, VALIDATION = "train", "validation"
 SPLITS = (TRAIN, VALIDATION)
 LABELS, METADATA, QUARANTINE = "labels.txt", "metadata.json", "quarantine.jsonl"
+LOCK = ".lock"
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,11 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
+    """Local files are replaced atomically (a reader never sees half of one); object stores
+    publish an object only when its upload completes, which is atomic already."""
+    if "://" not in path:
+        atomic.write_text(path, text)
+        return
     with FileSystems.create(path, mime_type="text/plain") as handle:
         handle.write(text.encode("utf-8"))
 
@@ -133,3 +151,29 @@ def read_quarantine(data_dir: str) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
     return rows
+
+
+@contextlib.contextmanager
+def locked(
+    data_dir: str, exclusive: bool, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Holds the dataset folder's lock (shared for readers, exclusive for a rewrite) while the
+    block runs; `on_wait` hears once that another holder is being waited for. The lock is the
+    operating system's (flock), so a killed holder releases it. A no-op for object stores."""
+    if "://" in data_dir:
+        yield
+        return
+    os.makedirs(data_dir, exist_ok=True)
+    kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with open(os.path.join(data_dir, LOCK), "a+") as handle:
+        try:
+            fcntl.flock(handle, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                holder = "a stage reads it" if exclusive else "an ingestion rewrites it"
+                on_wait(f"waiting for the lock of {data_dir}: {holder}")
+            fcntl.flock(handle, kind)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

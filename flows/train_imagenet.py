@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import dataset, events, settings
+from components import atomic, dataset, events, settings
 from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.evaluate.registry import Registry, default_tracking_uri, label_fingerprint
 from components.evaluate.tracking import TrainingCurves, start_training_run
@@ -163,7 +163,7 @@ def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> 
         return newest, f"resuming the unfinished training in {newest} (same data and settings)"
     folder = work_dir / "runs" / run_id / "train"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESUME_KEY).write_text(key)
+    atomic.write_text(folder / RESUME_KEY, key)
     return folder, "starting fresh: no unfinished training of this data and configuration"
 
 
@@ -392,8 +392,9 @@ def train_imagenet(
     run_id = str(flow_run.id or "local")
     run_dir = work / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(
-        json.dumps({"preset": preset, "data_dir": data_dir, **config.model_dump()}, indent=2)
+    atomic.write_text(
+        run_dir / "config.json",
+        json.dumps({"preset": preset, "data_dir": data_dir, **config.model_dump()}, indent=2),
     )
     model_name = overrides.model_name or default_model_name(config.train.model, data_dir)
     report: dict = {
@@ -540,7 +541,7 @@ def train_imagenet(
         hint = f" (what to do: {failed['hint']})" if failed["hint"] else ""
         raise StageFailed(message + hint) from err
     finally:
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        atomic.write_json(run_dir / "report.json", report, default=str)
         ui = mlflow_ui((report.get("registry") or {}).get("tracking_uri") or default_tracking_uri())
         artifacts.publish_summary(report, ui)
     print(

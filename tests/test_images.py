@@ -180,3 +180,83 @@ def test_jpeg_without_end_marker_is_reencoded_so_tensorflow_reads_it() -> None:
     stored = to_stored_image(data)
     assert stored.reencoded
     assert tf.io.decode_jpeg(stored.jpeg).shape == (96, 128, 3)
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A 16-bit gray PNG of zeros: a few hundred KB that declare width x height x 2 bytes.
+    Written row by row, so building it costs no memory either."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    compress, row, idat = zlib.compressobj(9), b"\0" * (1 + 2 * width), []
+    for _ in range(height):
+        idat.append(compress.compress(row))
+    idat.append(compress.flush())
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(idat))
+        + (chunk(b"IEND", b""))
+    )
+
+
+BOMB_PROBE = """
+import resource, sys
+from components.ingest.images import BadImage, to_stored_image
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    to_stored_image(data, max_bytes=int(sys.argv[2]))
+    print("converted")
+except BadImage as err:
+    print("quarantined:", err)
+print("peak growth KB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_within_the_budget(tmp_path) -> None:
+    """10,000 x 10,000 16-bit pixels in ~200 KB: once 2.6 GB of memory at its peak. The peak
+    RSS growth of a fresh process that is handed the file stays far below the budget."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bomb = _png_bomb(10_000, 10_000)
+    assert len(bomb) < 400_000
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    budget = 64 * 2**20
+    out = subprocess.run(
+        [sys.executable, "-c", BOMB_PROBE, str(path), str(budget)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+    ).stdout  # fmt: skip
+    assert "quarantined: too large: 10000x10000x2 bytes > budget 67,108,864 bytes" in out, out
+    growth_bytes = int(out.rsplit(":", 1)[1]) * 1024
+    assert growth_bytes < budget, out
+
+
+def test_images_within_the_budget_convert_and_the_budget_counts_bytes_per_pixel() -> None:
+    gray16 = io.BytesIO()
+    Image.fromarray(np.full((600, 500), 40_000, np.uint16)).save(gray16, format="PNG")
+    # 500 x 600 x 2 bytes = 600,000: within a 1 MiB budget; as RGB (4 bytes held) it is not
+    assert to_stored_image(gray16.getvalue(), max_bytes=2**20).width == 500
+    rgb = jpeg_bytes(np.zeros((600, 500, 3), np.uint8))
+    with pytest.raises(BadImage, match=r"too large: 500x600x4 bytes > budget 1,048,576"):
+        to_stored_image(rgb, max_bytes=2**20)
+
+
+def test_running_out_of_memory_is_never_a_verdict_on_the_file(monkeypatch) -> None:
+    """A MemoryError is the machine's limit: it propagates instead of quarantining a good file."""
+    from components.ingest import images
+
+    def no_memory(image):  # noqa: ANN001, ANN202
+        raise np.core._exceptions._ArrayMemoryError((20_000, 20_000), np.dtype(np.float64))
+
+    monkeypatch.setattr(images, "_to_rgb", no_memory)
+    with pytest.raises(MemoryError):
+        to_stored_image(ODD["gray16.png"])

@@ -240,3 +240,164 @@ def test_a_failing_job_is_a_runtime_error_naming_the_runner(
     with mock.patch.object(pipeline, "write_shard", explode):
         with pytest.raises(RuntimeError, match="FnApiRunner ingestion job failed"):
             _ingest(class_folders, tmp_path / "out")
+
+
+def test_running_out_of_memory_fails_the_shard_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    """Not quarantined (a verdict that a rerun on unchanged inputs would reuse): the shard fails."""
+    from components.ingest import pipeline
+
+    path = tmp_path / "fine.JPEG"
+    path.write_bytes(jpeg_bytes(pattern_image(0, 0)))
+
+    def no_memory(data, max_side=None, max_bytes=0):  # noqa: ANN001, ANN202
+        raise MemoryError("Unable to allocate 2.98 GiB")
+
+    monkeypatch.setattr(pipeline, "to_stored_image", no_memory)
+    with pytest.raises(MemoryError, match=rf"{path}: out of memory while converting it"):
+        convert_item(_item(path, 0), None)
+    task = {"split": "train", "shard": 0, "num_shards": 1, "run": "r", "items": [_item(path, 0)]}
+    with pytest.raises(MemoryError):
+        write_shard(task, str(tmp_path / "out"), str(tmp_path / "staging"), None, threads=2)
+    assert not list((tmp_path / "staging").rglob("*.json"))  # no summary: the driver fails
+
+
+def test_links_out_of_the_source_and_bad_names_are_quarantined_unread(
+    class_folders: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A file link, a folder link and a link to /etc/passwd leave the source: never opened.
+    A name that is not UTF-8 is quarantined under its escaped name, and the job completes."""
+    import os
+
+    from apache_beam.io.filesystems import FileSystems
+
+    private = tmp_path / "private"
+    (private / "photos").mkdir(parents=True)
+    (private / "secret.jpg").write_bytes(jpeg_bytes(pattern_image(1, 1)))
+    (private / "photos" / "p.jpg").write_bytes(jpeg_bytes(pattern_image(1, 2)))
+    train = class_folders / "train" / "n00000000"
+    os.symlink(private / "secret.jpg", train / "leak.jpg")
+    os.symlink(private / "photos", train / "elsewhere")
+    os.symlink("/etc/passwd", train / "passwd.jpg")
+    (train / os.fsdecode(b"caf\xe9.jpg")).write_bytes(jpeg_bytes(pattern_image(0, 9)))
+    opened: list[str] = []
+    real_open = FileSystems.open
+
+    def watching(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystems, "open", staticmethod(watching))
+    metadata = _ingest(class_folders, tmp_path / "out")
+    reasons = {
+        q["path"].rsplit("/", 1)[-1]: q["reason"]
+        for q in map(json.loads, (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines())
+    }
+    assert reasons["leak.jpg"].startswith("link outside the source (points to ")
+    assert reasons["elsewhere"].startswith("link outside the source")
+    assert reasons["passwd.jpg"] == (
+        "link outside the source (points to /etc/passwd); set follow_outside_links to read it"
+    )
+    assert reasons["caf\\xe9.jpg"] == "file name is not valid UTF-8"
+    assert metadata["quarantined"]["train"] == 4 and metadata["records"]["train"] == 3 * 8
+    assert opened and not [p for p in opened if "private" in p or "passwd" in p or "caf" in p]
+
+    # The documented setting reads a link farm: the two outside images become records.
+    followed = _ingest(
+        class_folders, tmp_path / "followed", follow_outside_links=True
+    )  # /etc/passwd is then read, and quarantined as not an image
+    assert followed["records"]["train"] == 3 * 8 + 2
+
+
+def test_a_same_size_replacement_and_an_edited_box_are_seen_as_changes(
+    class_folders: Path, tmp_path: Path
+) -> None:
+    """The fingerprint is size + modification time (ns); `content` hashes every byte."""
+    import os
+
+    from components.ingest.sources import discover
+
+    box = class_folders / "bbox" / "train" / "n00000000" / "img_0.xml"
+    box.parent.mkdir(parents=True)
+    box.write_text("<annotation><object><bndbox><xmin>120</xmin><ymin>1</ymin><xmax>140</xmax>"
+                   "<ymax>20</ymax></bndbox></object></annotation>")  # fmt: skip
+    before = {mode: discover(str(class_folders)).fingerprint(mode) for mode in (False, True)}
+    image = class_folders / "train" / "n00000001" / "img_3.JPEG"
+    other = class_folders / "train" / "n00000002" / "img_5.JPEG"
+    stat = image.stat()
+    replacement = jpeg_bytes(pattern_image(2, 5))[: stat.st_size].ljust(stat.st_size, b"\0")
+    image.write_bytes(replacement)  # another picture, the same size
+    assert image.stat().st_size == stat.st_size
+    after = {mode: discover(str(class_folders)).fingerprint(mode) for mode in (False, True)}
+    assert after[False] != before[False] and after[True] != before[True]
+
+    # A change that restores the old time (touch -d, some copy tools) only the content hash sees.
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    box_stat = box.stat()
+    box.write_text(box.read_text().replace("120", "130"))
+    os.utime(box, ns=(box_stat.st_atime_ns, box_stat.st_mtime_ns))
+    image.write_bytes(other.read_bytes()[: stat.st_size].ljust(stat.st_size, b"\0"))
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert discover(str(class_folders)).fingerprint(True) != after[True]
+
+    # Through ingestion: an edit of the VOC box (same size, new time) is not "inputs unchanged".
+    first = _ingest(class_folders, tmp_path / "out")
+    box.write_text(box.read_text().replace("130", "140"))
+    second = _ingest(class_folders, tmp_path / "out")
+    assert not second["reused"] and second["fingerprint"] != first["fingerprint"]
+    assert _ingest(class_folders, tmp_path / "out", fingerprint="content")["reused"] is False
+    assert _ingest(class_folders, tmp_path / "out", fingerprint="content")["reused"] is True
+
+
+def test_two_ingestions_of_one_dataset_take_turns_and_a_reader_holds_off_a_rewrite(
+    class_folders: Path, tmp_path: Path
+) -> None:
+    """Once the second ingestion's clean-up deleted the first's staging under it."""
+    import threading
+
+    from components import dataset
+
+    out = tmp_path / "out"
+    results, errors = [], []
+
+    def ingest() -> None:
+        try:
+            results.append(_ingest(class_folders, out))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=ingest) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sorted(r["reused"] for r in results) == [False, True]
+
+    # A training reading the dataset: a rewrite (changed inputs) waits until it is done.
+    (class_folders / "train" / "n00000000" / "img_0.JPEG").unlink()
+    waits: list[str] = []
+    finished = threading.Event()
+
+    def rewrite() -> None:
+        _ingest(class_folders, out, on_event=lambda e: waits.append(e.get("message", "")))
+        finished.set()
+
+    with dataset.locked(str(out), exclusive=False):
+        writer = threading.Thread(target=rewrite)
+        writer.start()
+        assert not finished.wait(3.0)  # still waiting: the shards are not touched under us
+        assert dataset.read_metadata(str(out))["records"]["train"] == 24
+    writer.join()
+    assert finished.is_set() and dataset.read_metadata(str(out))["records"]["train"] == 23
+    assert any("waiting for the lock" in w for w in waits)
+
+
+def test_a_torn_metadata_file_does_not_block_later_runs(
+    class_folders: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _ingest(class_folders, out)
+    (out / "metadata.json").write_text('{"fingerprint": "v1-')  # what a full disk once left
+    again = _ingest(class_folders, out)
+    assert again["reused"] is False and again["records"]["train"] == 24
+    assert not list(out.glob(".*.tmp"))

@@ -136,7 +136,7 @@ def test_synset_labels_variant_labels_val_by_line(tmp_path: Path) -> None:
 def test_flat_val_problems_name_the_label_file(tmp_path: Path) -> None:
     """Unlabelled, foreign-class and misplaced validation entries are items with a reason."""
     root = _add_synset_labels(_official_tree(tmp_path / "src"), [*VAL_WNIDS[:-1], "n09999999"])
-    _image(root / "val" / f"{_val_name(7)}.JPEG")  # beyond the label file
+    _image(root / "val" / "ILSVRC2012_val_7.JPEG")  # not named like a labelled image
     _image(root / "val" / "extra" / f"{_val_name(1)}.JPEG")  # in a sub-folder
     (root / "val" / ".DS_Store").write_bytes(b"\0")
     found = discover(str(root))
@@ -144,13 +144,46 @@ def test_flat_val_problems_name_the_label_file(tmp_path: Path) -> None:
     labels = root / sources.SYNSET_LABELS
     assert problems == {
         f"val/{_val_name(6)}.JPEG": f"label 'n09999999' ({labels}) is not a training class",
-        f"val/{_val_name(7)}.JPEG": f"no label in {labels}",
+        "val/ILSVRC2012_val_7.JPEG": f"no label in {labels}",
         f"val/extra/{_val_name(1)}.JPEG": (
             "in a sub-folder of a flat validation folder (labels are by name)"
         ),
         "val/.DS_Store": "hidden file or folder (name starts with '.')",
     }
     assert all(i.label is None for i in found.items if i.problem)
+
+
+@pytest.mark.parametrize("change", ["one line more", "one line less", "one image more"])
+def test_a_label_file_that_does_not_count_the_images_stops_the_run(
+    tmp_path: Path, change: str
+) -> None:
+    """Line i labels image i: one line too many would shift every label after it, silently."""
+    wnids = {"one line more": [VAL_WNIDS[0], *VAL_WNIDS], "one line less": VAL_WNIDS[:-1]}
+    root = _add_synset_labels(_official_tree(tmp_path / "src"), wnids.get(change, VAL_WNIDS))
+    if change == "one image more":
+        _image(root / "val" / f"{_val_name(len(VAL_WNIDS) + 1)}.JPEG")
+    lines = len(wnids.get(change, VAL_WNIDS))
+    images = len(VAL_WNIDS) + (change == "one image more")
+    labels = root / sources.SYNSET_LABELS
+    with pytest.raises(ValueError, match=rf"{labels}: {lines} labels for {images} validation"):
+        discover(str(root))
+
+
+def test_the_devkit_ground_truth_is_counted_too_and_meta_mat_errors_name_it(
+    tmp_path: Path,
+) -> None:
+    root = _add_devkit(_official_tree(tmp_path / "src"))
+    truth = root / sources.DEVKIT / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text(truth.read_text() + truth.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match=rf"{truth}: {len(VAL_WNIDS) + 1} labels for"):
+        discover(str(root))
+    truth.write_text("999\n" * len(VAL_WNIDS))  # an id that meta.mat does not have
+    meta = root / sources.DEVKIT / "data" / "meta.mat"
+    with pytest.raises(ValueError, match=rf"not an ILSVRC2012_ID of a class in {meta}"):
+        discover(str(root))
+    _write_meta_mat(meta, [("one", "n01000003", "tench", "", 0), *_devkit_rows()[1:]])
+    with pytest.raises(ValueError, match=rf"{meta}: synset 1 has a bad ILSVRC2012_ID"):
+        discover(str(root))
 
 
 def _voc_xml(boxes: list[tuple[float, float, float, float]], size: tuple[int, int] | None) -> str:

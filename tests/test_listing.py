@@ -48,12 +48,17 @@ def test_walk_reports_links_and_special_files(tmp_path: Path) -> None:
     os.symlink("..", root / "up")  # to the folder holding the root: would loop after a detour
     os.mkfifo(root / "fifo")
     found = {e.rel: e for e in walk(str(root))}
+    mtime = (root / "a" / "x").stat().st_mtime_ns
 
-    assert found["to_file"] == Entry(str(root / "to_file"), "to_file", 5)
-    assert found["to_dir/c/d"] == Entry(str(root / "to_dir" / "c" / "d"), "to_dir/c/d", 0)
+    assert found["to_file"] == Entry(str(root / "to_file"), "to_file", 5, mtime_ns=mtime)
+    assert found["to_dir/c/d"].size == 0 and not found["to_dir/c/d"].problem
     assert found["broken"].problem == "broken symbolic link (points to gone)"
     assert found["b/loop"].problem == f"symbolic link loop (back to {os.path.realpath(root)})"
-    assert found["up"].problem == f"symbolic link loop (back to {os.path.realpath(tmp_path)})"
+    # `up` leads outside the walked folder: quarantined as such, unless outside links are
+    # followed, where it is a loop all the same.
+    assert found["up"].problem.startswith("link outside the source")
+    followed = {e.rel: e for e in walk(str(root), follow_outside=True)}
+    assert followed["up"].problem == f"symbolic link loop (back to {os.path.realpath(tmp_path)})"
     assert found["fifo"].problem == "not a regular file (socket, FIFO or device)"
     assert all(found[r].size == 0 for r in ("broken", "b/loop", "up", "fifo"))
     assert not any(rel.startswith(("up/", "b/loop/")) for rel in found)
@@ -64,7 +69,7 @@ def test_walk_follows_a_link_that_leaves_the_tree_without_looping(tmp_path: Path
     root = tmp_path / "t"
     root.mkdir()
     os.symlink(outside, root / "shared")
-    assert [e.rel for e in walk(str(root))] == [
+    assert [e.rel for e in walk(str(root), follow_outside=True)] == [
         "shared/a/x",
         "shared/a.b",
         "shared/b/c/d",
@@ -117,3 +122,47 @@ def test_unreadable_sub_folder_is_an_error_not_a_silent_gap(tmp_path: Path) -> N
         pytest.raises(ValueError, match="cannot list this folder"),
     ):
         list(walk(str(root)))
+
+
+def test_links_outside_the_root_are_quarantined_and_never_read(tmp_path: Path) -> None:
+    """A file link and a folder link that leave the source: one entry each, nothing opened."""
+    private = _tree(tmp_path / "private")
+    root = _tree(tmp_path / "data")
+    os.symlink(private / "a" / "x", root / "a" / "leak.jpg")
+    os.symlink(private / "b", root / "a" / "outside_folder")
+    os.symlink("x", root / "a" / "inside.jpg")  # a link within the root stays readable
+    opened = []
+    real_open = open
+
+    def watching(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    with mock.patch("builtins.open", watching):
+        found = {e.rel: e for e in walk(str(root))}
+    leak, folder = found["a/leak.jpg"], found["a/outside_folder"]
+    assert leak.problem == (
+        f"link outside the source (points to {os.path.realpath(private / 'a' / 'x')}); "
+        "set follow_outside_links to read it"
+    )
+    assert folder.problem.startswith("link outside the source") and leak.size == 0
+    assert not any(rel.startswith("a/outside_folder/") for rel in found)  # not descended
+    assert found["a/inside.jpg"].size == 5 and not found["a/inside.jpg"].problem
+    assert not [p for p in opened if str(tmp_path / "private") in p]
+    # `within` widens the root: a link out of a split folder into its source is inside
+    split = root / "a"
+    entries = {e.rel: e for e in walk(str(split), within=str(tmp_path))}
+    assert not entries["leak.jpg"].problem
+
+
+def test_names_that_are_not_utf8_are_quarantined_with_escaped_names(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "t")
+    bad = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: what Python holds as a surrogate
+    (root / "a" / bad).write_bytes(b"xx")
+    (root / os.fsdecode(b"dir\xff")).mkdir()
+    (root / os.fsdecode(b"dir\xff") / "inner.jpg").write_bytes(b"x")
+    found = {e.rel: e for e in walk(str(root))}
+    assert found["a/caf\\xe9.jpg"].problem == "file name is not valid UTF-8"
+    assert found["dir\\xff/inner.jpg"].problem == "file name is not valid UTF-8"
+    for entry in found.values():  # every name can be written as UTF-8 (JSON, logs, records)
+        entry.path.encode("utf-8")

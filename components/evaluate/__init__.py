@@ -9,12 +9,11 @@ on the same data, and registers it as the new champion only when the gate passes
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from components import events
-from components.dataset import read_labels, read_metadata
+from components import atomic, events
+from components.dataset import locked, read_labels, read_metadata
 from components.evaluate.evaluation import (
     evaluate_servable,
     load_servable,
@@ -54,8 +53,16 @@ def evaluate(
     batch_size: int = 64,
 ) -> dict:
     """Evaluates the servable; writes and returns evaluation.json's content. Progress goes to
-    `on_event` (components/events.py; default: this module's logger)."""
+    `on_event` (components/events.py; default: this module's logger). The dataset is held
+    against rewriting meanwhile (components/dataset.py)."""
     on_event = on_event or events.log_to(log)
+    with locked(data_dir, False, lambda m: on_event(events.stage(COMPONENT, m))):
+        return _evaluate(data_dir, servable_path, output_dir, on_event, batch_size)
+
+
+def _evaluate(
+    data_dir: str, servable_path: str, output_dir: str, on_event: events.OnEvent, batch_size: int
+) -> dict:
     names = read_labels(data_dir)
     total = int(read_metadata(data_dir)["records"]["validation"])
     on_event(
@@ -74,7 +81,7 @@ def evaluate(
     metrics["figure"] = draw_evaluation(
         labels, probabilities.argmax(axis=1), names, str(out / "evaluation.png")
     )
-    (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    atomic.write_json(out / "evaluation.json", metrics)
     on_event(
         events.stage(
             COMPONENT,
@@ -210,5 +217,5 @@ def gate_and_register(
         "alias": CHAMPION if version and champion_now == version else None,
         "tracking_uri": registry.tracking_uri,
     }
-    (out / "registration.json").write_text(json.dumps(result, indent=2))
+    atomic.write_json(out / "registration.json", result)
     return result

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param
 
+from components import atomic
 from components.evaluate.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def start_training_run(
     except Exception as err:  # noqa: BLE001 - every failure is a fault
         raise registry._fault(f"starting the training run in {experiment!r}", err) from err
     folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(run.info.run_id)
+    atomic.write_text(marker, run.info.run_id)
     return run.info.run_id
 
 

@@ -18,6 +18,8 @@ import os
 import threading
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Literal
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset, events
 from components.dataset import SPLITS, join, shard_name
+from components.ingest.images import MAX_DECODED_BYTES
 from components.ingest.listing import is_dir
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
@@ -48,6 +51,23 @@ class IngestSettings(BaseModel):
     train_shards: int | None = Field(None, ge=1, description="None: ~1024 records a shard")
     validation_shards: int | None = Field(None, ge=1, description="None: ~1024 records a shard")
     max_side: int | None = Field(None, ge=16, description="downscale images with a longer side")
+    max_image_bytes: int = Field(
+        MAX_DECODED_BYTES,
+        ge=2**20,
+        description="decoded size (width x height x bytes per pixel, from the header) above "
+        "which an image is quarantined without being decoded; each conversion thread may hold "
+        "about 3x this",
+    )
+    follow_outside_links: bool = Field(
+        False,
+        description="read files whose links lead outside the source (datasets assembled as "
+        "link farms into another copy); off: such entries are quarantined unread",
+    )
+    fingerprint: Literal["stat", "content"] = Field(
+        "stat",
+        description="how a rerun sees changed inputs: 'stat' = every file's size and "
+        "modification time (free), 'content' = a SHA-256 of every file's bytes (reads all)",
+    )
     threads: int | None = Field(
         None, ge=1, description="conversion threads per worker process; None: its cores"
     )
@@ -78,10 +98,12 @@ def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
 def _fingerprint(config: IngestConfig, found: Discovery) -> str:
     """Inputs and the settings that shape the output; runner options do not change the bytes."""
     settings = json.dumps(
-        config.model_dump(exclude={"source", "output", "beam_args", "threads"}), sort_keys=True
+        config.model_dump(exclude={"source", "output", "beam_args", "threads", "fingerprint"}),
+        sort_keys=True,
     )
     settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:12]
-    return f"v{FORMAT_VERSION}-{found.fingerprint()[:32]}-{settings_hash}"
+    inputs = found.fingerprint(content=config.fingerprint == "content")
+    return f"v{FORMAT_VERSION}-{config.fingerprint}-{inputs[:32]}-{settings_hash}"
 
 
 def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str, run: str) -> list[str]:
@@ -138,21 +160,47 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
 
     if not is_remote(config.output):  # workers of a distributed runner have other cwds
         config = config.model_copy(update={"output": os.path.abspath(config.output)})
-    found = discover(config.source)
+    found = discover(config.source, config.follow_outside_links)
     shards = _shard_counts(config, found)
     fingerprint = _fingerprint(config, found)
-    previous = dataset.read_metadata(config.output, required=False)
+    # Reuse needs only a reader's lock (trainings may be reading); a rewrite waits until no one
+    # reads, and looks again: a concurrent ingestion of the same inputs may have just written them.
+    with dataset.locked(config.output, False, on_stage):
+        reused = _reusable(config.output, fingerprint, on_stage)
+    if reused:
+        return reused
+    with dataset.locked(config.output, True, on_stage):
+        reused = _reusable(config.output, fingerprint, on_stage)
+        return reused or _rewrite(config, found, shards, fingerprint, on_event)
+
+
+def _reusable(output: str, fingerprint: str, on_stage: Callable[[str], None]) -> dict | None:
+    """The metadata of an earlier ingestion of exactly these inputs and settings, or None."""
+    previous = _previous_metadata(output, on_stage)
     if previous and previous.get("fingerprint") == fingerprint:
-        on_stage(f"inputs unchanged (fingerprint {fingerprint}); reusing {config.output}")
+        on_stage(f"inputs unchanged (fingerprint {fingerprint}); reusing {output}")
         return {**previous, "reused": True}
+    return None
+
+
+def _rewrite(
+    config: IngestConfig,
+    found: Discovery,
+    shards: dict[str, int],
+    fingerprint: str,
+    on_event: events.OnEvent,
+) -> dict:
+    """The ingestion proper, under the folder's exclusive lock."""
+
+    def on_stage(message: str) -> None:
+        on_event(events.stage(COMPONENT, message))
+
     on_stage(
         f"{found.layout}: {len(found.items)} files, {len(found.classes)} classes; shards {shards}"
     )
     for line in found.not_read:
         on_stage(f"not read: {line}")
 
-    if not is_remote(config.output):
-        os.makedirs(config.output, exist_ok=True)
     _remove_outputs(config.output)
     run = uuid.uuid4().hex[:12]
     staging = join(config.output, "_staging", run)
@@ -177,9 +225,22 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
     return {**metadata, "reused": False}
 
 
+def _previous_metadata(output: str, on_stage) -> dict | None:
+    """The last ingestion's metadata; one that cannot be read (torn by a full disk or a kill in
+    an older version, edited by hand) only means that nothing can be reused."""
+    try:
+        return dataset.read_metadata(output, required=False)
+    except ValueError as err:
+        on_stage(f"ignoring the previous ingestion's metadata, which cannot be read: {err}")
+        return None
+
+
 def _run_job(beam_args: list[str], tasks: list[str], config: IngestConfig, staging: str) -> None:
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    build_pipeline(pipeline, tasks, config.output, staging, config.max_side, config.threads)
+    build_pipeline(
+        pipeline, tasks, config.output, staging, config.max_side, config.threads,
+        config.max_image_bytes,
+    )  # fmt: skip
     runner, result = runner_name(beam_args), None
     try:
         result = pipeline.run()

@@ -98,15 +98,22 @@ def read_devkit_synsets(meta_mat: str) -> dict[int, tuple[str, str]]:
     if missing:
         raise ValueError(f"{meta_mat}: synsets lack the fields {sorted(missing)}")
     classes = {}
-    for row in synsets.reshape(-1):
-        if int(row["num_children"]) == 0:
-            classes[int(row["ILSVRC2012_ID"])] = (str(row["WNID"]), str(row["words"]))
+    for number, row in enumerate(synsets.reshape(-1), 1):
+        try:
+            if int(row["num_children"]) == 0:
+                classes[int(row["ILSVRC2012_ID"])] = (str(row["WNID"]), str(row["words"]))
+        except (TypeError, ValueError) as err:  # an id or count that is not a number
+            raise ValueError(
+                f"{meta_mat}: synset {number} has a bad ILSVRC2012_ID or num_children ({err})"
+            ) from err
     if not classes:
         raise ValueError(f"{meta_mat}: no leaf synsets (num_children == 0)")
     return classes
 
 
-def read_devkit_ground_truth(path: str, synsets: dict[int, tuple[str, str]]) -> list[str]:
+def read_devkit_ground_truth(
+    path: str, synsets: dict[int, tuple[str, str]], meta_mat: str = "meta.mat"
+) -> list[str]:
     """ILSVRC2012_validation_ground_truth.txt -> the wnid of validation image i at index i-1."""
     wnids = []
     for number, line in enumerate(dataset.read_text(path).splitlines(), 1):
@@ -116,7 +123,8 @@ def read_devkit_ground_truth(path: str, synsets: dict[int, tuple[str, str]]) -> 
             wnids.append(synsets[int(line)][0])
         except (ValueError, KeyError) as err:
             raise ValueError(
-                f"{path}:{number}: {line.strip()!r} is not an ILSVRC2012_ID of a class in meta.mat"
+                f"{path}:{number}: {line.strip()!r} is not an ILSVRC2012_ID of a class in "
+                f"{meta_mat}"
             ) from err
     return wnids
 

@@ -15,9 +15,22 @@ from PIL import Image, ImageFile
 
 # Decode what is really there; a file that ends early is broken, not "mostly fine".
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Huge images are legitimate data; refuse only what would exhaust memory (about 3 GB of RGB).
-MAX_PIXELS = 1_000_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# The decode budget below is checked from the header of every file before any pixel is decoded,
+# against a setting; Pillow's own global pixel limit would only duplicate it with another number.
+Image.MAX_IMAGE_PIXELS = None
+# 256 MiB of decoded pixels: an 8,192 x 8,192 RGB photo. ImageNet's largest images are ~32 MP.
+MAX_DECODED_BYTES = 256 * 2**20
+ROWS_AT_ONCE = 256  # 16-bit and float images are scaled to 8 bits this many rows at a time
+
+
+def decoded_bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per pixel of a decoded image in `mode` (RGB is stored in 4 bytes)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4  # RGB, RGBA, CMYK, YCbCr, LAB, HSV, LA, PA, I, F
+
 
 JPEG_QUALITY = 95
 
@@ -64,20 +77,31 @@ def _is_baseline_jpeg(data: bytes) -> bool:
     return False
 
 
+def _to_gray8(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float gray scaled over its full range to 8 bits, never clipped.
+
+    Done a band of rows at a time, so that the float copy costs a band, not a second image.
+    """
+    pixels = np.asarray(image)  # (H, W) in the decoded dtype
+    peak = max((float(pixels[r : r + ROWS_AT_ONCE].max()) for r in range(0, len(pixels),
+               ROWS_AT_ONCE)), default=0.0)  # fmt: skip
+    if image.mode.startswith("I;16") or 255 < peak <= 65535:
+        top = 65535.0
+    elif image.mode == "F" and peak <= 1.0:
+        top = 1.0
+    else:
+        top = max(peak, 1.0)
+    gray = np.empty(pixels.shape, np.uint8)
+    for r in range(0, len(pixels), ROWS_AT_ONCE):
+        band = pixels[r : r + ROWS_AT_ONCE].astype(np.float32) * np.float32(255.0 / top) + 0.5
+        gray[r : r + ROWS_AT_ONCE] = np.clip(band, 0, 255)
+    return Image.fromarray(gray, mode="L")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any decoded PIL image as 8-bit RGB; transparency is composited onto white."""
     if image.mode.startswith("I") or image.mode == "F":
-        # 16-bit, 32-bit integer or float gray: scale the full range to 8 bits, never clip.
-        pixels = np.asarray(image, dtype=np.float64)
-        peak = float(pixels.max()) if pixels.size else 0.0
-        if image.mode.startswith("I;16") or 255 < peak <= 65535:
-            top = 65535.0
-        elif image.mode == "F" and peak <= 1.0:
-            top = 1.0
-        else:
-            top = max(peak, 1.0)
-        gray = np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        image = Image.fromarray(gray, mode="L")
+        image = _to_gray8(image)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
@@ -87,12 +111,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
+def to_stored_image(
+    data: bytes, max_side: int | None = None, max_bytes: int = MAX_DECODED_BYTES
+) -> StoredImage:
     """Checks and converts one file's bytes; raises BadImage with the quarantine reason.
 
     Baseline 3-channel JPEGs that decode completely are kept byte-for-byte (no generation loss,
     no encode cost); everything else decodable is converted to RGB and encoded as baseline JPEG.
-    Images whose longer side exceeds `max_side` are downscaled to it.
+    Images whose longer side exceeds `max_side` are downscaled to it. An image whose decoded
+    pixels (width x height x bytes per pixel, read from the header) exceed `max_bytes` is
+    refused before any decoding: a 200 KB PNG can declare 10,000 x 10,000 16-bit pixels.
+    A MemoryError is this machine's limit, not the file's fault: it propagates (the shard fails
+    and is retried), it never quarantines the file.
     """
     if not data:
         raise BadImage("empty file")
@@ -105,6 +135,12 @@ def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # animated GIF/WebP, multi-page TIFF, MPO: the first frame
             width, height = image.size
+            decoded = width * height * decoded_bytes_per_pixel(image.mode)
+            if decoded > max_bytes:
+                raise BadImage(
+                    f"too large: {width}x{height}x{decoded_bytes_per_pixel(image.mode)} bytes "
+                    f"> budget {max_bytes:,} bytes (max_image_bytes)"
+                )
             too_big = max_side is not None and max(width, height) > max_side
             keep = (
                 source_format == "JPEG"
@@ -122,7 +158,9 @@ def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
                 # That is 2-3x faster than a full decode, which is most of ingestion's work.
                 image.draft("RGB", (1, 1))
             image.load()
-    except Image.DecompressionBombError as err:
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as err:  # Pillow's own limits (e.g. PNG text chunks)
         raise BadImage(f"image too large to decode safely: {err}") from err
     except Image.UnidentifiedImageError as err:
         raise BadImage(_sniff_reason(data)) from err
@@ -147,6 +185,8 @@ def to_stored_image(data: bytes, max_side: int | None = None) -> StoredImage:
             )
         out = io.BytesIO()
         rgb.save(out, format="JPEG", quality=JPEG_QUALITY, progressive=False, optimize=False)
+    except MemoryError:
+        raise
     except Exception as err:  # an exotic mode Pillow decodes but cannot convert
         raise BadImage(f"cannot convert {source_format} to RGB JPEG: {err}") from err
     return StoredImage(

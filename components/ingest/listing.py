@@ -1,10 +1,13 @@
 """Listing every entry under a folder, so that nothing on disk escapes the count.
 
 A walk reports each thing it finds exactly once: regular files and links to files as readable
-entries; broken links, link loops, and sockets/FIFOs/devices as entries with a problem (they are
-quarantined with it). Links to folders are followed like folders. Local folders are walked with
-os.scandir; gs://, s3:// and other Beam filesystems are listed with FileSystems.match (object
-stores have neither links nor empty folders).
+entries; broken links, link loops, links that lead outside the walked folder, names that are not
+valid UTF-8, and sockets/FIFOs/devices as entries with a problem (they are quarantined with it,
+and never read). Links to folders inside the walked folder are followed like folders; links
+that lead outside it are followed only when the caller allows it (a dataset assembled as a
+link farm into another copy). Local folders are walked with os.scandir; gs://, s3:// and other
+Beam filesystems are listed with FileSystems.match (object stores have neither links nor empty
+folders).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Entry:
     rel: str  # relative to the walked folder, '/'-separated
     size: int  # bytes of the file (0 where there is a problem)
     problem: str = ""  # why it cannot be read; "" for a readable file
+    mtime_ns: int = 0  # last modification, nanoseconds since the epoch (0 where unknown)
 
     @property
     def parts(self) -> list[str]:
@@ -37,16 +41,48 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
-def walk(root: str) -> Iterator[Entry]:
+OUTSIDE_SETTING = "follow_outside_links"
+
+
+def walk(root: str, follow_outside: bool = False, within: str | None = None) -> Iterator[Entry]:
     """Every entry under `root`, recursively.
 
     Local folders are walked depth first with each folder's names sorted (so `a/x` comes before
     `a.b`); remote listings are sorted by path. Either way the order is the same on every run.
+    A link whose real path lies outside `within` (default: `root`; the source root when a split
+    folder is walked) is an entry with a problem unless `follow_outside`; a name that is not
+    valid UTF-8 is reported with its bytes escaped.
     """
     if is_remote(root):
         yield from _walk_remote(root)
-    else:
-        yield from _walk_local(root, "", frozenset([os.path.realpath(root)]))
+        return
+    home = os.path.realpath(within or root)
+    start = frozenset([os.path.realpath(root)])
+    for entry in _walk_local(root, "", start, home, follow_outside):
+        yield _named(entry)
+
+
+def escaped(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (held as surrogates by Python) escaped."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def is_valid_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _named(entry: Entry) -> Entry:
+    """An entry whose name cannot be written as UTF-8 (in a record, a report, a log) is
+    quarantined under its escaped name; it is never read."""
+    if is_valid_name(entry.path):
+        return entry
+    return Entry(
+        escaped(entry.path), escaped(entry.rel), 0, entry.problem or "file name is not valid UTF-8"
+    )
 
 
 def _contains(folder: str, path: str) -> bool:
@@ -72,21 +108,34 @@ def _scandir(folder: str) -> list[os.DirEntry]:
         raise ValueError(f"{folder}: cannot list this folder ({err.strerror or err})") from err
 
 
-def _walk_local(folder: str, prefix: str, ancestors: frozenset[str]) -> Iterator[Entry]:
+def _walk_local(
+    folder: str, prefix: str, ancestors: frozenset[str], home: str, follow_outside: bool
+) -> Iterator[Entry]:
     entries = _scandir(folder)
     for entry in entries:
         rel = prefix + entry.name
-        if entry.is_symlink() and not os.path.exists(entry.path):
-            target = os.readlink(entry.path)
+        link = entry.is_symlink()
+        if link and not os.path.exists(entry.path):
+            target = escaped(os.readlink(entry.path))
             yield Entry(entry.path, rel, 0, f"broken symbolic link (points to {target})")
+        elif link and not follow_outside and not _contains(home, os.path.realpath(entry.path)):
+            # Resolved before anything is opened: nothing outside the source is ever read.
+            target = escaped(os.path.realpath(entry.path))
+            yield Entry(
+                entry.path, rel, 0,
+                f"link outside the source (points to {target}); set {OUTSIDE_SETTING} to read it",
+            )  # fmt: skip
         elif entry.is_dir():  # follows links to folders
             real = os.path.realpath(entry.path)
             if _loops_back(real, ancestors):
-                yield Entry(entry.path, rel, 0, f"symbolic link loop (back to {real})")
+                yield Entry(entry.path, rel, 0, f"symbolic link loop (back to {escaped(real)})")
             else:
-                yield from _walk_local(entry.path, rel + "/", ancestors | {real})
+                yield from _walk_local(
+                    entry.path, rel + "/", ancestors | {real}, home, follow_outside
+                )
         elif entry.is_file():  # follows links to files
-            yield Entry(entry.path, rel, entry.stat().st_size)
+            stat = entry.stat()
+            yield Entry(entry.path, rel, stat.st_size, mtime_ns=stat.st_mtime_ns)
         else:
             yield Entry(entry.path, rel, 0, "not a regular file (socket, FIFO or device)")
 
@@ -97,7 +146,8 @@ def _walk_remote(root: str) -> Iterator[Entry]:
     for meta in sorted(matched, key=lambda m: m.path):
         rel = meta.path[len(prefix) :]
         if rel and not rel.endswith("/"):  # "folder/" placeholder objects are not files
-            yield Entry(meta.path, rel, meta.size_in_bytes)
+            updated = getattr(meta, "last_updated_in_seconds", None) or 0
+            yield Entry(meta.path, rel, meta.size_in_bytes, mtime_ns=int(updated * 1e9))
 
 
 def children(folder: str) -> tuple[list[str], list[str]]:

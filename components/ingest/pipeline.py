@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 
 from components.dataset import join, shard_name
 from components.ingest.annotations import read_voc_boxes
-from components.ingest.images import BadImage, to_stored_image
+from components.ingest.images import MAX_DECODED_BYTES, BadImage, to_stored_image
 from components.ingest.listing import is_remote
 from components.ingest.records import make_example, tfrecord_frame
 
@@ -40,15 +40,26 @@ def summary_path(staging: str, name: str) -> str:
     return join(staging, "summaries", f"{name}.json")
 
 
-def convert_item(item: dict, max_side: int | None) -> tuple[bytes | None, dict]:
-    """One staged item -> (serialized example, stats), or (None, {"reason": ...}) to quarantine."""
+def convert_item(
+    item: dict, max_side: int | None, max_bytes: int = MAX_DECODED_BYTES
+) -> tuple[bytes | None, dict]:
+    """One staged item -> (serialized example, stats), or (None, {"reason": ...}) to quarantine.
+
+    Running out of memory fails the shard (the runner retries it) and names the file: it says
+    nothing about the file, so it must not become a quarantine verdict that later runs reuse.
+    """
     reason = item.get("problem")
     if not reason:
         try:
             with FileSystems.open(item["path"]) as handle:
-                stored = to_stored_image(handle.read(), max_side)
+                stored = to_stored_image(handle.read(), max_side, max_bytes)
         except BadImage as err:
             reason = str(err)
+        except MemoryError as err:
+            raise MemoryError(
+                f"{item['path']}: out of memory while converting it ({err}); lower "
+                "max_image_bytes or the conversion threads"
+            ) from err
         except OSError as err:
             if is_remote(item["path"]):  # a storage hiccup: fail the shard, the runner retries
                 raise
@@ -105,14 +116,22 @@ def _write_atomically(path: str, chunks: Iterable[bytes], temp_dir: str) -> None
     FileSystems.rename([temp], [path])  # replaces an existing file (os.rename, object copy)
 
 
-def write_shard(task: dict, output: str, staging: str, max_side: int | None, threads: int) -> dict:
+def write_shard(
+    task: dict,
+    output: str,
+    staging: str,
+    max_side: int | None,
+    threads: int,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> dict:
     """Converts one shard's items and writes the shard and its summary; returns the summary."""
     name = shard_name(task["split"], task["shard"], task["num_shards"])
     per_label, formats, quarantine, box_problems = Counter(), Counter(), [], []
     totals = Counter()
 
     def convert(item: dict) -> tuple[bytes | None, dict]:
-        example, stats = convert_item(item, max_side)  # framed here too: off the writer thread
+        # framed here too: off the writer thread
+        example, stats = convert_item(item, max_side, max_bytes)
         return (tfrecord_frame(example) if example is not None else None), stats
 
     def records() -> Iterator[bytes]:
@@ -156,9 +175,16 @@ def write_shard(task: dict, output: str, staging: str, max_side: int | None, thr
 class WriteShardFn(beam.DoFn):
     """Task file of one shard -> the shard written, its summary staged (and emitted)."""
 
-    def __init__(self, output: str, staging: str, max_side: int | None, threads: int | None):
+    def __init__(
+        self,
+        output: str,
+        staging: str,
+        max_side: int | None,
+        threads: int | None,
+        max_bytes: int = MAX_DECODED_BYTES,
+    ):
         self._output, self._staging = output, staging
-        self._max_side, self._threads = max_side, threads
+        self._max_side, self._threads, self._max_bytes = max_side, threads, max_bytes
         self._written = Metrics.counter("ingest", "examples_written")
         self._quarantined = Metrics.counter("ingest", "files_quarantined")
 
@@ -171,7 +197,9 @@ class WriteShardFn(beam.DoFn):
     def process(self, task_path: str):
         with FileSystems.open(task_path) as handle:
             task = json.loads(handle.read())
-        summary = write_shard(task, self._output, self._staging, self._max_side, self._pool_size)
+        summary = write_shard(
+            task, self._output, self._staging, self._max_side, self._pool_size, self._max_bytes
+        )
         self._written.inc(summary["records"])
         self._quarantined.inc(len(summary["quarantine"]))
         log.info(
@@ -190,11 +218,12 @@ def build_pipeline(
     staging: str,
     max_side: int | None,
     threads: int | None,
+    max_bytes: int = MAX_DECODED_BYTES,
 ) -> None:
     """Wires the job: shard task files -> shards and summaries (one step, no grouping)."""
     (
         pipeline
         # Create spreads its elements over the workers (it reshuffles on every runner).
         | "ShardTasks" >> beam.Create(task_paths)
-        | "WriteShards" >> beam.ParDo(WriteShardFn(output, staging, max_side, threads))
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output, staging, max_side, threads, max_bytes))
     )

@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from apache_beam.io.filesystems import FileSystems
+
 from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, exists, join, read_bytes
 from components.ingest import annotations
-from components.ingest.listing import Entry, children, is_dir, is_remote, walk
+from components.ingest.listing import Entry, children, is_dir, is_remote, is_valid_name, walk
 
 KAGGLE_ROOT = ("ILSVRC", "Data", "CLS-LOC")
 DEVKIT = "ILSVRC2012_devkit_t12"
 SYNSET_LABELS = "imagenet_2012_validation_synset_labels.txt"
+VAL_NAME = re.compile(r"ILSVRC2012_val_\d{8}")
 NAME_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
 
 __all__ = ["SPLITS", "ClassInfo", "Discovery", "SourceItem", "discover", "is_remote"]
@@ -50,6 +54,7 @@ class SourceItem:
     box_size: list[int] | None = None  # (width, height) the boxes refer to; None: the image's
     box_file: str = ""  # a VOC XML file with the boxes, read by the worker
     problem: str = ""
+    mtime_ns: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -64,16 +69,37 @@ class Discovery:
     box_files: list[Entry] = field(default_factory=list)  # per-image XML: listed, not read here
     not_read: list[str] = field(default_factory=list)  # top-level entries the layout ignores
 
-    def fingerprint(self) -> str:
-        """Identity of the inputs: every entry's split, path and size, label files' bytes."""
+    def fingerprint(self, content: bool = False) -> str:
+        """Identity of the inputs: every entry's split, path, size and modification time (or,
+        with `content`, a hash of its bytes), and the label files' bytes.
+
+        Size and time see a file replaced, edited or touched (a same-size replacement too, as
+        its time changes) at no cost beyond the listing; they miss only a change that restores
+        the old time (`touch -d`, some copy tools) and they see a copy without `-p` as a change.
+        The content hash sees exactly the bytes, at the price of reading every file.
+        """
         digest = hashlib.sha256(self.layout.encode())
         for item in sorted(self.items, key=lambda i: (i.split, i.relpath)):
-            digest.update(f"{item.split}\0{item.relpath}\0{item.size}\n".encode())
+            what = _content(item.path) if content and not item.problem else item.mtime_ns
+            digest.update(f"{item.split}\0{item.relpath}\0{item.size}\0{what}\n".encode())
         for entry in self.box_files:
-            digest.update(f"box\0{entry.rel}\0{entry.size}\n".encode())
+            what = _content(entry.path) if content else entry.mtime_ns
+            digest.update(f"box\0{entry.rel}\0{entry.size}\0{what}\n".encode())
         for path in sorted(self.label_files):
             digest.update(read_bytes(path))  # meta.mat is binary
         return digest.hexdigest()
+
+
+def _content(path: str) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    try:
+        with FileSystems.open(path) as handle:
+            while piece := handle.read(2**20):
+                digest.update(piece)
+    except OSError as err:  # quarantined later as unreadable; its identity is that it is
+        return f"unreadable:{err}"
+    return digest.hexdigest()
 
 
 def _stem(name: str) -> str:
@@ -84,11 +110,15 @@ def _class_table(wnids: list[str], names: dict[str, str]) -> list[ClassInfo]:
     return [ClassInfo(i, w, names.get(w, w)) for i, w in enumerate(sorted(wnids))]
 
 
-def _walk_split(split_dir: str, source: str, split: str) -> Iterator[tuple[Entry, SourceItem]]:
-    """Every entry under a split folder as an item; hidden and unreadable ones get a problem."""
-    for entry in walk(split_dir):
+def _walk_split(
+    split_dir: str, source: str, split: str, follow: bool
+) -> Iterator[tuple[Entry, SourceItem]]:
+    """Every entry under a split folder as an item; hidden and unreadable ones get a problem
+    (links that leave the source among them, unless `follow`)."""
+    for entry in walk(split_dir, follow, within=source):
         item = SourceItem(entry.path, f"{split_dir[len(source) + 1 :]}/{entry.rel}", split,
-                          entry.size, None, problem=entry.problem)  # fmt: skip
+                          entry.size, None, problem=entry.problem,
+                          mtime_ns=entry.mtime_ns)  # fmt: skip
         if not item.problem and entry.hidden:
             item.problem = "hidden file or folder (name starts with '.')"
         yield entry, item
@@ -102,9 +132,14 @@ BoxLookup = Callable[[SourceItem], None]
 
 
 def _class_folder_items(
-    split_dir: str, source: str, split: str, classes: dict[str, ClassInfo], boxes: BoxLookup
+    split_dir: str,
+    source: str,
+    split: str,
+    classes: dict[str, ClassInfo],
+    boxes: BoxLookup,
+    follow: bool,
 ) -> Iterator[SourceItem]:
-    for entry, item in _walk_split(split_dir, source, split):
+    for entry, item in _walk_split(split_dir, source, split, follow):
         if not item.problem:
             if len(entry.parts) == 1:
                 item.problem = "file outside any class folder"
@@ -125,10 +160,11 @@ def _flat_items(
     wnid_of: dict[str, str],
     label_file: str,
     boxes: BoxLookup,
+    follow: bool,
 ) -> Iterator[SourceItem]:
     """A flat folder labelled by file name (ILSVRC2012 / Kaggle validation)."""
     seen: dict[str, str] = {}  # name stem -> the file that took its label
-    for entry, item in _walk_split(split_dir, source, split):
+    for entry, item in _walk_split(split_dir, source, split, follow):
         if not item.problem:
             stem = _stem(entry.rel)
             wnid = wnid_of.get(stem)
@@ -148,14 +184,22 @@ def _flat_items(
         yield item
 
 
-def _box_files(folder: str) -> tuple[dict[str, Entry], list[Entry]]:
-    """VOC XML files anywhere under `folder`, by image stem."""
+def _box_files(folder: str, source: str, follow: bool) -> tuple[dict[str, Entry], list[Entry]]:
+    """VOC XML files anywhere under `folder`, by image stem (links out of the source are not
+    box files unless `follow`)."""
     if not is_dir(folder):
         return {}, []
-    found = [e for e in walk(folder) if not e.problem and e.rel.lower().endswith(".xml")]
+    found = [
+        e
+        for e in walk(folder, follow, within=source)
+        if not e.problem and e.rel.lower().endswith(".xml")
+    ]
     # fingerprinted by their place under the source, so that a moved source is still the same
     where = folder.rstrip("/").rsplit("/", 2)
-    listed = [Entry(e.path, f"{where[-2]}/{where[-1]}/{e.rel}", e.size) for e in found]
+    listed = [
+        Entry(e.path, f"{where[-2]}/{where[-1]}/{e.rel}", e.size, mtime_ns=e.mtime_ns)
+        for e in found
+    ]
     return {_stem(e.rel): e for e in found}, listed
 
 
@@ -202,14 +246,21 @@ def _names(source: str) -> tuple[dict[str, str], list[str]]:
     return {}, []
 
 
-def _flat_val_labels(source: str) -> tuple[dict[str, str], dict[str, str], list[str], str] | None:
-    """(stem -> wnid, wnid -> words, label files, the file named in errors), or None."""
+def _flat_val_labels(
+    source: str, images: list[str]
+) -> tuple[dict[str, str], dict[str, str], list[str], str] | None:
+    """(stem -> wnid, wnid -> words, label files, the file named in errors), or None.
+
+    These files label images by line number, so one line too many or too few shifts every label
+    after it: a count that differs from the `images` named like ILSVRC2012 validation images
+    stops the run here, before any work.
+    """
     synset_labels = join(source, SYNSET_LABELS)
     meta = join(source, DEVKIT, "data", "meta.mat")
     truth = join(source, DEVKIT, "data", "ILSVRC2012_validation_ground_truth.txt")
     if exists(meta) and exists(truth):
         synsets = annotations.read_devkit_synsets(meta)
-        wnids = annotations.read_devkit_ground_truth(truth, synsets)
+        wnids = annotations.read_devkit_ground_truth(truth, synsets, meta)
         words = dict(synsets.values())
         files, named = [meta, truth], truth
     elif exists(synset_labels):
@@ -217,13 +268,23 @@ def _flat_val_labels(source: str) -> tuple[dict[str, str], dict[str, str], list[
         files, named = [synset_labels], synset_labels
     else:
         return None
+    labelled = len({_stem(name) for name in images if VAL_NAME.fullmatch(_stem(name))})
+    if labelled != len(wnids):
+        raise ValueError(
+            f"{named}: {len(wnids):,} labels for {labelled:,} validation images "
+            f"(ILSVRC2012_val_<8 digits>.*) in the flat validation folder; the file labels "
+            "images by line number, so any difference would shift labels. Use the label file "
+            "that belongs to exactly these images"
+        )
     by_stem = {f"ILSVRC2012_val_{i:08d}": wnid for i, wnid in enumerate(wnids, 1)}
     return by_stem, words, files, named
 
 
-def _discover_folders(source: str) -> Discovery:
+def _discover_folders(source: str, follow: bool) -> Discovery:
     train_dir, val_dir = join(source, "train"), _validation_dir(source)
-    wnids = [d for d in children(train_dir)[0] if not d.startswith(".")]
+    # A class id must be writable text; files under a folder with a non-UTF-8 name are
+    # quarantined by the walk under their escaped names.
+    wnids = [d for d in children(train_dir)[0] if not d.startswith(".") and is_valid_name(d)]
     if not wnids:
         raise ValueError(f"{train_dir}: no class folders")
     names, label_files = _names(source)
@@ -234,7 +295,7 @@ def _discover_folders(source: str) -> Discovery:
     # flat val are quarantined).
     class_dirs = [n for n in val_dirs if n in wnids]
     val_files = [n for n in val_files if not n.startswith(".")]
-    flat = _flat_val_labels(source) if val_files and not class_dirs else None
+    flat = _flat_val_labels(source, val_files) if val_files and not class_dirs else None
     if val_files and not class_dirs and flat is None:
         raise ValueError(
             f"{val_dir}: validation images are flat, without class folders, and no label file "
@@ -246,15 +307,19 @@ def _discover_folders(source: str) -> Discovery:
         label_files += flat[2]
     classes = _class_table(wnids, names)
     by_wnid = {c.wnid: c for c in classes}
-    train_boxes, train_box_files = _box_files(join(source, "bbox", "train"))
-    val_boxes, val_box_files = _box_files(join(source, "bbox", "val"))
-    items = list(_class_folder_items(train_dir, source, TRAIN, by_wnid, _xml_boxes(train_boxes)))
+    train_boxes, train_box_files = _box_files(join(source, "bbox", "train"), source, follow)
+    val_boxes, val_box_files = _box_files(join(source, "bbox", "val"), source, follow)
+    items = list(
+        _class_folder_items(train_dir, source, TRAIN, by_wnid, _xml_boxes(train_boxes), follow)
+    )
     if flat is not None:
         items += _flat_items(
-            val_dir, source, VALIDATION, by_wnid, flat[0], flat[3], _xml_boxes(val_boxes)
+            val_dir, source, VALIDATION, by_wnid, flat[0], flat[3], _xml_boxes(val_boxes), follow
         )
     else:
-        items += _class_folder_items(val_dir, source, VALIDATION, by_wnid, _xml_boxes(val_boxes))
+        items += _class_folder_items(
+            val_dir, source, VALIDATION, by_wnid, _xml_boxes(val_boxes), follow
+        )
     used = {"train", val_dir.rsplit("/", 1)[-1], "bbox", DEVKIT, SYNSET_LABELS, *NAME_FILES}
     return Discovery(
         "ilsvrc2012" if flat is not None else "class-folders",
@@ -266,7 +331,7 @@ def _discover_folders(source: str) -> Discovery:
     )
 
 
-def _discover_kaggle(source: str) -> Discovery:
+def _discover_kaggle(source: str, follow: bool) -> Discovery:
     base = join(source, *KAGGLE_ROOT)
     mapping_path = join(source, "LOC_synset_mapping.txt")
     solution_path = join(source, "LOC_val_solution.csv")
@@ -287,27 +352,32 @@ def _discover_kaggle(source: str) -> Discovery:
         label_files.append(train_solution)
     solution = annotations.read_kaggle_solution(solution_path)
     items = list(
-        _class_folder_items(join(base, "train"), source, TRAIN, by_wnid, _csv_boxes(train_rows))
+        _class_folder_items(
+            join(base, "train"), source, TRAIN, by_wnid, _csv_boxes(train_rows), follow
+        )
     )
     wnid_of = {image_id: wnid for image_id, (wnid, _) in solution.items()}
     items += _flat_items(
         join(base, "val"), source, VALIDATION, by_wnid, wnid_of, solution_path,
-        _csv_boxes(solution),
+        _csv_boxes(solution), follow,
     )  # fmt: skip
     not_read = _not_read(source, {"ILSVRC", *(p.rsplit("/", 1)[-1] for p in label_files)})
     not_read += _not_read(base, {"train", "val"})
     return Discovery("kaggle-imagenet", classes, items, label_files, [], not_read)
 
 
-def discover(source: str) -> Discovery:
-    """Recognises the layout of `source` and lists every entry with its label or problem."""
+def discover(source: str, follow_outside_links: bool = False) -> Discovery:
+    """Recognises the layout of `source` and lists every entry with its label or problem.
+
+    Entries whose links lead outside `source` are quarantined unread unless
+    `follow_outside_links`."""
     source = source.rstrip("/") if is_remote(source) else os.path.abspath(source)
     if not (is_dir(source) if is_remote(source) else exists(source)):
         raise ValueError(f"source {source} does not exist")
     if is_dir(join(source, *KAGGLE_ROOT)):
-        found = _discover_kaggle(source)
+        found = _discover_kaggle(source, follow_outside_links)
     elif is_dir(join(source, "train")):
-        found = _discover_folders(source)
+        found = _discover_folders(source, follow_outside_links)
     else:
         raise ValueError(
             f"{source}: unrecognised layout; expected train/<class>/ with val/ (class folders, "

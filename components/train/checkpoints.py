@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components import atomic
+
 NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
@@ -44,12 +46,11 @@ def save(folder: Path, step: int, groups: dict[str, list], meta: dict, keep: int
     arrays, layout = _arrays(groups)
     header = json.dumps({"step": step, "layout": layout, **meta})
     path = folder / f"ckpt-{step}.npz"
-    temp = folder / f".ckpt-{step}.{os.getpid()}.tmp"
-    with temp.open("wb") as handle:
+    atomic.sweep(folder)  # what killed writers left
+    with atomic.replacing(path) as temp, temp.open("wb") as handle:  # a failed write leaves none
         np.savez(handle, __meta__=np.frombuffer(header.encode(), np.uint8), **arrays)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temp, path)
     for old in sorted(steps(folder))[:-keep]:
         (folder / f"ckpt-{old}.npz").unlink(missing_ok=True)
     return path

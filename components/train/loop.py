@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from components import events
+from components import atomic, events
 from components.train import checkpoints, tricks
 from components.train import devices as device_discovery
 from components.train.config import TrainConfig
@@ -66,13 +65,8 @@ class TrainData:
 
 
 def write_json_atomically(path: Path, value) -> None:
-    """Writes JSON to a temporary file and renames it: a kill mid-write leaves the old file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w") as handle:
-        handle.write(json.dumps(value, indent=2))
-        handle.flush()
-        os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
-    os.replace(temp, path)
+    """JSON through a temporary file and a rename: a kill mid-write leaves the old file."""
+    atomic.write_json(path, value)
 
 
 def check_resumable(out: Path, config: TrainConfig) -> None:

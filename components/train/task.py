@@ -95,8 +95,16 @@ def run_training(
     on_event: events.OnEvent | None = None,
 ) -> dict:
     """Trains (or resumes) into `output_dir`; returns the summary with the servable's path.
-    Progress goes to `on_event` (components/events.py; default: the loop's logger)."""
+    Progress goes to `on_event` (components/events.py; default: the loop's logger). The dataset
+    is held against rewriting while it is read (components/dataset.py)."""
     on_event = on_event or events.log_to(loop_log)
+    with dataset.locked(data_dir, False, lambda m: on_event(events.stage(COMPONENT, m))):
+        return _run_training(config, data_dir, output_dir, on_event)
+
+
+def _run_training(
+    config: TrainConfig, data_dir: str, output_dir: str, on_event: events.OnEvent
+) -> dict:
     found = detect()  # first: a cluster's strategy must exist before any TensorFlow op
     data = tfrecord_data(config, data_dir, found)
     board = TensorBoardEvents(Path(output_dir) / "tensorboard")

@@ -9,13 +9,12 @@ Statistics, the bound schema and the anomaly table are written to OUT.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import dataset, events
+from components import atomic, dataset, events
 from components.dataset import SPLITS
 from components.ingest.runners import resolve_beam_args, runner_name
 from components.schema import reviewed_schema, with_label_domain
@@ -116,7 +115,14 @@ def write_statistics_page(statistics: dict, path: Path) -> str | None:
 
 def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> dict:
     """Computes statistics per split and checks them; returns the result or raises. Progress
-    goes to `on_event` (components/events.py; default: this module's logger)."""
+    goes to `on_event` (components/events.py; default: this module's logger). The dataset is
+    held against rewriting meanwhile (components/dataset.py)."""
+    on_event = on_event or events.log_to(log)
+    with dataset.locked(config.data_dir, False, lambda m: on_event(events.stage(COMPONENT, m))):
+        return _validate(config, on_event)
+
+
+def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
     import tensorflow_data_validation as tfdv
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -130,7 +136,6 @@ def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> 
     options = tfdv.StatsOptions(
         schema=schema, infer_type_from_schema=True, enable_semantic_domain_stats=True
     )
-    on_event = on_event or events.log_to(log)
     beam_args = statistics_beam_args(config.beam_args, on_event)
     anomalies: list[dict] = []
     summary = {}
@@ -187,7 +192,7 @@ def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> 
         "splits": summary,
         "statistics_html": write_statistics_page(statistics, out / "statistics.html"),
     }
-    (out / "anomalies.json").write_text(json.dumps(report, indent=2))
+    atomic.write_json(out / "anomalies.json", report)
     verdict = f"{len(anomalies)} anomalies" if anomalies else "no anomalies"
     page = report["statistics_html"]
     shown = f"; statistics page: {page}" if page else ""
