@@ -9,6 +9,7 @@ through here, so an unknown key or a bad value is refused by the model itself, w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -44,3 +45,38 @@ def apply(config: Config, updates: Mapping[str, Any]) -> Config:
 
 def _copy(fields: dict) -> dict:
     return {k: _copy(v) if isinstance(v, dict) else v for k, v in fields.items()}
+
+
+# Names that say "credential": access_key, secret, token, password, credentials, api_key...
+SECRET_NAME = re.compile(r"key|secret|token|passw|credential", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redacted(value: Any) -> Any:
+    """`value` with every credential-looking setting replaced by `***`, for logs, config.json
+    and MLflow parameters: dict entries whose key names a credential, `--name=value` options
+    whose name does (as Beam's `--s3_secret_access_key=...`), and the value after a bare
+    `--name` option that does. The run itself still gets the real values."""
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if SECRET_NAME.search(str(k)) and v not in (None, "") else redacted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        out, hide_next = [], False
+        for item in value:
+            if hide_next and isinstance(item, str) and not item.startswith("-"):
+                out.append(REDACTED)
+                hide_next = False
+                continue
+            hide_next = False
+            if isinstance(item, str) and item.startswith("-"):
+                name, eq, _ = item.partition("=")
+                if SECRET_NAME.search(name):
+                    if eq:
+                        item = f"{name}={REDACTED}"
+                    else:
+                        hide_next = True
+            out.append(redacted(item))
+        return type(value)(out) if isinstance(value, tuple) else out
+    return value

@@ -109,6 +109,8 @@ def default_model_name(model: str, data_dir: str) -> str:
 
 
 RESUME_KEY = "resume_key"
+TRAINED = "trained.json"  # what the train task returned: the servable, steps, the MLflow run
+GATED = "gated.json"  # the gate's decision on this training (a later run trains anew)
 
 
 def resume_key(data_fingerprint: str, train: TrainConfig) -> str:
@@ -141,22 +143,43 @@ def training_lock(folder: Path):
         yield
 
 
+def finished_training(folder: Path) -> dict | None:
+    """What a finished training in `folder` produced, if no gate has judged it yet: a run that
+    failed in evaluation or at the gate (a registry blip, a kill) left it, and a rerun goes
+    straight to evaluation instead of training again (GPU-days at ImageNet scale)."""
+    if (folder / GATED).exists() or not (folder / TRAINED).exists():
+        return None
+    try:
+        trained = json.loads((folder / TRAINED).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return trained if Path(trained.get("servable", "")).is_dir() else None
+
+
 def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> tuple[Path, str]:
-    """The folder to train into, and why: `resume_run`'s if asked; else the newest unfinished
-    training (checkpoints, no summary.json) of the same data and configuration, whichever run
-    started it (a worker killed, a reboot, a cancelled run re-run); else a fresh one."""
+    """The folder to train into, and why: `resume_run`'s if asked; else a finished training of
+    the same data and configuration that no gate has judged yet (its run failed after training;
+    `finished_training`); else the newest unfinished training (checkpoints, no summary.json),
+    whichever run started it (a worker killed, a reboot, a cancelled run re-run); else a fresh
+    one."""
     if resume_run is not None:
         folder = work_dir / "runs" / resume_run / "train"
         if not (folder / "checkpoints").is_dir():
             raise ValueError(f"resume_run {resume_run}: no checkpoints in {folder}")
         return folder, f"resuming run {resume_run}'s checkpoints, as asked"
+    same = [m.parent for m in (work_dir / "runs").glob(f"*/train/{RESUME_KEY}")
+            if m.read_text().strip() == key and not _in_use(m.parent)]  # fmt: skip
+    done = [folder for folder in same if finished_training(folder)]
+    if done:
+        newest = max(done, key=lambda f: (f / TRAINED).stat().st_mtime)
+        return newest, (
+            f"reusing the finished training in {newest}, which no gate has judged yet (its run "
+            "failed after training); going straight to evaluation"
+        )
     unfinished = [
-        marker.parent
-        for marker in (work_dir / "runs").glob(f"*/train/{RESUME_KEY}")
-        if marker.read_text().strip() == key
-        and (marker.parent / "checkpoints").is_dir()
-        and not (marker.parent / "summary.json").exists()
-        and not _in_use(marker.parent)
+        folder
+        for folder in same
+        if (folder / "checkpoints").is_dir() and not (folder / "summary.json").exists()
     ]
     if unfinished:
         newest = max(unfinished, key=lambda f: (f / "checkpoints").stat().st_mtime)
@@ -329,6 +352,8 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
         tracking.get("files", []),
     )
     logger.info("MLflow run %s in %s", run_id, registry.tracking_uri)
+    # Asked now, while the server answers: after the training nothing may depend on it.
+    experiment_id = registry.client.get_run(run_id).info.experiment_id
     curves = TrainingCurves(registry, run_id)
     on_event = log_events(artifacts.TrainingProgress(), curves)
     try:
@@ -336,8 +361,10 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
     except BaseException:
         curves.finish("FAILED")  # a resumed attempt continues the same run
         raise
-    experiment_id = registry.client.get_run(run_id).info.experiment_id
-    return {**trained, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}
+    curves.close()  # the curves' backlog, if the server was away; never fails the training
+    result = {**trained, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}
+    atomic.write_json(Path(output) / TRAINED, result, default=str)
+    return result
 
 
 def mlflow_ui(tracking_uri: str) -> str | None:
@@ -394,7 +421,10 @@ def train_imagenet(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(
         run_dir / "config.json",
-        json.dumps({"preset": preset, "data_dir": data_dir, **config.model_dump()}, indent=2),
+        json.dumps(
+            settings.redacted({"preset": preset, "data_dir": data_dir, **config.model_dump()}),
+            indent=2,
+        ),
     )
     model_name = overrides.model_name or default_model_name(config.train.model, data_dir)
     report: dict = {
@@ -469,7 +499,7 @@ def train_imagenet(
                 tracking = {
                     "experiment": f"trickflow-{model_name}",
                     "params": {
-                        **flat("", json.loads(config.model_dump_json())),
+                        **flat("", settings.redacted(json.loads(config.model_dump_json()))),
                         "preset": preset,
                         "data_dir": data_dir,
                         "data_fingerprint": metadata["fingerprint"],
@@ -481,7 +511,9 @@ def train_imagenet(
                     if validation["statistics_html"]
                     else [],
                 }
-                trained = train_task(data, str(folder), train_config, tracking)
+                trained = finished_training(folder) or train_task(
+                    data, str(folder), train_config, tracking
+                )
         report["train"] = {
             "steps": trained["steps"],
             "resumed_from": trained["resumed_from"],
@@ -526,6 +558,8 @@ def train_imagenet(
                 report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}
                 report["registry"] = {"model_name": model_name, "version": err.version}
                 raise
+        # Judged: a later run trains anew rather than reusing this training.
+        atomic.write_json(folder / GATED, {"flow_run_id": run_id, **result}, default=str)
         report["gate"] = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
         report["registry"] = {
             "model_name": model_name,

@@ -234,6 +234,28 @@ def test_register_then_compare_against_the_champion(
             )
     assert len(registry.client.search_model_versions("name = 'tiny'")) == versions
 
+    # A gate killed between registering and settling (here: interrupted as it settles) leaves
+    # a passed version out of the champion's place; the next gate, whatever it decides about
+    # its own model, settles that one first.
+    better = {**metrics, "top1": min(1.0, metrics["top1"] + 0.2)}
+    with (
+        mock.patch.object(Registry, "settle", side_effect=KeyboardInterrupt),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        gate_and_register(
+            str(ingested), servable, str(tmp_path / "eval"), better, "tiny", GateConfig()
+        )
+    orphan = str(registry.latest_version("tiny"))
+    assert str(registry.champion("tiny").version) == "2"
+    assert registry.client.get_model_version("tiny", orphan).tags["settle_after"] == "2"
+    refused = gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), worse, "tiny",
+        GateConfig(max_regression=0.01),
+    )  # fmt: skip
+    assert refused["version"] is None
+    assert str(registry.champion("tiny").version) == orphan
+    assert registry.client.get_model_version("tiny", orphan).tags["settled"] == "True"
+
 
 def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
     from components.evaluate.registry import Registry
@@ -439,3 +461,29 @@ def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_pa
     other = version(0.60, {**same, "validation_fingerprint": "NEW"})  # promoted meanwhile
     client.set_registered_model_alias("m", CHAMPION, other)
     assert registry.settle("m", after=1, same=same) == other  # not taken back
+
+
+def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: Path) -> None:
+    """Once such a version stayed out of the champion's place for good and, through the drift
+    floor, blocked every later model."""
+    from components.evaluate.registry import CHAMPION, Registry
+
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = registry.client
+    client.create_registered_model("m")
+    same = {"validation_fingerprint": "V", "label_fingerprint": "L"}
+
+    def version(top1: float, **tags: str) -> str:
+        tags = {**same, "gate_passed": "True", "top1": str(top1), **tags}
+        return str(client.create_model_version("m", source=str(tmp_path), tags=tags).version)
+
+    legacy = version(0.60)  # registered before settling was recorded: left alone
+    v2 = version(0.70, settle_after="1", settled="True")
+    client.set_registered_model_alias("m", CHAMPION, v2)
+    orphan = version(0.90, settle_after="2")  # its process died before settling
+    version(0.50, settle_after="2", gate_passed="False")  # refused: nothing to settle
+    assert registry.reconcile("m") == [orphan]
+    assert str(registry.champion("m").version) == orphan
+    assert client.get_model_version("m", orphan).tags["settled"] == "True"
+    assert registry.reconcile("m") == []  # done once
+    assert legacy == "1"

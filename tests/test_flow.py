@@ -291,3 +291,70 @@ def test_a_folder_a_live_run_trains_in_is_not_resumed_by_another(tmp_path: Path)
             with training_lock(live):
                 pass
     assert train_dir(tmp_path, "later", None, "K")[0] == live  # released: resumable again
+
+
+def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records(
+    prefect_server, class_folders: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A registry fault at the gate fails the run after training; the next run of the same data
+    and settings goes straight to evaluation with the finished training. A credential given in
+    beam_args reaches Beam but not config.json, the MLflow parameters or the logs."""
+    import logging
+
+    import flows.train_imagenet as flow_module
+    from components.evaluate import RegistryError
+    from components.evaluate.registry import Registry
+
+    trainings = []
+    real_training = flow_module.run_training
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        trainings.append(args[2])
+        return real_training(*args, **kwargs)
+
+    monkeypatch.setattr(flow_module, "run_training", counted)
+    real_gate = flow_module.gate_and_register
+    faults = iter([RegistryError("registry http://x: a blip")])
+
+    def flaky_gate(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return real_gate(*args, **kwargs)
+
+    monkeypatch.setattr(flow_module, "gate_and_register", flaky_gate)
+    work = tmp_path / "work"
+    secret = "--s3_secret_access_key=TOPSECRET"
+    overrides = Overrides(beam_args=[secret])
+    logged: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    collect = Collect()
+    logging.getLogger().addHandler(collect)
+    try:
+        with pytest.raises(StageFailed, match="a blip"):
+            train_imagenet(
+                data_dir=str(class_folders), work_dir=str(work), preset="smoke",
+                overrides=overrides,
+            )  # fmt: skip
+        second = train_imagenet(
+            data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=overrides
+        )
+    finally:
+        logging.getLogger().removeHandler(collect)
+    assert len(trainings) == 1  # trained once, by the first run
+    assert second["train"]["folder"] == trainings[0] and "reusing the finished" in (
+        second["train"]["why"]
+    )
+    assert second["registry"]["version"] == "1"
+    assert (Path(trainings[0]) / "gated.json").exists()  # judged: a third run trains anew
+
+    for report in (work / "runs").glob("*/config.json"):
+        text = report.read_text()
+        assert "TOPSECRET" not in text and "--s3_secret_access_key=***" in text
+    run = Registry().client.get_run(second["train"]["mlflow_run_id"])
+    assert "TOPSECRET" not in json.dumps(run.data.params)
+    assert not [line for line in logged if "TOPSECRET" in line]

@@ -24,6 +24,7 @@ from components.evaluate.figures import draw_evaluation
 from components.evaluate.gate import GateConfig, GateDecision, decide
 from components.evaluate.registry import (
     CHAMPION,
+    SETTLE_AFTER_TAG,
     Registry,
     RegistryError,
     label_fingerprint,
@@ -127,6 +128,10 @@ def gate_and_register(
     validation_id = validation_fingerprint(data_dir)
     names = read_labels(data_dir)
     same_data = {"validation_fingerprint": validation_id, "label_fingerprint": labels_id}
+    try:
+        registry.reconcile(model_name)  # a gate that died before settling: settled first
+    except RegistryError as err:
+        raise RegistryError(f"{err} (settling an earlier, unsettled version)") from err
     started_after = registry.latest_version(model_name)
 
     def champion_top1(version) -> float | None:
@@ -186,6 +191,7 @@ def gate_and_register(
             **run_tags,
             "top1": f"{metrics['top1']:.4f}",
             "top5": f"{metrics['top5']:.4f}",
+            SETTLE_AFTER_TAG: str(started_after),
         }
         model_file = keras_file_beside(servable_path)
         if model_file is None:
@@ -198,6 +204,7 @@ def gate_and_register(
         # Another gate may have promoted its model meanwhile: the better one stays champion.
         try:
             champion_now = registry.settle(model_name, started_after, same_data)
+            registry.mark_settled(model_name, version)
         except RegistryError as err:
             err.version = version  # registered; only the alias could not be settled
             raise

@@ -41,6 +41,11 @@ CHAMPION = "champion"
 LABELS_TAG = "label_fingerprint"
 KERAS_TAG = "keras_file"
 KERAS_FOLDER = "keras"
+# Set at registration: the latest version when the gate started (what `settle` compares after);
+# set once the alias is settled. A passed version with the first and not the second was
+# orphaned by a process that died in between; the next gate settles it (`reconcile`).
+SETTLE_AFTER_TAG = "settle_after"
+SETTLED_TAG = "settled"
 PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
 
 
@@ -250,6 +255,37 @@ class Registry:
             raise
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"settling the {CHAMPION} alias of {model_name!r}", err) from err
+
+    def mark_settled(self, model_name: str, version: str) -> None:
+        """Records that the alias was settled after `version` was registered."""
+        try:
+            self.client.set_model_version_tag(model_name, version, SETTLED_TAG, "True")
+        except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+            raise self._fault(f"tagging {model_name!r} v{version} settled", err) from err
+
+    def reconcile(self, model_name: str) -> list[str]:
+        """Settles the alias for versions whose gate passed but whose process died between
+        registering and settling (killed, or a registry fault then): done now exactly as that
+        gate would have done it, so such a version neither stays out of the champion's place
+        for good nor, through the drift floor, blocks every later model. Returns their numbers.
+        Versions registered before settling was recorded carry no `settle_after` tag: settled.
+        """
+        orphans = [
+            v
+            for v in self._versions(model_name)
+            if v.tags.get("gate_passed") == "True"
+            and SETTLE_AFTER_TAG in v.tags
+            and v.tags.get(SETTLED_TAG) != "True"
+        ]
+        for version in sorted(orphans, key=lambda v: int(v.version)):
+            same = {k: version.tags.get(k, "") for k in ("validation_fingerprint", LABELS_TAG)}
+            champion = self.settle(model_name, int(version.tags[SETTLE_AFTER_TAG]), same)
+            self.mark_settled(model_name, str(version.version))
+            log.warning(
+                "%s v%s passed its gate but was never settled (its run died); settled now: "
+                "v%s is champion", model_name, version.version, champion,
+            )  # fmt: skip
+        return [str(v.version) for v in orphans]
 
     def register(
         self,

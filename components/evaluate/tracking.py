@@ -12,7 +12,11 @@ resumed training adds to the same run, and the gate and registration later land 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections import deque
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
@@ -66,14 +70,32 @@ def start_training_run(
 
 
 class TrainingCurves:
-    """Logs the training loop's events to the run as they come.
+    """Logs the training loop's events to the run without ever making the training wait.
 
-    A tracking server that fails in the middle must not end a long training: each failure is
-    a warning and the curve has a gap; the gate, which needs the registry, reports faults.
+    Each event's metrics go into a bounded queue and return at once; a background thread sends
+    them in batches. A tracking server that refuses connections or accepts and never answers
+    (MLflow's own client waits up to 120 s per try and tries 7 times) only delays the curves:
+    the sender first asks the server's /health with a short timeout, waits with a growing pause
+    while it is away, and sends everything it kept when it returns. Past `capacity` metrics the
+    oldest are dropped and counted. A failure never ends a long training; the gate, which needs
+    the registry, reports faults.
     """
 
-    def __init__(self, registry: Registry, run_id: str):
-        self.client, self.run_id, self.failures = registry.client, run_id, 0
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+    PROBE_SECONDS = 2.0
+    MAX_PAUSE = 30.0
+
+    def __init__(self, registry: Registry, run_id: str, capacity: int = 200_000):
+        self.client, self.run_id = registry.client, run_id
+        self.tracking_uri = registry.tracking_uri
+        self.capacity, self.failures, self.dropped, self.sent = capacity, 0, 0, 0
+        self._pending: deque[Metric] = deque()
+        self._lock = threading.Lock()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._sender = threading.Thread(target=self._send_all, name="mlflow-curves", daemon=True)
+        self._sender.start()
 
     def __call__(self, event: dict) -> None:
         now = int(time.time() * 1000)
@@ -88,14 +110,83 @@ class TrainingCurves:
         else:
             return
         metrics = [Metric(k, float(v), now, event["step"]) for k, v in values.items()]
-        try:
-            self.client.log_batch(self.run_id, metrics=metrics)
-        except Exception as err:  # noqa: BLE001 - see the class docstring
-            self.failures += 1
-            log.warning("MLflow: step %s not logged (%s)", event["step"], err)
+        with self._lock:
+            self._pending.extend(metrics)
+            over = len(self._pending) - self.capacity
+            for _ in range(max(0, over)):
+                self._pending.popleft()
+            self.dropped += max(0, over)
+            self._idle.clear()
+        self._wake.set()
 
-    def finish(self, status: str) -> None:
-        """Marks the run ended (FAILED when the training raised); best effort, as above."""
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def reachable(self) -> bool:
+        """Whether the tracking server answers at all, asked with a short timeout (local
+        stores always do). Any HTTP answer counts: a server that asks for credentials is up."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return True
+        try:
+            url = self.tracking_uri.rstrip("/") + "/health"
+            with urllib.request.urlopen(url, timeout=self.PROBE_SECONDS):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _send_all(self) -> None:
+        pause = 0.5
+        while not self._stop.is_set():
+            with self._lock:
+                batch = [self._pending[i] for i in range(min(self.BATCH, len(self._pending)))]
+                if not batch:
+                    self._idle.set()
+            if not batch:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                if not self.reachable():
+                    raise ConnectionError(f"{self.tracking_uri} does not answer")
+                self.client.log_batch(self.run_id, metrics=batch)
+            except Exception as err:  # noqa: BLE001 - see the class docstring
+                self.failures += 1
+                if self.failures == 1 or self.failures % 20 == 0:
+                    log.warning(
+                        "MLflow: %d metrics waiting, not logged yet (%s); retrying in %.0f s",
+                        self.backlog(), err, pause,
+                    )  # fmt: skip
+                self._stop.wait(pause)
+                pause = min(pause * 2, self.MAX_PAUSE)
+                continue
+            pause = 0.5
+            with self._lock:
+                for _ in batch:
+                    self._pending.popleft()  # only what was sent: new metrics came after it
+                self.sent += len(batch)
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Waits up to `timeout` s for the backlog to be sent, then stops the sender; returns
+        (and warns of) the number of metrics that could not be logged."""
+        self._idle.wait(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._sender.join(timeout=self.PROBE_SECONDS + 1)
+        lost = self.backlog() + self.dropped
+        if lost:
+            log.warning("MLflow: %d metrics of run %s were not logged", lost, self.run_id)
+        return lost
+
+    def finish(self, status: str, timeout: float = 30.0) -> None:
+        """Sends what is left, then marks the run ended (FAILED when the training raised); best
+        effort, as above, and never longer than about `timeout` seconds."""
+        self.close(timeout)
+        if not self.reachable():
+            log.warning("MLflow: run %s not marked %s (server unreachable)", self.run_id, status)
+            return
         try:
             self.client.set_terminated(self.run_id, status)
         except Exception as err:  # noqa: BLE001

@@ -35,6 +35,7 @@ from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
 from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
 from components.ingest.sources import Discovery, discover, is_remote
+from components.settings import redacted
 
 log = logging.getLogger(__name__)
 COMPONENT = "ingest"
@@ -206,7 +207,7 @@ def _rewrite(
     staging = join(config.output, "_staging", run)
     tasks = _stage_tasks(found, shards, staging, run)
     beam_args = resolve_beam_args(config.beam_args, len(tasks))
-    on_stage(f"converting images with Beam ({' '.join(beam_args)})")
+    on_stage(f"converting images with Beam ({' '.join(redacted(beam_args))})")
     progress = _Progress(staging, len(tasks), on_event)
     progress.start()
     try:
