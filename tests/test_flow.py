@@ -346,8 +346,9 @@ def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records
     finally:
         logging.getLogger().removeHandler(collect)
     assert len(trainings) == 1  # trained once, by the first run
-    assert second["train"]["folder"] == trainings[0] and "reusing the finished" in (
-        second["train"]["why"]
+    assert (
+        second["train"]["folder"] == trainings[0]
+        and "reusing the finished" in (second["train"]["why"])
     )
     assert second["registry"]["version"] == "1"
     assert (Path(trainings[0]) / "gated.json").exists()  # judged: a third run trains anew
