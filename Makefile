@@ -65,6 +65,7 @@ lint: setup
 bench: setup
 	$(VENV)/bin/python bench/ingest_bench.py --dask-workers 2
 	$(VENV)/bin/python bench/driver_bench.py
+	$(VENV)/bin/python bench/tracking_bench.py
 	$(VENV)/bin/python bench/input_bench.py
 
 # bench/gpu_check.py on CPU, in a TF-free Keras 3 + JAX env (.venv-gpu, from bench/gpu_env/requirements.txt).

@@ -10,7 +10,8 @@ registered version and where to look. On failure: the stage, the reason and what
 
 Exit status: 0 the run completed and the gate passed; 1 a check said no (anomalies in the data,
 the gate refused the model); 2 anything else failed (a missing folder, a crash, a registry that
-does not answer, a run that was cancelled).
+does not answer, a run that was cancelled). A run whose process died is marked Crashed by the
+stack's automation (flows/automations.py) once its heartbeats stop, which ends the wait here.
 """
 
 from __future__ import annotations
@@ -154,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(params["work_dir"]).resolve() / "runs" / str(flow_run.id) / "report.json"
     report = json.loads(path.read_text()) if path.exists() else None
     print(f"\nflow run ended: {state.name}" + (f" ({state.message})" if state.message else ""))
+    if state.is_crashed():
+        print(
+            "the flow run crashed: its process died (killed, out of memory, or the machine went "
+            "down); run the deployment again to resume its training from the last checkpoint",
+            file=sys.stderr,
+        )
     if report is None:
         print(f"no report at {path}: the run ended before it could write one", file=sys.stderr)
     else:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The local stack: Prefect server (SQLite, project-local home), a `process` work pool and worker,
-# and an MLflow tracking server with its registry. Everything binds to 127.0.0.1.
+# and an MLflow tracking server with its registry. Everything binds to 127.0.0.1, and both servers
+# ask for credentials: generated on the first start into $TRICKFLOW_HOME/credentials.env (0600),
+# used by this script, the worker and its flow runs, the Prefect CLI (a profile in the stack's
+# PREFECT_HOME) and the tests. A server this script did not start is never adopted.
 #
 #   infra/stack.sh start     start whatever is not running (idempotent), create the pool
-#   infra/stack.sh deploy    register the deployments of prefect.yaml
-#   infra/stack.sh stop      stop everything this script started, and check that it is gone
+#   infra/stack.sh deploy    register the deployments of prefect.yaml and the automations
+#   infra/stack.sh stop      stop everything this script started, flow runs included, and check
+#                            that it is gone
 #   infra/stack.sh status
+#   infra/stack.sh env       print the credentials as exports (eval "$(infra/stack.sh env)")
 #
 # TRICKFLOW_HOME (default .trickflow), PREFECT_PORT (4200), MLFLOW_PORT (5000) and TRICKFLOW_POOL
 # (trickflow-local) make a second, separate stack possible: the end-to-end test uses that.
@@ -30,8 +35,66 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 export TRICKFLOW_MLFLOW_UI=$MLFLOW_TRACKING_URI
 export TRICKFLOW_REPO=$REPO
+# Flow runs send a heartbeat this often; the automation of `deploy` crashes a run that goes
+# TRICKFLOW_HEARTBEAT_WINDOW seconds without one (its process died).
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=${TRICKFLOW_HEARTBEAT_SECONDS:-30}
+export TRICKFLOW_HEARTBEAT_WINDOW=${TRICKFLOW_HEARTBEAT_WINDOW:-120}
+CREDENTIALS=$STATE/credentials.env
 
 mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow/artifacts"
+
+# Credentials: made once (random, 0600), then read by every start, the worker and the clients.
+# The Prefect CLI run from the checkout finds them in the stack's profile; MLflow clients read
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (`eval "$(infra/stack.sh env)"`).
+FRESH_CREDENTIALS=false
+[ -s "$CREDENTIALS" ] || FRESH_CREDENTIALS=true
+# Any missing entry is added (random, URL-safe); existing ones are kept.
+(umask 077; "$BIN/python" - "$CREDENTIALS" <<'PY'
+import os, secrets, sys
+path = sys.argv[1]
+have = {}
+if os.path.exists(path):
+    for line in open(path):
+        key, _, value = line.strip().partition("=")
+        if key:
+            have[key] = value
+prefect = have.get("PREFECT_API_AUTH_STRING") or f"trickflow:{secrets.token_urlsafe(24)}"
+wanted = {
+    "PREFECT_API_AUTH_STRING": prefect,
+    "PREFECT_SERVER_API_AUTH_STRING": prefect,
+    "MLFLOW_TRACKING_USERNAME": "admin",
+    "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(24),
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),  # the auth app's CSRF key
+}
+merged = {**wanted, **have}
+if merged != have:
+    with open(path + ".tmp", "w") as handle:
+        handle.write("".join(f"{k}={v}\n" for k, v in merged.items()))
+    os.replace(path + ".tmp", path)
+PY
+)
+chmod 600 "$CREDENTIALS"
+set -a; . "$CREDENTIALS"; set +a
+(umask 077
+ cat > "$STATE/mlflow/auth.ini" <<INI
+[mlflow]
+default_permission = NO_PERMISSIONS
+database_uri = sqlite:///$STATE/mlflow/auth.db
+admin_username = $MLFLOW_TRACKING_USERNAME
+admin_password = $MLFLOW_TRACKING_PASSWORD
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+grant_default_workspace_access = false
+auth_cache_ttl_seconds = 60
+INI
+ cat > "$PREFECT_HOME/profiles.toml" <<TOML
+# Written by infra/stack.sh: the Prefect CLI run from the checkout talks to this stack.
+active = "trickflow"
+
+[profiles.trickflow]
+PREFECT_API_URL = "$PREFECT_API_URL"
+PREFECT_API_AUTH_STRING = "$PREFECT_API_AUTH_STRING"
+TOML
+)
 
 # A pid file left by a reboot may name some other process by now: check it is still ours.
 alive() {
@@ -67,20 +130,36 @@ launch() {  # NAME COMMAND...: a new session, so that stopping reaches its child
   echo $! > "$RUN/$name.pid"
 }
 
+taken() {  # NAME URL PORT: a server answers on a port this stack has no live process for
+  echo "port $3 answers ($2) but $1 was not started by this stack ($RUN has no live pid for it):" \
+    "stop that server, or give this stack other ports (PREFECT_PORT, MLFLOW_PORT)" >&2
+  return 1
+}
+
 start() {
-  if healthy "$PREFECT_API_URL/health"; then
+  if $FRESH_CREDENTIALS && { alive prefect-server || alive mlflow-server; }; then
+    echo "new credentials: restarting the servers with authentication"
+    stop
+  fi
+  if alive prefect-server; then
     echo "Prefect server already up at http://127.0.0.1:$PREFECT_PORT"
+  elif healthy "$PREFECT_API_URL/health"; then
+    taken prefect-server "$PREFECT_API_URL/health" "$PREFECT_PORT"
   else
     echo "starting the Prefect server on 127.0.0.1:$PREFECT_PORT"
     launch prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
     wait_healthy prefect-server "$PREFECT_API_URL/health" 90
   fi
-  if healthy "$MLFLOW_TRACKING_URI/health"; then
+  if alive mlflow-server; then
     echo "MLflow server already up at $MLFLOW_TRACKING_URI"
+  elif healthy "$MLFLOW_TRACKING_URI/health"; then
+    taken mlflow-server "$MLFLOW_TRACKING_URI/health" "$MLFLOW_PORT"
   else
-    echo "starting the MLflow server on 127.0.0.1:$MLFLOW_PORT"
+    echo "starting the MLflow server on 127.0.0.1:$MLFLOW_PORT (basic authentication)"
     # Job execution (huey consumers, for MLflow's GenAI jobs) is not used here: seven processes less.
-    launch mlflow-server env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    launch mlflow-server env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+      MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini" \
+      "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
       --workers 1 --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" \
       --default-artifact-root "file://$STATE/mlflow/artifacts" --no-serve-artifacts
     wait_healthy mlflow-server "$MLFLOW_TRACKING_URI/health" 120
@@ -99,6 +178,7 @@ start() {
 
 deploy() {
   TRICKFLOW_POOL=$POOL "$BIN/prefect" --no-prompt deploy --all
+  "$BIN/python" -m flows.automations --window "$TRICKFLOW_HEARTBEAT_WINDOW"
 }
 
 gone() {  # PID: exited (a zombie waiting for init to reap it counts as gone)
@@ -126,9 +206,40 @@ stop_one() {  # NAME: TERM the session, wait, KILL if needed, and check that it 
   rm -f "$RUN/$name.pid"
 }
 
+flow_runs() {  # pids of flow-run processes of this stack: the worker starts each in a session of
+  # its own, so stopping the worker's session misses them; their environment names this stack.
+  local environ pid
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    [ "$pid" = "$$" ] && continue
+    { tr '\0' '\n' < "$environ"; } 2>/dev/null | grep -qxF "TRICKFLOW_HOME=$STATE" || continue
+    { tr '\0' '\n' < "$environ"; } 2>/dev/null | grep -q '^PREFECT__FLOW_RUN_ID=' && echo "$pid"
+  done
+  return 0
+}
+
+stop_flow_runs() {  # TERM, wait, KILL, and check: a flow run left running would keep training
+  local pids pid
+  pids=$(flow_runs)
+  [ -n "$pids" ] || return 0
+  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 20); do
+    pids=$(for pid in $pids; do gone "$pid" || echo "$pid"; done)
+    [ -n "$pids" ] || break
+    sleep 0.5
+  done
+  for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  pids=$(for pid in $pids; do gone "$pid" || echo "$pid"; done)
+  if [ -n "$pids" ]; then echo "flow runs (pids $pids) would not stop" >&2; return 1; fi
+  echo "stopped the flow runs the worker had started"
+}
+
 stop() {
   local status=0
-  for name in worker mlflow-server prefect-server; do stop_one "$name" || status=1; done
+  stop_one worker || status=1  # first: it would start new flow runs
+  stop_flow_runs || status=1
+  for name in mlflow-server prefect-server; do stop_one "$name" || status=1; done
   return $status
 }
 
@@ -144,5 +255,6 @@ case "${1:-}" in
   deploy) deploy ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|deploy|stop|status" >&2; exit 2 ;;
+  env) sed 's/^/export /' "$CREDENTIALS"; echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI" ;;
+  *) echo "usage: $0 start|deploy|stop|status|env" >&2; exit 2 ;;
 esac

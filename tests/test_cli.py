@@ -112,3 +112,19 @@ def test_follow_exits_1_only_when_a_check_said_no() -> None:
     assert exit_status(True, None) == 2
     kept = report(registry={"model_name": "m", "version": "4", "alias": None})
     assert "registered: m v4 (not champion)" in summary(kept)
+
+
+def test_the_zombie_automation_crashes_a_run_silent_for_its_window() -> None:
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.schemas.automations import Posture
+
+    from flows.automations import zombie_automation
+
+    automation = zombie_automation(90)
+    trigger = automation.trigger
+    assert trigger.posture == Posture.Proactive and trigger.within.total_seconds() == 90
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Failed"} <= trigger.expect
+    assert trigger.for_each == {"prefect.resource.id"}  # each run on its own
+    (action,) = automation.actions
+    assert action.state == StateType.CRASHED and "90 s" in action.message

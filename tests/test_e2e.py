@@ -67,7 +67,47 @@ def _kill_flow_run_once_it_checkpoints(
     raise AssertionError("the flow run never checkpointed")
 
 
-def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path) -> None:
+def _state_of(flow_run_id: str, env: dict) -> str:
+    """The flow run's state name, asked of the stack's server with its credentials."""
+    code = (
+        "import sys; from prefect import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    print(c.read_flow_run(sys.argv[1]).state.name)"
+    )
+    python = str(REPO / ".venv" / "bin" / "python")
+    return run([python, "-c", code, flow_run_id], env, 60).stdout.strip().splitlines()[-1]
+
+
+def _refused_without_credentials(url: str, method: str = "GET") -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method,
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _flow_run_processes(home: Path) -> list:
+    """Processes of flow runs that the stack in `home` started."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            environ = process.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if environ.get("PREFECT__FLOW_RUN_ID") and environ.get("TRICKFLOW_HOME") == str(home):
+            found.append(process)
+    return found
+
+
+def test_deployment_run_registers_a_champion(
+    class_folders: Path, tmp_path: Path, monkeypatch
+) -> None:
     prefect_port, mlflow_port = free_port(), free_port()
     state = tmp_path / "stack"
     env = {
@@ -78,12 +118,39 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         "TRICKFLOW_POOL": f"e2e-{prefect_port}",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_HOME": str(state / "prefect"),
+        "TRICKFLOW_HEARTBEAT_WINDOW": "60",  # heartbeats every 30 s
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "PREFECT_API_AUTH_STRING"):  # fmt: skip
+        env.pop(name, None)
     stack = str(REPO / "infra" / "stack.sh")
     try:
         run([stack, "start"], env, 300)
         run([stack, "deploy"], env, 180)
+        # Locks on the doors: credentials made on first start, 0600; both servers refuse a
+        # request without them; a second stack never adopts servers it did not start.
+        credentials = state / "credentials.env"
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        secrets = dict(line.split("=", 1) for line in credentials.read_text().splitlines())
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.setenv(name, secrets[name])  # this test's own MLflow client
+        prefect_api, mlflow_api = (
+            f"http://127.0.0.1:{prefect_port}/api",
+            f"http://127.0.0.1:{mlflow_port}",
+        )
+        assert _refused_without_credentials(f"{prefect_api}/flows/filter", "POST") == 401
+        assert (
+            _refused_without_credentials(
+                f"{mlflow_api}/api/2.0/mlflow/experiments/search?max_results=1"
+            )
+            == 401
+        )
+        intruder = {**env, "TRICKFLOW_HOME": str(tmp_path / "other"),
+                    "PREFECT_HOME": str(tmp_path / "other" / "prefect")}  # fmt: skip
+        adopted = subprocess.run(
+            [stack, "start"], cwd=REPO, env=intruder, capture_output=True, text=True, timeout=120
+        )
+        assert adopted.returncode != 0 and "was not started by this stack" in adopted.stderr
         work = tmp_path / "work"
         python = str(REPO / ".venv" / "bin" / "python")
         follow = [python, "-m", "flows.follow", "train-imagenet/demo", "-p", f"work_dir={work}"]
@@ -154,7 +221,9 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         assert any(a["feature"] == "label" for a in stopped["validate"]["anomalies"])
         assert stopped["ingest"]["reused"] and stopped["train"] is None
 
-        # A flow run SIGKILLed during training; the same deployment run again resumes it.
+        # A flow run SIGKILLed during training, its worker with it (the machine went down): the
+        # run is marked Crashed within the heartbeat window; the same deployment run again
+        # resumes it.
         params = [
             "-p", "preset=demo", "-p", f"data_dir={class_folders}", "-p", f"work_dir={work}",
             "-p", 'overrides={"epochs": 15, "batch_size": 8, "min_top1": 0.0, '
@@ -164,6 +233,17 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         done = {p.parent.name for p in (work / "runs").glob("*/report.json")}
         run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
         killed = _kill_flow_run_once_it_checkpoints(work, done)
+        import signal
+        import time
+
+        os.kill(int((state / "run" / "worker.pid").read_text()), signal.SIGKILL)
+        killed_at = time.monotonic()
+        run([stack, "start"], env, 300)  # the machine is back: a new worker
+        while (name := _state_of(killed, env)) == "Running" and time.monotonic() - killed_at < 200:
+            time.sleep(5)
+        assert name == "Crashed", (
+            f"flow run {killed} is {name} {time.monotonic() - killed_at:.0f} s on"
+        )
         result = run([prefect, "deployment", "run", "train-imagenet/demo", *params, "--watch"],
                      env, 600)  # fmt: skip
         assert "Completed" in result.stdout
@@ -175,6 +255,16 @@ def test_deployment_run_registers_a_champion(class_folders: Path, tmp_path: Path
         train = resumed[0]["train"]
         assert train["resumed_from"] > 0 and "resuming the unfinished training" in train["why"]
         assert Path(train["folder"]).parent.name == killed
+
+        # `stop` ends the flow runs its worker started, which live in sessions of their own.
+        run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
+        deadline = time.monotonic() + 120
+        while not _flow_run_processes(state) and time.monotonic() < deadline:
+            time.sleep(1)
+        in_flight = _flow_run_processes(state)
+        assert in_flight, "the flow run never started"
+        run([stack, "stop"], env, 120)
+        assert not [p for p in in_flight if p.is_running() and p.status() != "zombie"]
     finally:
         pids = [int(p.read_text()) for p in (state / "run").glob("*.pid")]
         stopped = subprocess.run(

@@ -256,6 +256,27 @@ def test_register_then_compare_against_the_champion(
     assert str(registry.champion("tiny").version) == orphan
     assert registry.client.get_model_version("tiny", orphan).tags["settled"] == "True"
 
+    # The gate runs the champion's graph: a champion whose files were changed in the registry
+    # (anyone who can write there could plant a SavedModel) is refused before it is loaded, and
+    # so is one registered without a digest.
+    assert len(registry.client.get_model_version("tiny", orphan).tags["servable_sha256"]) == 64
+    stored = list((tmp_path / "mlflow" / "artifacts").rglob("tf2model/saved_model.pb"))
+    assert stored
+    originals = {path: path.read_bytes() for path in stored}
+    for path, data in originals.items():
+        path.write_bytes(data + b"\0")
+    with pytest.raises(RegistryError, match="does not match the .* recorded at registration"):
+        gate_and_register(
+            str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+        )
+    for path, data in originals.items():
+        path.write_bytes(data)
+    registry.client.delete_model_version_tag("tiny", orphan, "servable_sha256")
+    with pytest.raises(RegistryError, match="has no recorded servable digest"):
+        gate_and_register(
+            str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+        )
+
 
 def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
     from components.evaluate.registry import Registry

@@ -45,6 +45,9 @@ KERAS_FOLDER = "keras"
 # set once the alias is settled. A passed version with the first and not the second was
 # orphaned by a process that died in between; the next gate settles it (`reconcile`).
 SETTLE_AFTER_TAG = "settle_after"
+# SHA-256 over the servable as the registry stores it, recorded at registration and checked
+# before a champion is loaded (`servable_digest`).
+DIGEST_TAG = "servable_sha256"
 SETTLED_TAG = "settled"
 PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
 
@@ -81,6 +84,19 @@ def no_such_model_or_alias(err: MlflowException) -> bool:
     )
 
 
+def servable_digest(folder: Path) -> str:
+    """SHA-256 over every file under `folder`: relative paths in order, each with its bytes'
+    own SHA-256, so that a file added, removed, renamed or changed changes the digest."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        content = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while piece := handle.read(2**20):
+                content.update(piece)
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{content.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
 def validation_fingerprint(data_dir: str) -> str:
     """Identity of the validation data: its shards' bytes (records, labels and all) and the
     label set. Reads the split once; evaluation reads it anyway."""
@@ -114,7 +130,11 @@ class _Servable(tf.Module):
         self.loaded = loaded
         self.labels = loaded.labels
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="jpeg_bytes")])
+    # No autograph (nothing here branches on tensors): it re-reads the source file when it
+    # traces, so a checkout updated while a days-long run trained would be traced instead.
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name="jpeg_bytes")], autograph=False
+    )
     def __call__(self, jpeg_bytes):
         return self.loaded(jpeg_bytes)
 
@@ -165,12 +185,33 @@ class Registry:
         downloaded copy is removed when the block ends."""
         with tempfile.TemporaryDirectory(prefix="champion-") as folder:
             try:
+                recorded = self.client.get_model_version(model_name, version).tags
                 local = mlflow.artifacts.download_artifacts(
                     f"models:/{model_name}/{version}", dst_path=folder
                 )
             except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
                 raise self._fault(f"downloading {model_name!r} v{version}", err) from err
-            yield tf.saved_model.load(str(Path(local) / "tf2model"))
+            saved_model = Path(local) / "tf2model"
+            self._verify(model_name, version, recorded.get(DIGEST_TAG), saved_model)
+            yield tf.saved_model.load(str(saved_model))
+
+    def _verify(self, model_name: str, version: str, recorded: str | None, folder: Path) -> None:
+        """Loading a SavedModel runs its graph: only the bytes this pipeline registered load."""
+        where = f"{model_name!r} v{version} in {self.tracking_uri}"
+        if not recorded:
+            raise RegistryError(
+                f"{where} has no recorded servable digest ({DIGEST_TAG}): it was registered "
+                "outside this pipeline or by a version before digests were kept, and loading it "
+                "would run code nobody verified. Move the champion alias to a version this "
+                "pipeline registered, or delete the alias, then run again"
+            )
+        found = servable_digest(folder)
+        if found != recorded:
+            raise RegistryError(
+                f"{where}: the servable's digest {found[:16]}... does not match the "
+                f"{recorded[:16]}... recorded at registration; its files were changed in the "
+                "registry, so it is not loaded"
+            )
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
         """The champion, with its top-1 on this data by `top1_on_this_data` (None: no baseline)."""
@@ -310,6 +351,9 @@ class Registry:
                     with _local_copy(model_file) as local:
                         mlflow.log_artifact(local, artifact_path=KERAS_FOLDER)
                     tags[KERAS_TAG] = f"{KERAS_FOLDER}/{Path(local).name}"
+                with tempfile.TemporaryDirectory(prefix="logged-") as logged:  # as it was stored
+                    copy = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=logged)
+                    tags[DIGEST_TAG] = servable_digest(Path(copy) / "tf2model")
             version = mlflow.register_model(info.model_uri, model_name, tags=tags)
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err

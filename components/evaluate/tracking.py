@@ -156,7 +156,7 @@ class TrainingCurves:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 20 == 0:
                     log.warning(
-                        "MLflow: %d metrics waiting, not logged yet (%s); retrying in %.0f s",
+                        "MLflow: %d metrics waiting, not logged yet (%s); retrying in %.1f s",
                         self.backlog(), err, pause,
                     )  # fmt: skip
                 self._stop.wait(pause)

@@ -22,7 +22,11 @@ class ImageClassifier(tf.Module):
         self.image_size = image_size
         self.labels = tf.Variable(labels, trainable=False, dtype=tf.string, name="labels")
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="jpeg_bytes")])
+    # No autograph (nothing here branches on tensors): it re-reads the source file when it
+    # traces, so a checkout updated while a days-long run trained would be traced instead.
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name="jpeg_bytes")], autograph=False
+    )
     def __call__(self, jpeg_bytes: tf.Tensor) -> tf.Tensor:
         images = tf.map_fn(
             lambda b: eval_transform({"image": b}, self.image_size)["image"],
