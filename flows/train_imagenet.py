@@ -206,9 +206,9 @@ HINTS = {
     "train": "run the same deployment again to resume from the last checkpoint once the cause "
     "is fixed",
     "evaluate": "the servable could not be evaluated; the error names the file",
-    "gate_and_register": "check that the MLflow registry named in the error answers; the trained "
-    "servable is in the run's train/ folder, and `python -m components.evaluate --model-name` "
-    "gates and registers it without training again",
+    "gate_and_register": "the error says what the MLflow registry answered or refused; once that "
+    "is fixed, run the same deployment again: it reuses this finished training and goes "
+    "straight to evaluation",
 }
 
 

@@ -276,6 +276,16 @@ def test_register_then_compare_against_the_champion(
         gate_and_register(
             str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
         )
+    # A person who knows the version is theirs vouches for it; the gate loads it again.
+    from components.evaluate import trust
+
+    assert trust.main(["--model-name", "tiny", "--version", orphan]) == 0
+    again = gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), worse, "tiny",
+        GateConfig(max_regression=0.01),
+    )  # fmt: skip
+    assert again["version"] is None  # judged (the champion was loaded), and refused
+    assert str(registry.champion("tiny").version) == orphan
 
 
 def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
@@ -508,3 +518,17 @@ def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: P
     assert client.get_model_version("m", orphan).tags["settled"] == "True"
     assert registry.reconcile("m") == []  # done once
     assert legacy == "1"
+
+
+def test_a_model_name_with_a_quote_is_found_not_a_registry_fault(tmp_path: Path) -> None:
+    """Once `O'Brien's model` read as "registry fault: Invalid clause(s) in filter string"."""
+    from components.evaluate.registry import Registry
+
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name in ("O'Brien's model", 'the "best" one'):
+        registry.client.create_registered_model(name)
+        registry.client.create_model_version(name, source=str(tmp_path), tags={"top1": "0.5"})
+        assert registry.latest_version(name) == 1
+        assert registry.champion(name) is None
+    with pytest.raises(ValueError, match="holds both"):
+        registry.latest_version("""it's "odd\"""")

@@ -84,6 +84,19 @@ def no_such_model_or_alias(err: MlflowException) -> bool:
     )
 
 
+def _quoted(model_name: str) -> str:
+    """The name as a string of MLflow's search filter, which quotes with ' or " and escapes
+    neither: a name holding both cannot be searched for."""
+    if "'" not in model_name:
+        return f"'{model_name}'"
+    if '"' not in model_name:
+        return f'"{model_name}"'
+    raise ValueError(
+        f"model name {model_name!r} holds both ' and \": MLflow's registry search cannot find "
+        "it; choose a name without one of them"
+    )
+
+
 def servable_digest(folder: Path) -> str:
     """SHA-256 over every file under `folder`: relative paths in order, each with its bytes'
     own SHA-256, so that a file added, removed, renamed or changed changes the digest."""
@@ -164,8 +177,9 @@ class Registry:
         return None if version is None else str(version.version)
 
     def _versions(self, model_name: str) -> list:
+        _quoted(model_name)  # a name no filter can hold is bad input, not a registry fault
         try:
-            return self.client.search_model_versions(f"name = '{model_name}'")
+            return self.client.search_model_versions(f"name = {_quoted(model_name)}")
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"search_model_versions(name={model_name!r})", err) from err
 
@@ -195,6 +209,21 @@ class Registry:
             self._verify(model_name, version, recorded.get(DIGEST_TAG), saved_model)
             yield tf.saved_model.load(str(saved_model))
 
+    def record_digest(self, model_name: str, version: str) -> str:
+        """Records the digest of a version's servable as the registry holds it now: a person
+        vouching for a version registered before digests were kept. Returns the digest."""
+        with tempfile.TemporaryDirectory(prefix="trust-") as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    f"models:/{model_name}/{version}", dst_path=folder
+                )
+                digest = servable_digest(Path(local) / "tf2model")
+                self.client.set_model_version_tag(model_name, version, DIGEST_TAG, digest)
+            except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
+                call = f"recording the digest of {model_name!r} v{version}"
+                raise self._fault(call, err) from err
+        return digest
+
     def _verify(self, model_name: str, version: str, recorded: str | None, folder: Path) -> None:
         """Loading a SavedModel runs its graph: only the bytes this pipeline registered load."""
         where = f"{model_name!r} v{version} in {self.tracking_uri}"
@@ -202,8 +231,10 @@ class Registry:
             raise RegistryError(
                 f"{where} has no recorded servable digest ({DIGEST_TAG}): it was registered "
                 "outside this pipeline or by a version before digests were kept, and loading it "
-                "would run code nobody verified. Move the champion alias to a version this "
-                "pipeline registered, or delete the alias, then run again"
+                "would run code nobody verified. If you know it is yours, record its digest with "
+                f"`python -m components.evaluate.trust --model-name {model_name} --version "
+                f"{version}`; otherwise move the champion alias to a version this pipeline "
+                "registered, or delete it"
             )
         found = servable_digest(folder)
         if found != recorded:
