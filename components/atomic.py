@@ -5,7 +5,8 @@ report.json, checkpoints, resume keys) goes through here: the bytes are written 
 file in the same folder, flushed to the disk, and renamed over the target (one atomic step on
 POSIX filesystems), and the folder entry is flushed too. A write that fails, a full disk
 included, removes its temporary file, so a retry does not find the disk fuller than before.
-A kill mid-write leaves a `.*.tmp` file that `sweep` removes on the next write to that folder.
+A kill mid-write leaves a `.*.tmp` file; `sweep` removes those older than an hour (checkpoint
+saves call it for their folder, where a full disk would otherwise stay full).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ Object stores have no such lock: give each ingestion there its own output prefix
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -163,17 +164,55 @@ def locked(
     if "://" in data_dir:
         yield
         return
-    os.makedirs(data_dir, exist_ok=True)
     kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    with open(os.path.join(data_dir, LOCK), "a+") as handle:
+    try:
+        if exclusive:
+            os.makedirs(data_dir, exist_ok=True)
+        handle = _open_lock(os.path.join(data_dir, LOCK), exclusive)
+    except OSError as err:
+        if exclusive or not _unlockable(err):
+            raise
+        # A reader of a dataset it may not write (read-only, another owner's, a lock file not
+        # made yet): nothing can lock it, so nothing this pipeline runs rewrites it either.
+        if on_wait is not None:
+            on_wait(f"reading {data_dir} without its lock ({err.strerror or err})")
+        yield
+        return
+    with handle:
         try:
-            fcntl.flock(handle, kind | fcntl.LOCK_NB)
-        except BlockingIOError:
+            try:
+                fcntl.flock(handle, kind | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    holder = "a stage reads it" if exclusive else "an ingestion rewrites it"
+                    on_wait(f"waiting for the lock of {data_dir}: {holder}")
+                fcntl.flock(handle, kind)
+        except OSError as err:  # a filesystem without flock (some NFS and FUSE mounts)
+            if exclusive or not _unlockable(err):
+                raise
             if on_wait is not None:
-                holder = "a stage reads it" if exclusive else "an ingestion rewrites it"
-                on_wait(f"waiting for the lock of {data_dir}: {holder}")
-            fcntl.flock(handle, kind)
+                on_wait(f"reading {data_dir} without its lock ({err.strerror or err})")
+            yield
+            return
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock(path: str, exclusive: bool):
+    """The lock file, made if missing; a reader that may not write opens it read-only (flock
+    works on a descriptor opened either way)."""
+    try:
+        return open(path, "a+")  # noqa: SIM115 - held by the caller's `with`
+    except OSError as err:
+        if exclusive or err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        return open(path)  # noqa: SIM115
+
+
+def _unlockable(err: OSError) -> bool:
+    return err.errno in (
+        errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOLCK, errno.EOPNOTSUPP,
+        errno.EINVAL,
+    )  # fmt: skip

@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -143,11 +143,17 @@ def training_lock(folder: Path):
         yield
 
 
-def finished_training(folder: Path) -> dict | None:
-    """What a finished training in `folder` produced, if no gate has judged it yet: a run that
-    failed in evaluation or at the gate (a registry blip, a kill) left it, and a rerun goes
-    straight to evaluation instead of training again (GPU-days at ImageNet scale)."""
+def finished_training(folder: Path, key: str) -> dict | None:
+    """What a finished training of `key` (data and settings) in `folder` produced, if no gate has
+    judged it yet: a run that failed in evaluation or at the gate (a registry blip, a kill) left
+    it, and a rerun goes straight to evaluation instead of training again (GPU-days at ImageNet
+    scale). Delete its trained.json to train again instead."""
     if (folder / GATED).exists() or not (folder / TRAINED).exists():
+        return None
+    try:
+        if (folder / RESUME_KEY).read_text().strip() != key:
+            return None  # other data or settings (a resume_run that changed them)
+    except OSError:
         return None
     try:
         trained = json.loads((folder / TRAINED).read_text())
@@ -169,7 +175,7 @@ def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> 
         return folder, f"resuming run {resume_run}'s checkpoints, as asked"
     same = [m.parent for m in (work_dir / "runs").glob(f"*/train/{RESUME_KEY}")
             if m.read_text().strip() == key and not _in_use(m.parent)]  # fmt: skip
-    done = [folder for folder in same if finished_training(folder)]
+    done = [folder for folder in same if finished_training(folder, key)]
     if done:
         newest = max(done, key=lambda f: (f / TRAINED).stat().st_mtime)
         return newest, (
@@ -442,6 +448,7 @@ def train_imagenet(
         "failed": None,
         "report_path": str(run_dir / "report.json"),
     }
+    held = ExitStack()  # the dataset's reader lock, from after ingestion to the end of the run
     try:
         with _timed(report, "data_dir"):
             if "://" not in data_dir and not Path(data_dir).is_dir():
@@ -449,6 +456,15 @@ def train_imagenet(
         data = str(_dataset_dir(work, data_dir))
         with _timed(report, "ingest"):
             metadata = ingest_task(data_dir, data, config)
+            # From here on no ingestion rewrites the dataset under this run; one that did in the
+            # moment between is caught by its fingerprint.
+            held.enter_context(dataset.locked(data, False, get_run_logger().info))
+            now = (dataset.read_metadata(data) or {}).get("fingerprint")
+            if now != metadata["fingerprint"]:
+                raise RuntimeError(
+                    f"{data} was rewritten by another ingestion while this run started "
+                    f"(fingerprint {now}, not {metadata['fingerprint']}); run it again"
+                )
         report["ingest"] = {
             "records": metadata["records"],
             "quarantined": sum(metadata["quarantined"].values()),
@@ -511,7 +527,7 @@ def train_imagenet(
                     if validation["statistics_html"]
                     else [],
                 }
-                trained = finished_training(folder) or train_task(
+                trained = finished_training(folder, key) or train_task(
                     data, str(folder), train_config, tracking
                 )
         report["train"] = {
@@ -557,6 +573,10 @@ def train_imagenet(
             except RegistryError as err:  # no decision was possible: say so, register nothing
                 report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}
                 report["registry"] = {"model_name": model_name, "version": err.version}
+                if err.version is not None:  # registered; the next gate settles the alias
+                    atomic.write_json(
+                        folder / GATED, {"flow_run_id": run_id, "version": err.version}
+                    )
                 raise
         # Judged: a later run trains anew rather than reusing this training.
         atomic.write_json(folder / GATED, {"flow_run_id": run_id, **result}, default=str)
@@ -575,6 +595,7 @@ def train_imagenet(
         hint = f" (what to do: {failed['hint']})" if failed["hint"] else ""
         raise StageFailed(message + hint) from err
     finally:
+        held.close()
         atomic.write_json(run_dir / "report.json", report, default=str)
         ui = mlflow_ui((report.get("registry") or {}).get("tracking_uri") or default_tracking_uri())
         artifacts.publish_summary(report, ui)

@@ -43,13 +43,17 @@ CREDENTIALS=$STATE/credentials.env
 
 mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow/artifacts"
 
-# Credentials: made once (random, 0600), then read by every start, the worker and the clients.
-# The Prefect CLI run from the checkout finds them in the stack's profile; MLflow clients read
-# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (`eval "$(infra/stack.sh env)"`).
+# Credentials: made once (random, 0600) by `credentials`, which start, deploy and env call; stop
+# and status need none. The Prefect CLI run from the checkout finds them in the stack's profile;
+# MLflow clients read MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+# (`eval "$(infra/stack.sh env)"`). Only what clients need is exported (to the worker and its
+# flow runs): the servers' own secrets go to the servers alone.
 FRESH_CREDENTIALS=false
-[ -s "$CREDENTIALS" ] || FRESH_CREDENTIALS=true
-# Any missing entry is added (random, URL-safe); existing ones are kept.
-(umask 077; "$BIN/python" - "$CREDENTIALS" <<'PY'
+CLIENT_SECRETS="PREFECT_API_AUTH_STRING MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD TRICKFLOW_REGISTRY_KEY"
+credentials() {
+  [ -s "$CREDENTIALS" ] || FRESH_CREDENTIALS=true
+  # Any missing entry is added (random, URL-safe); existing ones are kept.
+  (umask 077; "$BIN/python" - "$CREDENTIALS" <<'PY'
 import os, secrets, sys
 path = sys.argv[1]
 have = {}
@@ -65,6 +69,7 @@ wanted = {
     "MLFLOW_TRACKING_USERNAME": "admin",
     "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(24),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),  # the auth app's CSRF key
+    "TRICKFLOW_REGISTRY_KEY": secrets.token_urlsafe(32),  # seals the servables' digests
 }
 merged = {**wanted, **have}
 if merged != have:
@@ -72,11 +77,19 @@ if merged != have:
         handle.write("".join(f"{k}={v}\n" for k, v in merged.items()))
     os.replace(path + ".tmp", path)
 PY
-)
-chmod 600 "$CREDENTIALS"
-set -a; . "$CREDENTIALS"; set +a
-(umask 077
- cat > "$STATE/mlflow/auth.ini" <<INI
+  )
+  chmod 600 "$CREDENTIALS"
+  . "$CREDENTIALS"
+  # shellcheck disable=SC2086
+  export $CLIENT_SECRETS
+  if $FRESH_CREDENTIALS; then
+    # MLflow sets the admin password only when it creates the user: users made with lost
+    # credentials would lock every client out.
+    rm -f "$STATE/mlflow/auth.db"
+  fi
+  rm -f "$STATE/mlflow/auth.ini" "$PREFECT_HOME/profiles.toml"  # created anew, as 0600
+  (umask 077
+   cat > "$STATE/mlflow/auth.ini" <<INI
 [mlflow]
 default_permission = NO_PERMISSIONS
 database_uri = sqlite:///$STATE/mlflow/auth.db
@@ -86,7 +99,7 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 grant_default_workspace_access = false
 auth_cache_ttl_seconds = 60
 INI
- cat > "$PREFECT_HOME/profiles.toml" <<TOML
+   cat > "$PREFECT_HOME/profiles.toml" <<TOML
 # Written by infra/stack.sh: the Prefect CLI run from the checkout talks to this stack.
 active = "trickflow"
 
@@ -94,7 +107,8 @@ active = "trickflow"
 PREFECT_API_URL = "$PREFECT_API_URL"
 PREFECT_API_AUTH_STRING = "$PREFECT_API_AUTH_STRING"
 TOML
-)
+  )
+}
 
 # A pid file left by a reboot may name some other process by now: check it is still ours.
 alive() {
@@ -137,6 +151,7 @@ taken() {  # NAME URL PORT: a server answers on a port this stack has no live pr
 }
 
 start() {
+  credentials
   if $FRESH_CREDENTIALS && { alive prefect-server || alive mlflow-server; }; then
     echo "new credentials: restarting the servers with authentication"
     stop
@@ -147,7 +162,8 @@ start() {
     taken prefect-server "$PREFECT_API_URL/health" "$PREFECT_PORT"
   else
     echo "starting the Prefect server on 127.0.0.1:$PREFECT_PORT"
-    launch prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+    (export PREFECT_SERVER_API_AUTH_STRING
+     launch prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT")
     wait_healthy prefect-server "$PREFECT_API_URL/health" 90
   fi
   if alive mlflow-server; then
@@ -157,11 +173,11 @@ start() {
   else
     echo "starting the MLflow server on 127.0.0.1:$MLFLOW_PORT (basic authentication)"
     # Job execution (huey consumers, for MLflow's GenAI jobs) is not used here: seven processes less.
-    launch mlflow-server env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-      MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini" \
-      "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    (export MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+       MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini"
+     launch mlflow-server "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
       --workers 1 --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" \
-      --default-artifact-root "file://$STATE/mlflow/artifacts" --no-serve-artifacts
+      --default-artifact-root "file://$STATE/mlflow/artifacts" --no-serve-artifacts)
     wait_healthy mlflow-server "$MLFLOW_TRACKING_URI/health" 120
   fi
   if ! "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
@@ -177,6 +193,7 @@ start() {
 }
 
 deploy() {
+  credentials
   TRICKFLOW_POOL=$POOL "$BIN/prefect" --no-prompt deploy --all
   "$BIN/python" -m flows.automations --window "$TRICKFLOW_HEARTBEAT_WINDOW"
 }
@@ -212,8 +229,10 @@ flow_runs() {  # pids of flow-run processes of this stack: the worker starts eac
   for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}; pid=${pid%/environ}
     [ "$pid" = "$$" ] && continue
-    { tr '\0' '\n' < "$environ"; } 2>/dev/null | grep -qxF "TRICKFLOW_HOME=$STATE" || continue
-    { tr '\0' '\n' < "$environ"; } 2>/dev/null | grep -q '^PREFECT__FLOW_RUN_ID=' && echo "$pid"
+    # grep reads the file itself: in a pipe, `grep -q` stopping early would SIGPIPE the writer
+    # and, under pipefail, skip the process.
+    grep -zqxF "TRICKFLOW_HOME=$STATE" "$environ" 2>/dev/null || continue
+    grep -zq '^PREFECT__FLOW_RUN_ID=' "$environ" 2>/dev/null && echo "$pid"
   done
   return 0
 }
@@ -255,6 +274,9 @@ case "${1:-}" in
   deploy) deploy ;;
   stop) stop ;;
   status) status ;;
-  env) sed 's/^/export /' "$CREDENTIALS"; echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI" ;;
+  env)
+    credentials
+    for name in $CLIENT_SECRETS; do echo "export $name=${!name}"; done
+    echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI" ;;
   *) echo "usage: $0 start|deploy|stop|status|env" >&2; exit 2 ;;
 esac

@@ -128,3 +128,23 @@ def test_the_zombie_automation_crashes_a_run_silent_for_its_window() -> None:
     assert trigger.for_each == {"prefect.resource.id"}  # each run on its own
     (action,) = automation.actions
     assert action.state == StateType.CRASHED and "90 s" in action.message
+
+
+def test_credentials_are_redacted_by_name_and_inside_values() -> None:
+    from components.settings import redacted
+
+    args = [
+        "--runner=DaskRunner",
+        "--s3_secret_access_key=S3SECRET",
+        "--aws_access_key_id", "AKIAKEY",
+        "--azure_connection_string=AccountName=a;AccountKey=AZKEY;Endpoint=x",
+        "--dask_client_address=tcp://10.0.0.5:8786",
+        "--x=https://bob:hunter2@host/path?sig=SIGVALUE&sv=1",
+    ]  # fmt: skip
+    config = {"ingest": {"beam_args": args, "max_side": None}, "api_token": "TOKEN", "epochs": 3}
+    shown = str(redacted(config))
+    for secret in ("S3SECRET", "AKIAKEY", "AZKEY", "hunter2", "SIGVALUE", "TOKEN"):
+        assert secret not in shown
+    assert "--runner=DaskRunner" in shown and "tcp://10.0.0.5:8786" in shown  # the rest stays
+    assert "https://bob:***@host" in shown and "'epochs': 3" in shown
+    assert args[1] == "--s3_secret_access_key=S3SECRET"  # the run itself keeps the real value

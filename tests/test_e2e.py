@@ -100,7 +100,8 @@ def _flow_run_processes(home: Path) -> list:
             environ = process.environ()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if environ.get("PREFECT__FLOW_RUN_ID") and environ.get("TRICKFLOW_HOME") == str(home):
+        ours = environ.get("TRICKFLOW_HOME") == os.path.realpath(home)  # as stack.sh names it
+        if environ.get("PREFECT__FLOW_RUN_ID") and ours:
             found.append(process)
     return found
 
@@ -118,7 +119,7 @@ def test_deployment_run_registers_a_champion(
         "TRICKFLOW_POOL": f"e2e-{prefect_port}",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_HOME": str(state / "prefect"),
-        "TRICKFLOW_HEARTBEAT_WINDOW": "60",  # heartbeats every 30 s
+        "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
     }
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                  "PREFECT_API_AUTH_STRING"):  # fmt: skip

@@ -138,7 +138,7 @@ def test_gate_may_replace_a_champion_of_another_label_set_when_allowed() -> None
 
 @pytest.mark.integration
 def test_register_then_compare_against_the_champion(
-    small_model, ingested: Path, tmp_path: Path
+    small_model, ingested: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from components.evaluate import evaluate, gate_and_register
     from components.evaluate.registry import Registry
@@ -280,12 +280,25 @@ def test_register_then_compare_against_the_champion(
     from components.evaluate import trust
 
     assert trust.main(["--model-name", "tiny", "--version", orphan]) == 0
-    again = gate_and_register(
-        str(ingested), servable, str(tmp_path / "eval"), worse, "tiny",
-        GateConfig(max_regression=0.01),
-    )  # fmt: skip
-    assert again["version"] is None  # judged (the champion was loaded), and refused
-    assert str(registry.champion("tiny").version) == orphan
+    # (the challenger's true top-1 clears the floor, so the champion is loaded to compare)
+    gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+    )
+
+    # With the stack's registry key, a digest anyone could compute (the plain SHA-256 above) no
+    # longer passes: only a holder of the key can vouch.
+    champion = str(registry.champion("tiny").version)
+    monkeypatch.setenv("TRICKFLOW_REGISTRY_KEY", "a-secret")
+    with pytest.raises(RegistryError, match="not written by a holder"):
+        gate_and_register(
+            str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+        )
+    assert trust.main(["--model-name", "tiny", "--version", champion]) == 0
+    tag = registry.client.get_model_version("tiny", champion).tags["servable_sha256"]
+    assert tag.startswith("hmac-sha256:")
+    gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+    )
 
 
 def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:

@@ -333,7 +333,9 @@ def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records
             logged.append(record.getMessage())
 
     collect = Collect()
-    logging.getLogger().addHandler(collect)
+    watched = [logging.getLogger(), logging.getLogger("prefect")]  # Prefect's do not propagate
+    for logger in watched:
+        logger.addHandler(collect)
     try:
         with pytest.raises(StageFailed, match="a blip"):
             train_imagenet(
@@ -344,7 +346,8 @@ def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records
             data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=overrides
         )
     finally:
-        logging.getLogger().removeHandler(collect)
+        for logger in watched:
+            logger.removeHandler(collect)
     assert len(trainings) == 1  # trained once, by the first run
     assert (
         second["train"]["folder"] == trainings[0]
@@ -359,3 +362,4 @@ def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records
     run = Registry().client.get_run(second["train"]["mlflow_run_id"])
     assert "TOPSECRET" not in json.dumps(run.data.params)
     assert not [line for line in logged if "TOPSECRET" in line]
+    assert [line for line in logged if "--s3_secret_access_key=***" in line]  # it was logged

@@ -235,7 +235,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_within_the_budget(tmp_p
         [sys.executable, "-c", BOMB_PROBE, str(path), str(budget)],
         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
     ).stdout  # fmt: skip
-    assert "quarantined: too large: 10000x10000x2 bytes > budget 67,108,864 bytes" in out, out
+    assert "quarantined: too large: 10000x10000x7 bytes > budget 67,108,864 bytes" in out, out
     growth_bytes = int(out.rsplit(":", 1)[1]) * 1024
     assert growth_bytes < budget, out
 
@@ -243,11 +243,15 @@ def test_a_decompression_bomb_is_refused_from_its_header_within_the_budget(tmp_p
 def test_images_within_the_budget_convert_and_the_budget_counts_bytes_per_pixel() -> None:
     gray16 = io.BytesIO()
     Image.fromarray(np.full((600, 500), 40_000, np.uint16)).save(gray16, format="PNG")
-    # 500 x 600 x 2 bytes = 600,000: within a 1 MiB budget; as RGB (4 bytes held) it is not
-    assert to_stored_image(gray16.getvalue(), max_bytes=2**20).width == 500
+    # 500 x 600 x 7 bytes (16-bit, its 8-bit copy, RGB) = 2.1 MB: within 2.2 MB; RGB needs 8
+    assert to_stored_image(gray16.getvalue(), max_bytes=2_200_000).width == 500
     rgb = jpeg_bytes(np.zeros((600, 500, 3), np.uint8))
-    with pytest.raises(BadImage, match=r"too large: 500x600x4 bytes > budget 1,048,576"):
-        to_stored_image(rgb, max_bytes=2**20)
+    with pytest.raises(BadImage, match=r"too large: 500x600x8 bytes > budget 2,200,000"):
+        to_stored_image(rgb, max_bytes=2_200_000)
+    palette = io.BytesIO()  # 1 byte decoded, but RGBA, background and composite to convert
+    Image.new("P", (500, 600)).save(palette, format="PNG", transparency=0)
+    with pytest.raises(BadImage, match=r"too large: 500x600x17 bytes"):
+        to_stored_image(palette.getvalue(), max_bytes=2_200_000)
 
 
 def test_running_out_of_memory_is_never_a_verdict_on_the_file(monkeypatch) -> None:

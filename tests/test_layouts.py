@@ -524,3 +524,18 @@ def test_flat_val_with_only_a_hidden_folder_still_needs_a_label_file(tmp_path: P
     _image(root / "val" / ".ipynb_checkpoints" / "x.JPEG")
     with pytest.raises(ValueError, match="no label file"):
         discover(str(root))
+
+
+def test_a_split_folder_or_label_file_linked_from_outside_stops_the_run(tmp_path: Path) -> None:
+    """Entries are quarantined one by one; a whole split folder or a label file that leads out
+    of the source is refused before anything is read, unless outside links are followed."""
+    elsewhere = _add_synset_labels(_official_tree(tmp_path / "full"))
+    root = tmp_path / "src"
+    root.mkdir()
+    os.symlink(elsewhere / "train", root / "train")
+    (root / "val").symlink_to(elsewhere / "val")
+    os.symlink(elsewhere / sources.SYNSET_LABELS, root / sources.SYNSET_LABELS)
+    with pytest.raises(ValueError, match="a link outside the source .*follow_outside_links"):
+        discover(str(root))
+    found = discover(str(root), follow_outside_links=True)  # a link farm, read on purpose
+    assert not [i for i in found.items if i.problem]

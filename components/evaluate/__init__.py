@@ -121,8 +121,29 @@ def gate_and_register(
 
     Returns {"gate": {...}, "run_id", "model_name", "version" (None unless registered),
     "tracking_uri"}; also written to OUT/registration.json. With `run_id` (the training's MLflow
-    run), the evaluation and the decision are logged into that run instead of a new one.
+    run), the evaluation and the decision are logged into that run instead of a new one, and a
+    training that an earlier gate already registered is not registered twice. The dataset is
+    held against rewriting meanwhile (components/dataset.py).
     """
+    with locked(data_dir, False, lambda m: log.info("%s", m)):
+        return _gate_and_register(
+            data_dir, servable_path, output_dir, metrics, model_name, gate, params, tags,
+            tracking_uri, run_id,
+        )  # fmt: skip
+
+
+def _gate_and_register(
+    data_dir: str,
+    servable_path: str,
+    output_dir: str,
+    metrics: dict,
+    model_name: str,
+    gate: GateConfig,
+    params: dict | None,
+    tags: dict | None,
+    tracking_uri: str | None,
+    run_id: str | None,
+) -> dict:
     registry = Registry(tracking_uri)
     labels_id = label_fingerprint(data_dir)
     validation_id = validation_fingerprint(data_dir)
@@ -132,6 +153,23 @@ def gate_and_register(
         registry.reconcile(model_name)  # a gate that died before settling: settled first
     except RegistryError as err:
         raise RegistryError(f"{err} (settling an earlier, unsettled version)") from err
+    earlier = registry.version_of_run(model_name, run_id) if run_id else None
+    if earlier is not None:  # registered, then the run died or failed before it was recorded
+        champion_now = registry.champion_version(model_name)
+        result = {
+            "gate": GateDecision(
+                True,
+                f"this training was already registered as v{earlier} by an earlier run (judged "
+                "then); it is not registered twice",
+            ).to_dict(),
+            "run_id": run_id,
+            "model_name": model_name,
+            "version": earlier,
+            "alias": CHAMPION if champion_now == earlier else None,
+            "tracking_uri": registry.tracking_uri,
+        }
+        atomic.write_json(Path(output_dir) / "registration.json", result)
+        return result
     started_after = registry.latest_version(model_name)
 
     def champion_top1(version) -> float | None:

@@ -17,6 +17,7 @@ registered.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -46,8 +47,11 @@ KERAS_FOLDER = "keras"
 # orphaned by a process that died in between; the next gate settles it (`reconcile`).
 SETTLE_AFTER_TAG = "settle_after"
 # SHA-256 over the servable as the registry stores it, recorded at registration and checked
-# before a champion is loaded (`servable_digest`).
+# before a champion is loaded (`servable_digest`), sealed with TRICKFLOW_REGISTRY_KEY when it is
+# set (the local stack makes one): then whoever can write to the registry but does not hold the
+# key cannot forge the tag of a SavedModel they planted.
 DIGEST_TAG = "servable_sha256"
+KEY_VARIABLE = "TRICKFLOW_REGISTRY_KEY"
 SETTLED_TAG = "settled"
 PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
 
@@ -95,6 +99,15 @@ def _quoted(model_name: str) -> str:
         f"model name {model_name!r} holds both ' and \": MLflow's registry search cannot find "
         "it; choose a name without one of them"
     )
+
+
+def sealed(digest: str) -> str:
+    """The tag value that records `digest`: an HMAC of it under the registry key when one is set
+    (`hmac-sha256:...`), else the digest itself."""
+    key = os.environ.get(KEY_VARIABLE)
+    if not key:
+        return digest
+    return "hmac-sha256:" + hmac.new(key.encode(), digest.encode(), hashlib.sha256).hexdigest()
 
 
 def servable_digest(folder: Path) -> str:
@@ -217,7 +230,7 @@ class Registry:
                 local = mlflow.artifacts.download_artifacts(
                     f"models:/{model_name}/{version}", dst_path=folder
                 )
-                digest = servable_digest(Path(local) / "tf2model")
+                digest = sealed(servable_digest(Path(local) / "tf2model"))
                 self.client.set_model_version_tag(model_name, version, DIGEST_TAG, digest)
             except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
                 call = f"recording the digest of {model_name!r} v{version}"
@@ -236,12 +249,17 @@ class Registry:
                 f"{version}`; otherwise move the champion alias to a version this pipeline "
                 "registered, or delete it"
             )
-        found = servable_digest(folder)
-        if found != recorded:
+        found = sealed(servable_digest(folder))
+        if not hmac.compare_digest(found, recorded):
+            why = (
+                "its files were changed in the registry, or its tag was not written by a holder "
+                f"of this stack's {KEY_VARIABLE}"
+                if os.environ.get(KEY_VARIABLE)
+                else "its files were changed in the registry"
+            )
             raise RegistryError(
-                f"{where}: the servable's digest {found[:16]}... does not match the "
-                f"{recorded[:16]}... recorded at registration; its files were changed in the "
-                "registry, so it is not loaded"
+                f"{where}: the servable's digest {found[:24]}... does not match the "
+                f"{recorded[:24]}... recorded at registration ({why}), so it is not loaded"
             )
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
@@ -328,6 +346,11 @@ class Registry:
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"settling the {CHAMPION} alias of {model_name!r}", err) from err
 
+    def version_of_run(self, model_name: str, run_id: str) -> str | None:
+        """The version registered from the MLflow run `run_id`, if any (the newest)."""
+        found = [int(v.version) for v in self._versions(model_name) if v.run_id == run_id]
+        return str(max(found)) if found else None
+
     def mark_settled(self, model_name: str, version: str) -> None:
         """Records that the alias was settled after `version` was registered."""
         try:
@@ -384,7 +407,7 @@ class Registry:
                     tags[KERAS_TAG] = f"{KERAS_FOLDER}/{Path(local).name}"
                 with tempfile.TemporaryDirectory(prefix="logged-") as logged:  # as it was stored
                     copy = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=logged)
-                    tags[DIGEST_TAG] = servable_digest(Path(copy) / "tf2model")
+                    tags[DIGEST_TAG] = sealed(servable_digest(Path(copy) / "tf2model"))
             version = mlflow.register_model(info.model_uri, model_name, tags=tags)
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err

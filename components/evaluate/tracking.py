@@ -90,6 +90,7 @@ class TrainingCurves:
         self.tracking_uri = registry.tracking_uri
         self.capacity, self.failures, self.dropped, self.sent = capacity, 0, 0, 0
         self._pending: deque[Metric] = deque()
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._idle = threading.Event()
@@ -120,8 +121,9 @@ class TrainingCurves:
         self._wake.set()
 
     def backlog(self) -> int:
+        """Metrics not logged yet, the batch being sent included."""
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + self._in_flight
 
     def reachable(self) -> bool:
         """Whether the tracking server answers at all, asked with a short timeout (local
@@ -140,8 +142,11 @@ class TrainingCurves:
     def _send_all(self) -> None:
         pause = 0.5
         while not self._stop.is_set():
-            with self._lock:
-                batch = [self._pending[i] for i in range(min(self.BATCH, len(self._pending)))]
+            with self._lock:  # taken out while it is sent; put back in front if that fails
+                batch = [
+                    self._pending.popleft() for _ in range(min(self.BATCH, len(self._pending)))
+                ]
+                self._in_flight = len(batch)
                 if not batch:
                     self._idle.set()
             if not batch:
@@ -153,6 +158,13 @@ class TrainingCurves:
                     raise ConnectionError(f"{self.tracking_uri} does not answer")
                 self.client.log_batch(self.run_id, metrics=batch)
             except Exception as err:  # noqa: BLE001 - see the class docstring
+                with self._lock:
+                    self._pending.extendleft(reversed(batch))
+                    over = len(self._pending) - self.capacity  # the oldest go, as in __call__
+                    for _ in range(max(0, over)):
+                        self._pending.popleft()
+                    self.dropped += max(0, over)
+                    self._in_flight = 0
                 self.failures += 1
                 if self.failures == 1 or self.failures % 20 == 0:
                     log.warning(
@@ -164,9 +176,8 @@ class TrainingCurves:
                 continue
             pause = 0.5
             with self._lock:
-                for _ in batch:
-                    self._pending.popleft()  # only what was sent: new metrics came after it
                 self.sent += len(batch)
+                self._in_flight = 0
 
     def close(self, timeout: float = 30.0) -> int:
         """Waits up to `timeout` s for the backlog to be sent, then stops the sender; returns
@@ -187,7 +198,13 @@ class TrainingCurves:
         if not self.reachable():
             log.warning("MLflow: run %s not marked %s (server unreachable)", self.run_id, status)
             return
-        try:
-            self.client.set_terminated(self.run_id, status)
-        except Exception as err:  # noqa: BLE001
-            log.warning("MLflow: run %s not marked %s (%s)", self.run_id, status, err)
+
+        def terminate() -> None:
+            try:
+                self.client.set_terminated(self.run_id, status)
+            except Exception as err:  # noqa: BLE001
+                log.warning("MLflow: run %s not marked %s (%s)", self.run_id, status, err)
+
+        marker = threading.Thread(target=terminate, name="mlflow-terminate", daemon=True)
+        marker.start()
+        marker.join(self.PROBE_SECONDS * 5)  # a server that answers /health but hangs here

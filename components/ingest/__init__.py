@@ -55,9 +55,10 @@ class IngestSettings(BaseModel):
     max_image_bytes: int = Field(
         MAX_DECODED_BYTES,
         ge=2**20,
-        description="decoded size (width x height x bytes per pixel, from the header) above "
-        "which an image is quarantined without being decoded; each conversion thread may hold "
-        "about 3x this",
+        description="memory an image may take at the peak of its conversion (width x height x "
+        "bytes per pixel held, from the header: 8 for RGB, 7 for 16-bit gray, up to 21 with "
+        "transparency); larger ones are quarantined without being decoded. Each conversion "
+        "thread (one per core) may hold this much at once",
     )
     follow_outside_links: bool = Field(
         False,
@@ -170,7 +171,17 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
         reused = _reusable(config.output, fingerprint, on_stage)
     if reused:
         return reused
-    with dataset.locked(config.output, True, on_stage):
+    waited = []
+
+    def on_wait(message: str) -> None:
+        waited.append(message)
+        on_stage(message)
+
+    with dataset.locked(config.output, True, on_wait):
+        if waited:  # perhaps for days, behind a training: the listing is stale by now
+            found = discover(config.source, config.follow_outside_links)
+            shards = _shard_counts(config, found)
+            fingerprint = _fingerprint(config, found)
         reused = _reusable(config.output, fingerprint, on_stage)
         return reused or _rewrite(config, found, shards, fingerprint, on_event)
 

@@ -18,8 +18,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # The decode budget below is checked from the header of every file before any pixel is decoded,
 # against a setting; Pillow's own global pixel limit would only duplicate it with another number.
 Image.MAX_IMAGE_PIXELS = None
-# 256 MiB of decoded pixels: an 8,192 x 8,192 RGB photo. ImageNet's largest images are ~32 MP.
-MAX_DECODED_BYTES = 256 * 2**20
+# 512 MiB at the peak of a conversion: a 64 MP RGB photo (8 bytes a pixel, see below). ImageNet's
+# largest images are ~32 MP; a conversion thread per core may each hold this much at once.
+MAX_DECODED_BYTES = 512 * 2**20
 ROWS_AT_ONCE = 256  # 16-bit and float images are scaled to 8 bits this many rows at a time
 
 
@@ -30,6 +31,18 @@ def decoded_bytes_per_pixel(mode: str) -> int:
     if mode.startswith("I;16"):
         return 2
     return 4  # RGB, RGBA, CMYK, YCbCr, LAB, HSV, LA, PA, I, F
+
+
+def peak_bytes_per_pixel(mode: str, transparency: bool) -> int:
+    """Bytes a pixel costs at the peak of converting an image of `mode` to an RGB JPEG: the
+    decoded image, the 8-bit gray copy of a 16-bit or float one, the RGB copy (4 bytes held),
+    and for transparency the RGBA copy, the white background and their composite."""
+    peak = decoded_bytes_per_pixel(mode) + 4
+    if mode.startswith("I") or mode == "F":
+        peak += 1
+    if transparency or mode in ("P", "RGBA", "LA", "PA"):
+        peak += 12
+    return peak
 
 
 JPEG_QUALITY = 95
@@ -120,7 +133,8 @@ def to_stored_image(
     no encode cost); everything else decodable is converted to RGB and encoded as baseline JPEG.
     Images whose longer side exceeds `max_side` are downscaled to it. An image whose decoded
     pixels (width x height x bytes per pixel, read from the header) exceed `max_bytes` is
-    refused before any decoding: a 200 KB PNG can declare 10,000 x 10,000 16-bit pixels.
+    refused before any decoding: a 200 KB PNG can declare 10,000 x 10,000 16-bit pixels. The
+    bytes counted are those held at the peak of a conversion (`peak_bytes_per_pixel`).
     A MemoryError is this machine's limit, not the file's fault: it propagates (the shard fails
     and is retried), it never quarantines the file.
     """
@@ -135,11 +149,11 @@ def to_stored_image(
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # animated GIF/WebP, multi-page TIFF, MPO: the first frame
             width, height = image.size
-            decoded = width * height * decoded_bytes_per_pixel(image.mode)
-            if decoded > max_bytes:
+            per_pixel = peak_bytes_per_pixel(image.mode, "transparency" in image.info)
+            if width * height * per_pixel > max_bytes:
                 raise BadImage(
-                    f"too large: {width}x{height}x{decoded_bytes_per_pixel(image.mode)} bytes "
-                    f"> budget {max_bytes:,} bytes (max_image_bytes)"
+                    f"too large: {width}x{height}x{per_pixel} bytes > budget {max_bytes:,} bytes "
+                    "(max_image_bytes)"
                 )
             too_big = max_side is not None and max(width, height) > max_side
             keep = (

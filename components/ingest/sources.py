@@ -30,7 +30,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, exists, join, read_bytes
 from components.ingest import annotations
-from components.ingest.listing import Entry, children, is_dir, is_remote, is_valid_name, walk
+from components.ingest.listing import (
+    Entry,
+    children,
+    escaped,
+    is_dir,
+    is_remote,
+    is_valid_name,
+    walk,
+)
 
 KAGGLE_ROOT = ("ILSVRC", "Data", "CLS-LOC")
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -223,7 +231,8 @@ def _csv_boxes(rows: dict[str, tuple[str, list]]) -> BoxLookup:
 
 def _not_read(folder: str, used: set[str]) -> list[str]:
     dirs, others = children(folder)
-    return [f"{join(folder, n)}: not part of this layout" for n in dirs + others if n not in used]
+    names = [n for n in dirs + others if n not in used]
+    return [f"{escaped(join(folder, n))}: not part of this layout" for n in names]
 
 
 def _validation_dir(source: str) -> str:
@@ -366,11 +375,28 @@ def _discover_kaggle(source: str, follow: bool) -> Discovery:
     return Discovery("kaggle-imagenet", classes, items, label_files, [], not_read)
 
 
+def _check_inside(source: str, found: Discovery) -> None:
+    """The split folders and label files are read as a whole, not quarantined one by one: one
+    that is a link leaving the source stops the run unless outside links are followed."""
+    home = os.path.realpath(source)
+    folders = [("train",), ("val",), ("validation",), ("bbox",), ("bbox", "train"), ("bbox", "val")]
+    folders += [(*KAGGLE_ROOT[:i],) for i in (1, 2, 3)]
+    folders += [(*KAGGLE_ROOT, split) for split in ("train", "val")]
+    paths = [*found.label_files, *(p for f in folders if os.path.lexists(p := join(source, *f)))]
+    for path in paths:
+        real = os.path.realpath(path)
+        if real != home and not real.startswith(home.rstrip(os.sep) + os.sep):
+            raise ValueError(
+                f"{escaped(path)}: a link outside the source (points to {escaped(real)}); set "
+                "follow_outside_links to read it"
+            )
+
+
 def discover(source: str, follow_outside_links: bool = False) -> Discovery:
     """Recognises the layout of `source` and lists every entry with its label or problem.
 
     Entries whose links lead outside `source` are quarantined unread unless
-    `follow_outside_links`."""
+    `follow_outside_links`; a split folder or label file that does stops the run."""
     source = source.rstrip("/") if is_remote(source) else os.path.abspath(source)
     if not (is_dir(source) if is_remote(source) else exists(source)):
         raise ValueError(f"source {source} does not exist")
@@ -386,4 +412,6 @@ def discover(source: str, follow_outside_links: bool = False) -> Discovery:
         )
     if not found.items:
         raise ValueError(f"{source}: no files found")
+    if not is_remote(source) and not follow_outside_links:
+        _check_inside(source, found)
     return found
