@@ -16,7 +16,9 @@ A local dataset folder also holds `.lock`: an ingestion that rewrites the folder
 exclusively, and every stage that reads the folder (an ingestion reusing it, validation,
 training, evaluation) holds it shared, so a dataset is never rewritten under a reader and two
 ingestions of one folder take turns (the second then finds the first's output and reuses it).
-Object stores have no such lock: give each ingestion there its own output prefix.
+Object stores have no such lock: give each ingestion there its own output prefix. Where flock is
+emulated with per-process POSIX locks (some NFS mounts), a stage's own unlock releases the run's
+hold too: the run then reads unlocked, as on a filesystem without locks.
 """
 
 from __future__ import annotations
@@ -165,35 +167,33 @@ def locked(
         yield
         return
     kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    handle, unlocked = None, None
     try:
         if exclusive:
             os.makedirs(data_dir, exist_ok=True)
         handle = _open_lock(os.path.join(data_dir, LOCK), exclusive)
+        try:
+            fcntl.flock(handle, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                holder = "a stage reads it" if exclusive else "an ingestion rewrites it"
+                on_wait(f"waiting for the lock of {data_dir}: {holder}")
+            fcntl.flock(handle, kind)
     except OSError as err:
+        if handle is not None:
+            handle.close()
+            handle = None
         if exclusive or not _unlockable(err):
             raise
-        # A reader of a dataset it may not write (read-only, another owner's, a lock file not
-        # made yet): nothing can lock it, so nothing this pipeline runs rewrites it either.
+        # A reader of a dataset it may not write (read-only, another owner's), or a filesystem
+        # without flock (some NFS and FUSE mounts): nothing this pipeline runs rewrites it.
+        unlocked = err.strerror or str(err)
+    if handle is None:
         if on_wait is not None:
-            on_wait(f"reading {data_dir} without its lock ({err.strerror or err})")
+            on_wait(f"reading {data_dir} without its lock ({unlocked})")
         yield
         return
     with handle:
-        try:
-            try:
-                fcntl.flock(handle, kind | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait is not None:
-                    holder = "a stage reads it" if exclusive else "an ingestion rewrites it"
-                    on_wait(f"waiting for the lock of {data_dir}: {holder}")
-                fcntl.flock(handle, kind)
-        except OSError as err:  # a filesystem without flock (some NFS and FUSE mounts)
-            if exclusive or not _unlockable(err):
-                raise
-            if on_wait is not None:
-                on_wait(f"reading {data_dir} without its lock ({err.strerror or err})")
-            yield
-            return
         try:
             yield
         finally:

@@ -55,7 +55,7 @@ SECRET_NAME = re.compile(
 # Credentials inside values, whatever the setting is called: a password in a URL
 # (scheme://user:password@host), an Azure account key or SAS signature in a connection string
 # or query (AccountKey=...; sig=...).
-SECRET_VALUE = re.compile(r"(://[^/:@\s]+:)[^@\s]+(@)|((?:AccountKey|SharedAccessSignature|sig)=)"
+SECRET_VALUE = re.compile(r"(://[^/:@\s]+:)[^/@\s]+(@)|((?:AccountKey|SharedAccessSignature|sig)=)"
                           r"[^;&\s]+", re.IGNORECASE)  # fmt: skip
 REDACTED = "***"
 

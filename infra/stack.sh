@@ -50,8 +50,11 @@ mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow/artifacts"
 # flow runs): the servers' own secrets go to the servers alone.
 FRESH_CREDENTIALS=false
 CLIENT_SECRETS="PREFECT_API_AUTH_STRING MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD TRICKFLOW_REGISTRY_KEY"
-credentials() {
-  [ -s "$CREDENTIALS" ] || FRESH_CREDENTIALS=true
+credentials() {  # [create]: only `start` makes them; the others need a started stack's
+  if [ ! -s "$CREDENTIALS" ]; then
+    [ "${1:-}" = create ] || { echo "no credentials in $CREDENTIALS: run $0 start first" >&2; exit 1; }
+    FRESH_CREDENTIALS=true
+  fi
   # Any missing entry is added (random, URL-safe); existing ones are kept.
   (umask 077; "$BIN/python" - "$CREDENTIALS" <<'PY'
 import os, secrets, sys
@@ -151,7 +154,7 @@ taken() {  # NAME URL PORT: a server answers on a port this stack has no live pr
 }
 
 start() {
-  credentials
+  credentials create
   if $FRESH_CREDENTIALS && { alive prefect-server || alive mlflow-server; }; then
     echo "new credentials: restarting the servers with authentication"
     stop

@@ -153,7 +153,7 @@ def _gate_and_register(
         registry.reconcile(model_name)  # a gate that died before settling: settled first
     except RegistryError as err:
         raise RegistryError(f"{err} (settling an earlier, unsettled version)") from err
-    earlier = registry.version_of_run(model_name, run_id) if run_id else None
+    earlier = registry.version_of_run(model_name, run_id, servable_path) if run_id else None
     if earlier is not None:  # registered, then the run died or failed before it was recorded
         champion_now = registry.champion_version(model_name)
         result = {

@@ -51,6 +51,7 @@ SETTLE_AFTER_TAG = "settle_after"
 # set (the local stack makes one): then whoever can write to the registry but does not hold the
 # key cannot forge the tag of a SavedModel they planted.
 DIGEST_TAG = "servable_sha256"
+SOURCE_TAG = "source_sha256"  # the exported servable folder it was registered from
 KEY_VARIABLE = "TRICKFLOW_REGISTRY_KEY"
 SETTLED_TAG = "settled"
 PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
@@ -99,6 +100,10 @@ def _quoted(model_name: str) -> str:
         f"model name {model_name!r} holds both ' and \": MLflow's registry search cannot find "
         "it; choose a name without one of them"
     )
+
+
+def _local_digest(servable_path: str) -> str | None:
+    return None if "://" in servable_path else servable_digest(Path(servable_path))
 
 
 def sealed(digest: str) -> str:
@@ -250,13 +255,16 @@ class Registry:
                 "registered, or delete it"
             )
         found = sealed(servable_digest(folder))
-        if not hmac.compare_digest(found, recorded):
-            why = (
-                "its files were changed in the registry, or its tag was not written by a holder "
-                f"of this stack's {KEY_VARIABLE}"
-                if os.environ.get(KEY_VARIABLE)
-                else "its files were changed in the registry"
-            )
+        if not hmac.compare_digest(found.encode(), recorded.encode()):
+            if os.environ.get(KEY_VARIABLE):
+                why = (
+                    "its files were changed in the registry, or its tag was not written by a "
+                    f"holder of this stack's {KEY_VARIABLE}"
+                )
+            elif recorded.startswith("hmac-"):
+                why = f"it is sealed with a {KEY_VARIABLE} this process does not have"
+            else:
+                why = "its files were changed in the registry"
             raise RegistryError(
                 f"{where}: the servable's digest {found[:24]}... does not match the "
                 f"{recorded[:24]}... recorded at registration ({why}), so it is not loaded"
@@ -346,9 +354,15 @@ class Registry:
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"settling the {CHAMPION} alias of {model_name!r}", err) from err
 
-    def version_of_run(self, model_name: str, run_id: str) -> str | None:
-        """The version registered from the MLflow run `run_id`, if any (the newest)."""
-        found = [int(v.version) for v in self._versions(model_name) if v.run_id == run_id]
+    def version_of_run(self, model_name: str, run_id: str, servable_path: str) -> str | None:
+        """The version registered from the MLflow run `run_id` with exactly this servable, if
+        any: a training resumed for more epochs keeps its run but is another model."""
+        here = _local_digest(servable_path)
+        found = [
+            int(v.version)
+            for v in self._versions(model_name)
+            if v.run_id == run_id and here is not None and v.tags.get(SOURCE_TAG) == here
+        ]
         return str(max(found)) if found else None
 
     def mark_settled(self, model_name: str, version: str) -> None:
@@ -394,6 +408,9 @@ class Registry:
         from, when given) into `run_id` and registers it; `settle` moves the alias."""
         servable = _Servable(tf.saved_model.load(servable_path))
         tags = dict(tags)
+        source = _local_digest(servable_path)
+        if source is not None:
+            tags[SOURCE_TAG] = source
         try:
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.tensorflow.log_model(

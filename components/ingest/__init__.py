@@ -167,6 +167,8 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
     fingerprint = _fingerprint(config, found)
     # Reuse needs only a reader's lock (trainings may be reading); a rewrite waits until no one
     # reads, and looks again: a concurrent ingestion of the same inputs may have just written them.
+    if not is_remote(config.output):
+        os.makedirs(config.output, exist_ok=True)  # its lock file lives there
     with dataset.locked(config.output, False, on_stage):
         reused = _reusable(config.output, fingerprint, on_stage)
     if reused:
