@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from components.atomic import write_json
 from components.train import TrainConfig
-from components.train.loop import check_resumable, write_json_atomically
+from components.train.loop import check_resumable
 
 
 def _folder_with_checkpoints(tmp_path: Path, config: TrainConfig) -> Path:
@@ -37,7 +38,7 @@ def test_a_folder_without_checkpoints_takes_any_configuration(tmp_path: Path) ->
 
 def test_json_is_replaced_whole_and_no_temporary_file_stays(tmp_path: Path) -> None:
     path = tmp_path / "history.json"
-    write_json_atomically(path, [{"epoch": 1}])
-    write_json_atomically(path, [{"epoch": 1}, {"epoch": 2}])
+    write_json(path, [{"epoch": 1}])
+    write_json(path, [{"epoch": 1}, {"epoch": 2}])
     assert json.loads(path.read_text()) == [{"epoch": 1}, {"epoch": 2}]
     assert not list(tmp_path.glob(".*tmp"))

@@ -64,11 +64,6 @@ class TrainData:
     num_classes: int
 
 
-def write_json_atomically(path: Path, value) -> None:
-    """JSON through a temporary file and a rename: a kill mid-write leaves the old file."""
-    atomic.write_json(path, value)
-
-
 def check_resumable(out: Path, config: TrainConfig) -> None:
     """A folder with checkpoints resumes only with the configuration that made them; any other
     change (batch size, epochs, learning rate...) would silently change the schedule."""
@@ -319,7 +314,7 @@ def fit_classifier(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, config)
-    write_json_atomically(out / "config.json", json.loads(config.model_dump_json()))
+    atomic.write_json(out / "config.json", json.loads(config.model_dump_json()))
     steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -425,7 +420,7 @@ def fit_classifier(
                 entry.update(evaluate(evaluator, data.validation(), data.num_classes))
             history.append(entry)
             if found.is_chief:
-                write_json_atomically(history_path, history)
+                atomic.write_json(history_path, history)
             on_event(epoch_event(entry, epochs))
 
     # Export: the classifier alone, in Keras' own format (the registry keeps it for teachers).
@@ -453,5 +448,5 @@ def fit_classifier(
     if precision == "mixed_float16":  # updates whose float16 gradients overflowed
         summary["skipped_steps"] = int(keras.ops.convert_to_numpy(optimizer.skipped_steps))
     if found.is_chief:
-        write_json_atomically(out / "summary.json", summary)
+        atomic.write_json(out / "summary.json", summary)
     return summary

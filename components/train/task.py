@@ -15,12 +15,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from components import dataset, events
+from components import atomic, dataset, events
 from components.train.config import TrainConfig
 from components.train.data import epoch_records, eval_dataset, train_dataset
 from components.train.devices import Devices, detect
 from components.train.export import export_servable
-from components.train.loop import COMPONENT, TrainData, fit_classifier, write_json_atomically
+from components.train.loop import COMPONENT, TrainData, fit_classifier
 from components.train.loop import log as loop_log
 
 
@@ -120,7 +120,7 @@ def _run_training(
         summary["servable"] = export_servable(
             model, config.image_size, labels, f"{output_dir}/servable"
         )
-        write_json_atomically(Path(output_dir) / "summary.json", summary)
+        atomic.write_json(Path(output_dir) / "summary.json", summary)
     final = summary["final"]
     message = (
         f"trained {summary['steps']:,} steps: val top-1 {final['top1']:.4f}, "
