@@ -88,14 +88,20 @@ def read_text(path: str) -> str:
         raise ValueError(f"cannot read {path}: not UTF-8 text ({err})") from err
 
 
-def write_text(path: str, text: str) -> None:
+def write_bytes(path: str, data: bytes) -> None:
     """Local files are replaced atomically (a reader never sees half of one); object stores
     publish an object only when its upload completes, which is atomic already."""
     if "://" not in path:
-        atomic.write_text(path, text)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        atomic.write_bytes(path, data)
         return
-    with FileSystems.create(path, mime_type="text/plain") as handle:
-        handle.write(text.encode("utf-8"))
+    with FileSystems.create(path, mime_type="application/octet-stream") as handle:
+        handle.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    """`write_bytes` of UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def exists(path: str) -> bool:

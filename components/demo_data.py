@@ -1,11 +1,14 @@
 """The bundled demo dataset: scikit-learn's 1,797 handwritten digit scans as a Kaggle ImageNet tree.
 
-    python -m components.demo_data --output DIR [--size 32]
+    python -m components.demo_data --output DIR [--size 32] [--span I/K]
 
 Real scans (8x8, 17 gray levels) upscaled to RGB JPEGs and laid out exactly like the Kaggle ImageNet
 release: wnid-like class folders for train, a flat val folder labelled by
 LOC_val_solution.csv (with each digit's ink box), and LOC_synset_mapping.txt. Every fifth image of
 each class goes to validation (355 images), the rest to train (1,442).
+
+With `--span I/K` only the I-th of K equal parts of the scans is written, as the span
+`DIR/spans/0I/` (complete: with its `_SUCCESS` marker): the demo of data arriving over time.
 """
 
 from __future__ import annotations
@@ -70,12 +73,20 @@ def write_digit_arrays(output: str | Path, size: int = 32) -> dict[str, int]:
     return {split: len(labels) for split, (_, labels) in splits.items()}
 
 
-def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
-    """Writes the tree under `output` and returns the image counts per split."""
+def write_demo_dataset(
+    output: str | Path, size: int = 32, span: tuple[int, int] | None = None
+) -> dict[str, int]:
+    """Writes the tree under `output` and returns the image counts per split; with `span`
+    (I, K), only the I-th of K parts, as the complete span `output/spans/0I`."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     root = Path(output)
+    if span is not None:
+        part, parts = span
+        if not 1 <= part <= parts:
+            raise ValueError(f"--span {part}/{parts}: expected 1 <= I <= K")
+        root = root / "spans" / f"{part:02d}"
     base = root / "ILSVRC" / "Data" / "CLS-LOC"
     (base / "val").mkdir(parents=True, exist_ok=True)
     seen = [0] * 10
@@ -83,8 +94,12 @@ def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
     counts = {"train": 0, "validation": 0}
     for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         digit = int(target)
+        seen_before = seen[digit]
+        seen[digit] += 1
+        if span is not None and index * span[1] // len(digits.images) != span[0] - 1:
+            continue
         image = _render(pixels, size)
-        if is_validation(seen[digit]):
+        if is_validation(seen_before):
             image_id = f"ILSVRC2012_val_{counts['validation'] + 1:08d}"
             image.save(base / "val" / f"{image_id}.JPEG", quality=90)
             box = " ".join(str(v) for v in _ink_box(pixels, size))
@@ -95,11 +110,12 @@ def write_demo_dataset(output: str | Path, size: int = 32) -> dict[str, int]:
             folder.mkdir(parents=True, exist_ok=True)
             image.save(folder / f"{wnid(digit)}_{index}.JPEG", quality=90)
             counts["train"] += 1
-        seen[digit] += 1
     (root / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")
     (root / "LOC_synset_mapping.txt").write_text(
         "".join(f"{wnid(d)} {NAMES[d]}, digit {d}\n" for d in range(10))
     )
+    if span is not None:
+        (root / "_SUCCESS").write_text("")  # last: the span is complete
     return counts
 
 
@@ -114,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arrays", action="store_true", help="write one .npz of arrays (for bench/gpu_check.py)"
     )
+    parser.add_argument(
+        "--span", metavar="I/K", help="write only the I-th of K parts, as the span spans/0I"
+    )
     args = parser.parse_args(argv)
     if args.arrays:
         counts = write_digit_arrays(args.output, args.size)
@@ -121,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {counts['train']} train and {counts['val']} validation images to {args.output}"
         )
         return 0
-    counts = write_demo_dataset(args.output, args.size)
+    span = None
+    if args.span:
+        part, _, parts = args.span.partition("/")
+        if not (part.isdigit() and parts.isdigit()):
+            parser.error(f"--span {args.span}: expected I/K, e.g. 2/2")
+        span = (int(part), int(parts))
+    counts = write_demo_dataset(args.output, args.size, span)
     print(
         f"wrote {counts['train']} train and {counts['validation']} validation images "
         f"to {args.output}"

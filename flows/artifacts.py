@@ -60,6 +60,20 @@ def _statistics_line(report: dict) -> str:
 
 
 def publish_validation(report: dict) -> None:
+    drift = report.get("drift") or []
+    if drift:
+        drifted = [row for row in drift if row["drifted"]]
+        create_table_artifact(
+            drift,
+            key="validation-drift",
+            description=(
+                f"{len(drifted)} of {len(drift)} distances past their thresholds"
+                if drifted
+                else f"all {len(drift)} distances within their thresholds"
+            )
+            + " (drift: each new span against the span before it; skew: a span's validation "
+            "images against its training images; thresholds in schemas/image_examples.pbtxt)",
+        )
     if report["anomalies"]:
         create_table_artifact(
             report["anomalies"],
@@ -172,6 +186,7 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
     """One flow-level artifact: each stage's outcome and time, the result, and where to look."""
     seconds = report.get("seconds", {})
     failed = report.get("failed") or {}
+    decision = report.get("decision") or {}
     rows = []
     for stage, outcome in stage_outcomes(report):
         time = f"{seconds[stage]:.1f} s" if stage in seconds else ""
@@ -179,10 +194,13 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
     registry = report.get("registry") or {}
     name, version = registry.get("model_name"), registry.get("version")
     train = report.get("train") or {}
+    skipped = decision.get("train") is False
+    title = f"FAILED at {failed['stage']}" if failed else "Completed"
+    title += ": nothing new to train on" if skipped and not failed else ""
     lines = [
-        f"## {'FAILED at ' + failed['stage'] if failed else 'Completed'}",
+        f"## {title}",
         "",
-        f"**{failed['reason']}**" if failed else "",
+        f"**{failed['reason']}**" if failed else (f"**{decision['reason']}**" if skipped else ""),
         f"\nWhat to do: {failed['hint']}" if failed.get("hint") else "",
         "",
         "| stage | outcome | time |",
@@ -222,10 +240,19 @@ def stage_outcomes(report: dict) -> list[tuple[str, str]]:
                 f"{ingest['quarantined']} quarantined" + (" (reused)" if ingest["reused"] else ""),
             )
         )
+    decision = report.get("decision")
+    if decision:
+        verdict = "train" if decision["train"] else "skip"
+        out.append(("champion", f"{verdict}: {decision['reason']}"))
     validate = report.get("validate")
     if validate:
         found = len(validate["anomalies"])
-        out.append(("validate", "no anomalies" if validate["passed"] else f"{found} anomalies"))
+        outcome = "no anomalies" if validate["passed"] else f"{found} anomalies"
+        drifted = [row for row in report.get("drift") or [] if row["drifted"]]
+        if drifted:
+            accepted = " (accepted)" if validate["passed"] else ""
+            outcome += f"; {len(drifted)} distances past their thresholds{accepted}"
+        out.append(("validate", outcome))
     train = report.get("train")
     if train:
         out.append(
@@ -250,6 +277,9 @@ def stage_outcomes(report: dict) -> list[tuple[str, str]]:
 
 
 def summary_line(report: dict) -> str:
+    decision = report.get("decision") or {}
+    if decision.get("train") is False:
+        return decision["reason"]
     evaluation, gate = report.get("evaluate"), report.get("gate")
     if not evaluation or not gate:
         return "incomplete"

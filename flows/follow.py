@@ -8,9 +8,10 @@ its key figure, training a line at a time; none of Prefect's raw event stream), 
 run's summary from report.json: each stage's outcome and time, top-1, the gate's decision, the
 registered version and where to look. On failure: the stage, the reason and what to do.
 
-Exit status: 0 the run completed and the gate passed; 1 a check said no (anomalies in the data,
-the gate refused the model); 2 anything else failed (a missing folder, a crash, a registry that
-does not answer, a run that was cancelled). A run whose process died is marked Crashed by the
+Exit status: 0 the run completed and the gate passed, or there was nothing new to train on;
+1 a check said no (anomalies or drift in the data, the gate refused the model); 2 anything
+else failed (a missing folder, a crash, a registry that does not answer, a run that was
+cancelled). A run whose process died is marked Crashed by the
 stack's automation (flows/automations.py) once its heartbeats stop, which ends the wait here.
 """
 
@@ -106,6 +107,14 @@ def summary(report: dict) -> list[str]:
         anomalies = (report.get("validate") or {}).get("anomalies") or []
         for row in anomalies[:20]:
             lines.append(f"  {row['split']:10s} {row['feature']:12s} {row['problem']}")
+        drifted = [row for row in report.get("drift") or [] if row["drifted"]]
+        if drifted:
+            lines.append(f"  {'span':12s} {'feature':12s} {'measure':26s} threshold  value")
+        for row in drifted[:20]:
+            lines.append(
+                f"  {row['span']:12s} {row['feature']:12s} {row['measure']:26s} "
+                f"{row['threshold']:<9.4g}  {row['value']:.4g}"
+            )
     registry = report.get("registry") or {}
     if registry.get("version"):
         alias = " (@champion)" if registry.get("alias") else " (not champion)"
@@ -130,6 +139,8 @@ def exit_status(state_ok: bool, report: dict | None) -> int:
         return 1 if failed["stage"] in CHECKS and said_no else 2
     if not state_ok:
         return 2
+    if (report.get("decision") or {}).get("train") is False:
+        return 0  # nothing new since the champion: nothing to judge
     return 0 if (report.get("gate") or {}).get("passed") else 1
 
 

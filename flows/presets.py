@@ -16,6 +16,32 @@ from components.ingest import IngestSettings
 from components.train.config import AugmentConfig, TrainConfig
 
 
+class WarmStart(BaseModel):
+    """The schedule of a training that starts from a registered model's weights (`init_from`):
+    shorter, with a short warmup to a lower peak, so that it refines rather than relearns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int | None = Field(
+        None, ge=1, description="None: a quarter of the preset's epochs (at least 1)"
+    )
+    lr_scale: float = Field(0.1, gt=0, le=1, description="peak LR as a fraction of the preset's")
+    warmup_epochs: float = Field(0.5, ge=0, description="linear warmup to that peak")
+
+    def applied(self, train: TrainConfig, weights: str) -> dict:
+        """The training settings a warm start changes, as dotted settings of TrainConfig."""
+        return {
+            "init_weights": weights,
+            "epochs": self.epochs or max(1, train.epochs // 4),
+            "base_lr": train.base_lr * self.lr_scale,
+            "warmup_epochs": self.warmup_epochs,
+            "warmup_steps": None,
+            "mixup_off_epochs": min(
+                train.mixup_off_epochs, self.epochs or max(1, train.epochs // 4)
+            ),
+        }
+
+
 class PipelineConfig(BaseModel):
     """Every stage's settings; saved as config.json in each run's folder."""
 
@@ -25,6 +51,17 @@ class PipelineConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     eval_batch_size: int = Field(64, ge=1, description="images per servable call in evaluation")
+    spans: str = Field(
+        "all",
+        pattern=r"^(all|last [1-9][0-9]*)$",
+        description="which spans of the data to train and evaluate on: 'all' or 'last N'",
+    )
+    retrain: Literal["on_new_data", "always"] = Field(
+        "on_new_data",
+        description="on_new_data: a run whose spans, training settings and code are the "
+        "champion's ends without training; always: train anyway (a new recipe, a manual rerun)",
+    )
+    warm: WarmStart = WarmStart()
 
 
 def demo() -> PipelineConfig:

@@ -6,21 +6,20 @@ Tasks only call components, pass paths between stages and publish artifacts. Eve
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import subprocess
-import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import atomic, dataset, events, settings
+from components import atomic, dataset, events, settings, spans
 from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.evaluate.registry import Registry, default_tracking_uri, label_fingerprint
 from components.evaluate.tracking import TrainingCurves, start_training_run
@@ -28,8 +27,11 @@ from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
 from components.train.loop import RESUMABLE_CHANGES
 from components.validate import ValidateConfig, ValidationFailed, validate
-from flows import artifacts
+from flows import artifacts, decisions
+from flows.decisions import model_reference
+from flows.folders import GATED, TRAINED, finished_training, resume_key, train_dir, training_lock
 from flows.presets import PipelineConfig, PresetName, preset
+from flows.report import RunReport
 
 
 class Overrides(BaseModel):
@@ -61,6 +63,27 @@ class Overrides(BaseModel):
         'set), or one of its version numbers; "NAME@champion" or "NAME/3" for another '
         "registered model trained on the same labels; empty: no teacher",
     )
+    init_from: str | None = Field(
+        None,
+        pattern=r"^(([A-Za-z0-9_.\-]+[@/])?(champion|v?[0-9]+))?$",
+        description='"champion" to start from the weights of this model\'s champion (a warm '
+        "start with the preset's shorter `warm` schedule; with no champion yet, from scratch), "
+        'or one of its version numbers; "NAME@champion" or "NAME/3" for another registered '
+        "model of the same architecture and labels; empty: from scratch",
+    )
+    spans: str | None = Field(
+        None,
+        pattern=r"^(all|last [1-9][0-9]*)$",
+        description="train and evaluate on 'all' spans of the data, or the 'last N'",
+    )
+    retrain: Literal["on_new_data", "always"] | None = Field(
+        None,
+        description="on_new_data (default): nothing new since the champion (same spans, "
+        "settings and code) ends the run without training; always: train anyway",
+    )
+    accept_drift: bool = Field(
+        False, description="go on when a new span drifts past the schema's thresholds"
+    )
     resume_run: str | None = Field(
         None, description="flow run id of a killed run whose checkpoints this run continues"
     )
@@ -79,8 +102,9 @@ class Overrides(BaseModel):
         }
 
 
-# Where each override lands in PipelineConfig (model_name, distill_from and resume_run are the
-# flow's own: they pick the registry entry, the teacher and the folder, not a setting).
+# Where each override lands in PipelineConfig (model_name, distill_from, init_from, accept_drift
+# and resume_run are the flow's own: they pick the registry entry, the teacher, the starting
+# weights, a verdict and the folder, not a setting).
 OVERRIDDEN = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -91,6 +115,8 @@ OVERRIDDEN = {
     "max_drop_from_best": "gate.max_drop_from_best",
     "allow_label_change": "gate.allow_label_change",
     "beam_args": "ingest.beam_args",
+    "spans": "spans",
+    "retrain": "retrain",
 }
 
 
@@ -108,144 +134,14 @@ def default_model_name(model: str, data_dir: str) -> str:
     return f"{model}-{slug or 'data'}"
 
 
-RESUME_KEY = "resume_key"
-TRAINED = "trained.json"  # what the train task returned: the servable, steps, the MLflow run
-GATED = "gated.json"  # the gate's decision on this training (a later run trains anew)
-
-
-def resume_key(data_fingerprint: str, train: TrainConfig) -> str:
-    """Identity of a training: the data and every setting that changes what is trained."""
-    settings = train.model_dump_json(exclude=RESUMABLE_CHANGES)
-    return hashlib.sha256(f"{data_fingerprint}\0{settings}".encode()).hexdigest()[:16]
-
-
-def _in_use(folder: Path) -> bool:
-    """Whether a live run holds the folder's training lock (see `training_lock`)."""
-    try:
-        with open(folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-
-
-@contextmanager
-def training_lock(folder: Path):
-    """Held while this run trains in `folder`; the OS releases it when the process dies, which
-    is what makes a killed run's folder resumable and a live run's folder not."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise RuntimeError(f"{folder} is being trained by another run right now") from err
-        yield
-
-
-def finished_training(folder: Path, key: str) -> dict | None:
-    """What a finished training of `key` (data and settings) in `folder` produced, if no gate has
-    judged it yet: a run that failed in evaluation or at the gate (a registry blip, a kill) left
-    it, and a rerun goes straight to evaluation instead of training again (GPU-days at ImageNet
-    scale). Delete its trained.json to train again instead."""
-    if (folder / GATED).exists() or not (folder / TRAINED).exists():
-        return None
-    try:
-        if (folder / RESUME_KEY).read_text().strip() != key:
-            return None  # other data or settings (a resume_run that changed them)
-    except OSError:
-        return None
-    try:
-        trained = json.loads((folder / TRAINED).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return trained if Path(trained.get("servable", "")).is_dir() else None
-
-
-def train_dir(work_dir: Path, run_id: str, resume_run: str | None, key: str) -> tuple[Path, str]:
-    """The folder to train into, and why: `resume_run`'s if asked; else a finished training of
-    the same data and configuration that no gate has judged yet (its run failed after training;
-    `finished_training`); else the newest unfinished training (checkpoints, no summary.json),
-    whichever run started it (a worker killed, a reboot, a cancelled run re-run); else a fresh
-    one."""
-    if resume_run is not None:
-        folder = work_dir / "runs" / resume_run / "train"
-        if not (folder / "checkpoints").is_dir():
-            raise ValueError(f"resume_run {resume_run}: no checkpoints in {folder}")
-        return folder, f"resuming run {resume_run}'s checkpoints, as asked"
-    same = [m.parent for m in (work_dir / "runs").glob(f"*/train/{RESUME_KEY}")
-            if m.read_text().strip() == key and not _in_use(m.parent)]  # fmt: skip
-    done = [folder for folder in same if finished_training(folder, key)]
-    if done:
-        newest = max(done, key=lambda f: (f / TRAINED).stat().st_mtime)
-        return newest, (
-            f"reusing the finished training in {newest}, which no gate has judged yet (its run "
-            "failed after training); going straight to evaluation"
-        )
-    unfinished = [
-        folder
-        for folder in same
-        if (folder / "checkpoints").is_dir() and not (folder / "summary.json").exists()
-    ]
-    if unfinished:
-        newest = max(unfinished, key=lambda f: (f / "checkpoints").stat().st_mtime)
-        return newest, f"resuming the unfinished training in {newest} (same data and settings)"
-    folder = work_dir / "runs" / run_id / "train"
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(folder / RESUME_KEY, key)
-    return folder, "starting fresh: no unfinished training of this data and configuration"
-
-
 def _dataset_dir(work_dir: Path, data_dir: str) -> Path:
     """One ingestion folder per source, so unchanged sources are reused across runs."""
     source_id = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:10]
     return work_dir / "datasets" / f"{Path(data_dir.rstrip('/')).name or 'data'}-{source_id}"
 
 
-HINTS = {
-    "data_dir": "pass the folder that holds train/ and val/ (or the ILSVRC or Kaggle tree), "
-    "as the worker sees it",
-    "ingest": "the error names the file or folder; quarantine.jsonl lists rejected images",
-    "validate": "the anomaly table says which feature breaks the reviewed schema "
-    "(schemas/image_examples.pbtxt): fix the data, or review the schema if the data is right",
-    "teacher": "distill from a version trained on the same labels, or leave distill_from empty",
-    "train": "run the same deployment again to resume from the last checkpoint once the cause "
-    "is fixed",
-    "evaluate": "the servable could not be evaluated; the error names the file",
-    "gate_and_register": "the error says what the MLflow registry answered or refused; once that "
-    "is fixed, run the same deployment again: it reuses this finished training and goes "
-    "straight to evaluation",
-}
-
-
-def reason(err: Exception) -> str:
-    """One line saying why: the anomalies in brief, or the error's first line."""
-    anomalies = getattr(err, "anomalies", None)
-    if anomalies:
-        listed = "; ".join(f"{a['split']} {a['feature']}: {a['problem']}" for a in anomalies[:5])
-        more = f"; and {len(anomalies) - 5} more" if len(anomalies) > 5 else ""
-        return f"{type(err).__name__}: {len(anomalies)} data anomalies: {listed}{more}"
-    return f"{type(err).__name__}: {err}".splitlines()[0][:1000]
-
-
 class StageFailed(RuntimeError):
     """A run's failure, naming the stage: what Prefect shows as the run's final message."""
-
-
-@contextmanager
-def _timed(report: dict, stage: str):
-    """Records the stage's wall time in report["seconds"] and, when it fails, the stage, the
-    reason and what to do in report["failed"]."""
-    start = time.perf_counter()
-    try:
-        yield
-    except Exception as err:
-        report.setdefault("failed", None)
-        if report["failed"] is None:
-            report["failed"] = {"stage": stage, "reason": reason(err), "hint": HINTS.get(stage, "")}
-        raise
-    finally:
-        report["seconds"][stage] = round(time.perf_counter() - start, 1)
 
 
 def log_events(*consumers: events.OnEvent) -> events.OnEvent:
@@ -271,42 +167,50 @@ def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
 
 
 @task(name="validate")
-def validate_task(data: str, output: str, beam_args: list[str]) -> dict:
-    """Check TFDV statistics of the TFRecords against the reviewed schema (never retried)."""
+def validate_task(
+    data: str, output: str, beam_args: list[str], new_spans: list[str], accept_drift: bool
+) -> dict:
+    """Check TFDV statistics of the TFRecords against the reviewed schema, and the new spans
+    against the spans before them (never retried)."""
+    config = ValidateConfig(
+        data_dir=data, output=output, beam_args=beam_args, new_spans=new_spans,
+        accept_drift=accept_drift,
+    )  # fmt: skip
     try:
-        report = validate(
-            ValidateConfig(data_dir=data, output=output, beam_args=beam_args), log_events()
-        )
+        report = validate(config, log_events())
     except ValidationFailed as err:
         page = Path(output) / "statistics.html"
         artifacts.publish_validation(
-            {"anomalies": err.anomalies, "statistics_html": str(page) if page.exists() else None}
+            {
+                "anomalies": err.anomalies,
+                "drift": err.drift,
+                "statistics_html": str(page) if page.exists() else None,
+            }
         )
         raise
     artifacts.publish_validation(report)
     return report
 
 
-def teacher_reference(distill_from: str, model_name: str) -> tuple[str, str]:
-    """(registered model, "champion" or version) that `distill_from` names: "champion" and
-    "3" mean this run's model, "NAME@champion" and "NAME/3" another one."""
-    for separator in ("@", "/"):
-        name, found, reference = distill_from.rpartition(separator)
-        if found:
-            return name, reference
-    return model_name, distill_from
+@task(name="champion", retries=2, retry_delay_seconds=10)
+def champion_task(model_name: str) -> dict | None:
+    """The champion's version and what it was trained on (its tags), or None."""
+    version = Registry().champion(model_name)
+    if version is None:
+        return None
+    return {"version": str(version.version), "tags": dict(version.tags)}
 
 
 # No retries: no champion, another label set or an old version do not change by asking again.
-@task(name="resolve-teacher")
-def teacher_task(data: str, model_name: str, distill_from: str, destination: str) -> dict:
-    """Fetch the registered version to distill from; refuse one of another label set."""
-    model_name, reference = teacher_reference(distill_from, model_name)
-    path, version = Registry().teacher_file(
-        model_name, reference, label_fingerprint(data), destination
-    )
-    get_run_logger().info("distilling from %s v%s (%s)", model_name, version, reference)
-    return {"model_name": model_name, "version": version, "reference": reference, "path": path}
+@task(name="resolve-model")
+def model_task(data: str, reference: str, model_name: str, destination: str, role: str) -> dict:
+    """Fetch the registered version that `reference` names (to distill from, or to start from);
+    refuse one of another label set."""
+    name, which = model_reference(reference, model_name)
+    path, version = Registry().teacher_file(name, which, label_fingerprint(data), destination)
+    get_run_logger().info("%s %s v%s (%s)", role, name, version, which)
+    return {"model_name": name, "version": version, "reference": which, "path": path,
+            "uri": f"models:/{name}/{version}"}  # fmt: skip
 
 
 def source_version() -> str:
@@ -327,7 +231,15 @@ def source_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{commit}+changes" if dirty else commit
+    if not dirty:
+        return commit
+    try:  # uncommitted changes: which ones, so that two different trees never look alike
+        diff = subprocess.run(
+            ["git", "-C", str(root), "diff", "HEAD"], capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return f"{commit}+changes"
+    return f"{commit}+changes-{hashlib.sha256(diff).hexdigest()[:12]}"
 
 
 def flat(prefix: str, value) -> dict:
@@ -356,6 +268,7 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
         tracking["tags"],
         Path(output),
         tracking.get("files", []),
+        tracking.get("metrics", {}),
     )
     logger.info("MLflow run %s in %s", run_id, registry.tracking_uri)
     # Asked now, while the server answers: after the training nothing may depend on it.
@@ -411,6 +324,279 @@ def register_task(
     return result
 
 
+def training_identity(config: PipelineConfig, overrides: Overrides) -> str:
+    """What shapes the trained model besides the data: the training settings (not how they are
+    logged), the teacher and the starting weights asked for, and the warm schedule."""
+    warm = config.warm.model_dump_json() if overrides.init_from else ""
+    return decisions.settings_identity(
+        config.train.model_dump_json(exclude=RESUMABLE_CHANGES),
+        overrides.distill_from or "",
+        overrides.init_from or "",
+        warm,
+    )
+
+
+def ingest_stage(
+    report: RunReport, config: PipelineConfig, data_dir: str, work: Path, held: ExitStack
+) -> tuple[str, dict]:
+    """Ingests (or reuses) the source and holds the dataset's reader lock until the run ends;
+    returns the folder of the spans this run uses and the dataset's metadata."""
+    with report.stage("data_dir"):
+        if "://" not in data_dir and not Path(data_dir).is_dir():
+            raise ValueError(f"data_dir {data_dir} is not a folder")
+    root = str(_dataset_dir(work, data_dir))
+    with report.stage("ingest"):
+        metadata = ingest_task(data_dir, root, config)
+        # From here on no ingestion rewrites the dataset under this run; one that did in the
+        # moment between is caught by its fingerprint.
+        held.enter_context(dataset.locked(root, False, get_run_logger().info))
+        now = (dataset.read_metadata(root) or {}).get("fingerprint")
+        if now != metadata["fingerprint"]:
+            raise RuntimeError(
+                f"{root} was rewritten by another ingestion while this run started "
+                f"(fingerprint {now}, not {metadata['fingerprint']}); run it again"
+            )
+        data = spans.view(root, spans.parse_window(config.spans))
+    report.ingest = {
+        "records": metadata["records"],
+        "quarantined": sum(metadata["quarantined"].values()),
+        "fingerprint": metadata["fingerprint"],
+        "reused": metadata["reused"],
+        "converted_spans": metadata.get("converted_spans"),
+        "output": root,
+        "data": data,
+    }
+    return data, metadata
+
+
+def decide_stage(
+    report: RunReport,
+    config: PipelineConfig,
+    overrides: Overrides,
+    model_name: str,
+    window: list[dict],
+) -> decisions.Verdict:
+    """Asks the registry what the champion learned from; decides whether to train."""
+    with report.stage("champion"):
+        found = champion_task(model_name)
+    champion = (
+        None if found is None else decisions.Learned.from_tags(found["version"], found["tags"])
+    )
+    verdict = decisions.whether_to_train(
+        config.retrain,
+        window,
+        spans.identity(window),
+        training_identity(config, overrides),
+        source_version(),
+        champion,
+    )
+    report.spans = [s["name"] for s in window]
+    report.new_spans = decisions.new_spans(window, champion)
+    report.decision = {
+        "train": verdict.train,
+        "reason": verdict.reason,
+        "champion": None if champion is None else champion.version,
+    }
+    get_run_logger().info("%s: %s", "training" if verdict.train else "not training", verdict.reason)
+    return verdict
+
+
+def validate_stage(
+    report: RunReport, data: str, run_dir: Path, config: PipelineConfig, overrides: Overrides
+) -> dict:
+    try:
+        with report.stage("validate"):
+            validation = validate_task(
+                data,
+                str(run_dir / "validation"),
+                config.ingest.beam_args,
+                report.new_spans or [],
+                overrides.accept_drift,
+            )
+    except ValidationFailed as err:
+        report.validate_ = {"passed": False, "anomalies": err.anomalies}
+        report.drift = err.drift
+        raise
+    report.validate_ = {
+        "passed": True,
+        "anomalies": [],
+        "drift_accepted": validation.get("drift_accepted", []),
+        "statistics_html": validation["statistics_html"],
+    }
+    report.drift = validation.get("drift", [])
+    return validation
+
+
+def resolve_stage(
+    report: RunReport, data: str, model_name: str, overrides: Overrides, run_dir: Path
+) -> tuple[dict | None, dict | None]:
+    """The registered versions to distill from and to start from, fetched; either may be
+    None. A missing or mismatched one fails the run before any training; `init_from:
+    champion` with no champion yet trains from scratch."""
+    teacher = start = None
+    if overrides.distill_from:
+        try:
+            with report.stage("teacher"):
+                teacher = model_task(
+                    data,
+                    overrides.distill_from,
+                    model_name,
+                    str(run_dir / "teacher.keras"),
+                    "distilling from",
+                )
+        except RegistryError as err:
+            report.teacher = {"reference": overrides.distill_from, "error": str(err)}
+            raise
+        report.teacher = {k: teacher[k] for k in ("model_name", "version", "reference")}
+    if overrides.init_from:
+        first = overrides.init_from == "champion" and report.decision["champion"] is None
+        if first:
+            report.init_from = {"reference": "champion", "note": "no champion yet: from scratch"}
+            return teacher, None
+        try:
+            with report.stage("init_from"):
+                start = model_task(
+                    data,
+                    overrides.init_from,
+                    model_name,
+                    str(run_dir / "init.keras"),
+                    "starting from",
+                )
+        except RegistryError as err:
+            report.init_from = {"reference": overrides.init_from, "error": str(err)}
+            raise
+        report.init_from = {k: start[k] for k in ("model_name", "version", "reference")}
+    return teacher, start
+
+
+def train_stage(
+    report: RunReport,
+    config: PipelineConfig,
+    data: str,
+    metadata: dict,
+    work: Path,
+    overrides: Overrides,
+    models: tuple[dict | None, dict | None],
+    tracking: dict,
+) -> dict:
+    """Trains in the folder `train_dir` chooses (resuming or reusing a training of the same data
+    and settings), or reuses a finished one; returns what it trained."""
+    teacher, start = models
+    run_id = report.flow_run_id
+    with report.stage("train"):
+        # The teacher's and the starting point's registry versions, not their local paths, are
+        # part of what is trained: a killed run resumes by itself only under the same versions.
+        identity = config.train
+        if teacher is not None:
+            identity = with_teacher(identity, teacher["uri"])
+        if start is not None:
+            identity = settings.apply(identity, config.warm.applied(identity, start["uri"]))
+        window = (
+            "" if data == report.ingest["output"] else f"/{spans.identity(spans.manifest(data))}"
+        )
+        key = resume_key(metadata["fingerprint"] + window, identity)
+        folder, why = train_dir(work, run_id, overrides.resume_run, key)
+        get_run_logger().info("training: %s", why)
+        with training_lock(folder):
+            train_config = config.train
+            # In the training folder, named by version: a resumed run finds the same path, and
+            # one asked to resume with another version is refused.
+            if teacher is not None:
+                path = folder / f"teacher-v{teacher['version']}.keras"
+                os.replace(teacher["path"], path)
+                train_config = with_teacher(train_config, str(path))
+            if start is not None:
+                path = folder / f"init-v{start['version']}.keras"
+                os.replace(start["path"], path)
+                train_config = settings.apply(
+                    train_config, config.warm.applied(train_config, str(path))
+                )
+            trained = finished_training(folder, key) or train_task(
+                data, str(folder), train_config, tracking
+            )
+    report.train = {
+        "steps": trained["steps"],
+        "epochs": train_config.epochs,
+        "resumed_from": trained["resumed_from"],
+        "precision": trained["precision"],
+        "servable": trained["servable"],
+        "folder": str(folder),
+        "why": why,
+        "teacher": teacher and teacher["uri"],
+        "init_from": start and start["uri"],
+        "mlflow_run_id": trained["mlflow_run_id"],
+        "mlflow_experiment_id": trained["mlflow_experiment_id"],
+    }
+    return trained
+
+
+def gate_stage(
+    report: RunReport,
+    data: str,
+    trained: dict,
+    run_dir: Path,
+    metrics: dict,
+    model_name: str,
+    config: PipelineConfig,
+    tags: dict,
+) -> None:
+    folder = Path(report.train["folder"])
+    with report.stage("gate_and_register"):
+        try:
+            result = register_task(
+                data,
+                trained["servable"],
+                str(run_dir / "evaluation"),
+                metrics,
+                model_name,
+                config,
+                tags,
+                trained["mlflow_run_id"],
+            )
+        except RegistryError as err:  # no decision was possible: say so, register nothing
+            report.gate = {"passed": False, "reason": f"registry fault: {err}"}
+            report.registry = {"model_name": model_name, "version": err.version}
+            if err.version is not None:  # registered; the next gate settles the alias
+                atomic.write_json(
+                    folder / GATED, {"flow_run_id": report.flow_run_id, "version": err.version}
+                )
+            raise
+    # Judged: a later run trains anew rather than reusing this training.
+    atomic.write_json(folder / GATED, {"flow_run_id": report.flow_run_id, **result}, default=str)
+    report.gate = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
+    report.registry = {
+        "model_name": model_name,
+        "version": result["version"],
+        "alias": result["alias"],
+        "run_id": result["run_id"],
+        "tracking_uri": result["tracking_uri"],
+    }
+
+
+def lineage_tags(
+    report: RunReport, window: list[dict], config: PipelineConfig, overrides: Overrides
+) -> dict:
+    """What the training's MLflow run and the registered version record of where they came
+    from: the flow run, the spans, the settings, the code, the teacher and the parent."""
+    tags = {
+        "flow_run_id": report.flow_run_id,
+        "preset": report.preset,
+        "data_dir": report.data_dir,
+        "data_span": report.ingest["fingerprint"],
+        decisions.SPANS_TAG: decisions.spans_tag(window),
+        decisions.SPANS_ID_TAG: spans.identity(window),
+        decisions.SETTINGS_TAG: training_identity(config, overrides),
+        decisions.CODE_TAG: source_version(),
+    }
+    if report.teacher and report.teacher.get("version"):
+        tags["teacher"] = f"models:/{report.teacher['model_name']}/{report.teacher['version']}"
+    if report.init_from and report.init_from.get("version"):
+        tags[decisions.PARENT_TAG] = (
+            f"models:/{report.init_from['model_name']}/{report.init_from['version']}"
+        )
+    return tags
+
+
 @flow(name="train-imagenet", log_prints=True)
 def train_imagenet(
     data_dir: str,
@@ -418,190 +604,77 @@ def train_imagenet(
     preset: PresetName = "demo",
     overrides: Overrides = Overrides(),  # noqa: B008 - pydantic model renders as a UI form
 ) -> dict:
-    """Ingest, validate, train, evaluate and (if the gate passes) register an image classifier."""
+    """Ingest, validate, train, evaluate and (if the gate passes) register an image classifier;
+    a run with nothing new since the champion ends after ingestion's listing."""
     config = resolve_config(preset, overrides)
     data_dir = data_dir if "://" in data_dir else os.path.abspath(data_dir)
     work = Path(work_dir).resolve()
     run_id = str(flow_run.id or "local")
     run_dir = work / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(
+    atomic.write_json(
         run_dir / "config.json",
-        json.dumps(
-            settings.redacted({"preset": preset, "data_dir": data_dir, **config.model_dump()}),
-            indent=2,
-        ),
+        settings.redacted({"preset": preset, "data_dir": data_dir, **config.model_dump()}),
     )
     model_name = overrides.model_name or default_model_name(config.train.model, data_dir)
-    report: dict = {
-        "flow_run_id": run_id,
-        "preset": preset,
-        "data_dir": data_dir,
-        "ingest": None,
-        "validate": None,
-        "teacher": None,
-        "train": None,
-        "evaluate": None,
-        "gate": None,
-        "registry": {"model_name": model_name, "version": None},
-        "seconds": {},
-        "failed": None,
-        "report_path": str(run_dir / "report.json"),
-    }
+    report = RunReport(
+        flow_run_id=run_id,
+        preset=preset,
+        data_dir=data_dir,
+        report_path=str(run_dir / "report.json"),
+        registry={"model_name": model_name, "version": None},
+    )
     held = ExitStack()  # the dataset's reader lock, from after ingestion to the end of the run
     try:
-        with _timed(report, "data_dir"):
-            if "://" not in data_dir and not Path(data_dir).is_dir():
-                raise ValueError(f"data_dir {data_dir} is not a folder")
-        data = str(_dataset_dir(work, data_dir))
-        with _timed(report, "ingest"):
-            metadata = ingest_task(data_dir, data, config)
-            # From here on no ingestion rewrites the dataset under this run; one that did in the
-            # moment between is caught by its fingerprint.
-            held.enter_context(dataset.locked(data, False, get_run_logger().info))
-            now = (dataset.read_metadata(data) or {}).get("fingerprint")
-            if now != metadata["fingerprint"]:
-                raise RuntimeError(
-                    f"{data} was rewritten by another ingestion while this run started "
-                    f"(fingerprint {now}, not {metadata['fingerprint']}); run it again"
+        data, metadata = ingest_stage(report, config, data_dir, work, held)
+        window = spans.manifest(data)
+        if decide_stage(report, config, overrides, model_name, window).train:
+            validation = validate_stage(report, data, run_dir, config, overrides)
+            models = resolve_stage(report, data, model_name, overrides, run_dir)
+            tags = lineage_tags(report, window, config, overrides)
+            tracking = training_run(report, config, model_name, validation, tags)
+            trained = train_stage(report, config, data, metadata, work, overrides, models, tracking)
+            with report.stage("evaluate"):
+                metrics = evaluate_task(
+                    data, trained["servable"], str(run_dir / "evaluation"), config.eval_batch_size
                 )
-        report["ingest"] = {
-            "records": metadata["records"],
-            "quarantined": sum(metadata["quarantined"].values()),
-            "fingerprint": metadata["fingerprint"],
-            "reused": metadata["reused"],
-            "output": data,
-        }
-        try:
-            with _timed(report, "validate"):
-                validation = validate_task(
-                    data, str(run_dir / "validation"), config.ingest.beam_args
-                )
-        except ValidationFailed as err:
-            report["validate"] = {"passed": False, "anomalies": err.anomalies}
-            raise
-        report["validate"] = {
-            "passed": True,
-            "anomalies": [],
-            "statistics_html": validation["statistics_html"],
-        }
-        teacher = teacher_uri = None
-        if overrides.distill_from:
-            try:
-                with _timed(report, "teacher"):
-                    teacher = teacher_task(
-                        data, model_name, overrides.distill_from, str(run_dir / "teacher.keras")
-                    )
-            except RegistryError as err:  # fails the run before any training
-                report["teacher"] = {"reference": overrides.distill_from, "error": str(err)}
-                raise
-            teacher_uri = f"models:/{teacher['model_name']}/{teacher['version']}"
-            report["teacher"] = {k: teacher[k] for k in ("model_name", "version", "reference")}
-        with _timed(report, "train"):
-            # The teacher's registry version, not its local path, is part of what is trained:
-            # a killed distillation resumes by itself only under the same teacher version.
-            identity = config.train if teacher is None else with_teacher(config.train, teacher_uri)
-            key = resume_key(metadata["fingerprint"], identity)
-            folder, why = train_dir(work, run_id, overrides.resume_run, key)
-            get_run_logger().info("training: %s", why)
-            with training_lock(folder):
-                train_config = config.train
-                if teacher is not None:
-                    # In the training folder, named by version: a resumed run finds the same
-                    # path, and one asked to resume with another teacher version is refused.
-                    path = folder / f"teacher-v{teacher['version']}.keras"
-                    os.replace(teacher["path"], path)
-                    train_config = with_teacher(config.train, str(path))
-                tracking = {
-                    "experiment": f"trickflow-{model_name}",
-                    "params": {
-                        **flat("", settings.redacted(json.loads(config.model_dump_json()))),
-                        "preset": preset,
-                        "data_dir": data_dir,
-                        "data_fingerprint": metadata["fingerprint"],
-                        "teacher": teacher_uri,
-                        "git_commit": source_version(),
-                    },
-                    "tags": {"flow_run_id": run_id, "preset": preset},
-                    "files": [validation["statistics_html"]]
-                    if validation["statistics_html"]
-                    else [],
-                }
-                trained = finished_training(folder, key) or train_task(
-                    data, str(folder), train_config, tracking
-                )
-        report["train"] = {
-            "steps": trained["steps"],
-            "resumed_from": trained["resumed_from"],
-            "precision": trained["precision"],
-            "servable": trained["servable"],
-            "folder": str(folder),
-            "why": why,
-            "teacher": teacher_uri,
-            "mlflow_run_id": trained["mlflow_run_id"],
-            "mlflow_experiment_id": trained["mlflow_experiment_id"],
-        }
-        with _timed(report, "evaluate"):
-            metrics = evaluate_task(
-                data, trained["servable"], str(run_dir / "evaluation"), config.eval_batch_size
-            )
-        report["evaluate"] = {
-            "top1": metrics["top1"],
-            "top5": metrics["top5"],
-            "count": metrics["count"],
-        }
-        tags = {
-            "flow_run_id": run_id,
-            "data_span": metadata["fingerprint"],
-            "data_dir": data_dir,
-            "preset": preset,
-        }
-        if teacher_uri:
-            tags["teacher"] = teacher_uri
-        with _timed(report, "gate_and_register"):
-            try:
-                result = register_task(
-                    data,
-                    trained["servable"],
-                    str(run_dir / "evaluation"),
-                    metrics,
-                    model_name,
-                    config,
-                    tags,
-                    trained["mlflow_run_id"],
-                )
-            except RegistryError as err:  # no decision was possible: say so, register nothing
-                report["gate"] = {"passed": False, "reason": f"registry fault: {err}"}
-                report["registry"] = {"model_name": model_name, "version": err.version}
-                if err.version is not None:  # registered; the next gate settles the alias
-                    atomic.write_json(
-                        folder / GATED, {"flow_run_id": run_id, "version": err.version}
-                    )
-                raise
-        # Judged: a later run trains anew rather than reusing this training.
-        atomic.write_json(folder / GATED, {"flow_run_id": run_id, **result}, default=str)
-        report["gate"] = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
-        report["registry"] = {
-            "model_name": model_name,
-            "version": result["version"],
-            "alias": result["alias"],
-            "run_id": result["run_id"],
-            "tracking_uri": result["tracking_uri"],
-        }
+            report.evaluate = {k: metrics[k] for k in ("top1", "top5", "count")}
+            gate_stage(report, data, trained, run_dir, metrics, model_name, config, tags)
     except Exception as err:
-        failed = report["failed"] or {"stage": "flow", "reason": str(err), "hint": ""}
-        report["failed"] = failed
+        failed = report.failed or {"stage": "flow", "reason": str(err), "hint": ""}
+        report.failed = failed
         message = f"{failed['stage']} failed: {failed['reason']}"
         hint = f" (what to do: {failed['hint']})" if failed["hint"] else ""
         raise StageFailed(message + hint) from err
     finally:
         held.close()
-        atomic.write_json(run_dir / "report.json", report, default=str)
-        ui = mlflow_ui((report.get("registry") or {}).get("tracking_uri") or default_tracking_uri())
-        artifacts.publish_summary(report, ui)
-    print(
-        f"top-1 {report['evaluate']['top1']:.4f}; gate "
-        f"{'passed' if report['gate']['passed'] else 'failed'}: {report['gate']['reason']}; "
-        f"registered version: {report['registry']['version']}; report: {run_dir}/report.json"
-    )
-    return report
+        report.save()
+        ui = mlflow_ui(report.registry.get("tracking_uri") or default_tracking_uri())
+        artifacts.publish_summary(report.as_dict(), ui)
+    print(artifacts.summary_line(report.as_dict()) + f"; report: {report.report_path}")
+    return report.as_dict()
+
+
+def training_run(
+    report: RunReport, config: PipelineConfig, model_name: str, validation: dict, tags: dict
+) -> dict:
+    """The MLflow experiment, parameters, tags and files of the training's run."""
+    page = validation["statistics_html"]
+    return {
+        "experiment": f"trickflow-{model_name}",
+        "params": {
+            **flat("", settings.redacted(json.loads(config.model_dump_json()))),
+            "preset": report.preset,
+            "data_dir": report.data_dir,
+            "data_fingerprint": report.ingest["fingerprint"],
+            "teacher": tags.get("teacher"),
+            "init_from": tags.get(decisions.PARENT_TAG),
+            "git_commit": tags[decisions.CODE_TAG],
+        },
+        "tags": tags,
+        "metrics": {
+            f"drift.{row['span']}.{row['feature']}.{row['measure']}": row["value"]
+            for row in report.drift or []
+        },
+        "files": [page] if page else [],
+    }

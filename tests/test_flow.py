@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from flows.presets import PRESETS, PipelineConfig, preset
+from flows.decisions import model_reference as teacher_reference
+from flows.folders import train_dir
 from flows.train_imagenet import (
     OVERRIDDEN,
     Overrides,
     StageFailed,
     default_model_name,
     resolve_config,
-    teacher_reference,
-    train_dir,
     train_imagenet,
 )
 
@@ -71,6 +71,23 @@ def test_flow_runs_every_stage_and_writes_the_report(
         "registered-model",
         "run-summary",
     } <= keys
+
+    # Nothing new since that champion: the same run again trains nothing and says so.
+    again = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
+    assert again["decision"] == {
+        "train": False,
+        "reason": f"nothing new since champion v1 (spans {class_folders.name})",
+        "champion": "1",
+    }
+    assert again["train"] is None and again["validate"] is None and again["ingest"]["reused"]
+    assert not (work / "runs" / again["flow_run_id"] / "train").exists()
+    assert json.loads(Path(again["report_path"]).read_text())["decision"]["train"] is False
+    version = registry.client.get_model_version("darknet53-src", "1")
+    assert version.tags["spans"].startswith(f"{class_folders.name}=")
+    assert version.tags["code_version"] and version.tags["train_settings"]
+    with get_client(sync_client=True) as client:
+        summaries = [a for a in client.read_artifacts() if a.key == "run-summary"]
+    assert any("nothing new since champion v1" in (a.description or "") for a in summaries)
 
 
 def test_flow_distills_from_the_champion_of_the_same_label_set(
@@ -172,11 +189,15 @@ def test_overrides_apply_on_top_of_the_preset() -> None:
     assert resolve_config("demo", Overrides(beam_args=dask)).ingest.beam_args == dask
     assert resolve_config("demo", Overrides(allow_label_change=True)).gate.allow_label_change
     # Every override field is either a pipeline setting or one of the flow's own.
-    own = {"model_name", "distill_from", "resume_run"}
+    own = {"model_name", "distill_from", "init_from", "accept_drift", "resume_run"}
     assert set(Overrides.model_fields) == set(OVERRIDDEN) | own
     for path in OVERRIDDEN.values():
-        group, name = path.split(".")
-        assert name in type(getattr(PipelineConfig(), group)).model_fields, path
+        group, _, name = path.rpartition(".")
+        owner = type(getattr(PipelineConfig(), group)) if group else PipelineConfig
+        assert name in owner.model_fields, path
+    assert resolve_config("demo", Overrides(spans="last 2", retrain="always")).spans == "last 2"
+    with pytest.raises(ValueError, match="spans"):
+        Overrides(spans="last 0")
 
 
 def test_a_preset_s_ingest_settings_complete_the_component_s_config() -> None:
@@ -272,7 +293,7 @@ def test_unfinished_training_of_the_same_data_and_settings_resumes_by_itself(
 
 def test_resume_key_follows_what_is_trained_not_how_it_is_logged() -> None:
     from components.train import TrainConfig
-    from flows.train_imagenet import resume_key
+    from flows.folders import resume_key
 
     base = resume_key("data", TrainConfig())
     assert resume_key("data", TrainConfig(log_every=7, checkpoint_every=9)) == base
@@ -281,7 +302,7 @@ def test_resume_key_follows_what_is_trained_not_how_it_is_logged() -> None:
 
 
 def test_a_folder_a_live_run_trains_in_is_not_resumed_by_another(tmp_path: Path) -> None:
-    from flows.train_imagenet import training_lock
+    from flows.folders import training_lock
 
     live = _unfinished(tmp_path, "live", "K")
     with training_lock(live):

@@ -11,7 +11,7 @@ import pytest
 from components.ingest.images import to_stored_image
 from components.ingest.records import make_example, tfrecord_frame
 from components.validate import ValidateConfig, ValidationFailed, format_table, validate
-from tests.conftest import check_events, jpeg_bytes, pattern_image
+from tests.conftest import check_events, jpeg_bytes, make_class_folders, pattern_image
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +21,15 @@ def test_clean_data_passes(ingested: Path, tmp_path: Path) -> None:
     report = validate(ValidateConfig(data_dir=str(ingested), output=str(tmp_path)), reported.append)
     messages = check_events(reported, "validate")
     assert messages[0] == "computing TFDV statistics for train (36 records)"
-    assert messages[-1].startswith("no anomalies; statistics page: ")
+    # one span: no drift to measure; its validation images against its training images: skew
+    assert messages[-1].startswith(
+        "no anomalies; 0 of 4 drift/skew distances past their thresholds; statistics page: "
+    )
+    assert {(r["kind"], r["feature"]) for r in report["drift"]} == {
+        ("skew", f) for f in ("height", "img_format", "label", "width")
+    }
     assert report["passed"] and report["splits"]["train"] == {"examples": 36, "expected": 36}
-    assert (tmp_path / "schema.pbtxt").exists() and (tmp_path / "train.stats.tfrecord").exists()
+    assert (tmp_path / "schema.pbtxt").exists() and next((tmp_path / "statistics").glob("*/train.stats.tfrecord"), None)
 
 
 def test_out_of_domain_label_and_count_mismatch_fail(ingested: Path, tmp_path: Path) -> None:
@@ -71,3 +77,49 @@ def test_statistics_use_ingestion_runner_options_except_on_dask() -> None:
     dask = ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"]
     assert statistics_beam_args(dask, said.append) == local
     assert said and "DaskRunner" in said[0]["message"]
+
+
+def _span(source: Path, name: str, classes: int, complete: bool = True) -> Path:
+    folder = make_class_folders(source / "spans" / name, classes=3)
+    for label in range(classes, 3):  # a span that brings fewer classes: its images go
+        for split in ("train", "val"):
+            shutil.rmtree(folder / split / f"n0{label:07d}")
+    if complete:
+        (folder / "_SUCCESS").write_text("")
+    return folder
+
+
+def test_a_span_that_drifts_stops_validation_unless_accepted(tmp_path: Path) -> None:
+    """Span 02 holds one class only: its label mix moved by 2/3 against span 01 (L-infinity,
+    threshold 0.1 in the schema). Statistics are counted once per span and kept with it."""
+    from components.ingest import IngestConfig, run_ingest
+    from components.validate import DriftDetected
+
+    source = tmp_path / "source"
+    _span(source, "01", classes=3)
+    _span(source, "02", classes=1)
+    _span(source, "03", classes=3, complete=False)  # still being copied: not read
+    data = tmp_path / "data"
+    metadata = run_ingest(IngestConfig(source=str(source), output=str(data)))
+    assert [s["name"] for s in metadata["spans"]] == ["01", "02"]
+    assert metadata["records"] == {"train": 32, "validation": 12}
+    assert any("03" in line and "_SUCCESS" in line for line in metadata["not_read"])
+
+    config = ValidateConfig(data_dir=str(data), output=str(tmp_path / "v"))
+    with pytest.raises(DriftDetected) as stopped:
+        validate(config)
+    past = [r for r in stopped.value.drift if r["drifted"]]
+    assert [(r["span"], r["kind"], r["feature"], r["measure"]) for r in past] == [
+        ("02", "drift", "label", "L-infinity")
+    ]
+    assert past[0]["threshold"] == 0.1 and past[0]["value"] == pytest.approx(2 / 3, abs=1e-3)
+    assert "label" in str(stopped.value) and "0.6667 > 0.1" in str(stopped.value)
+
+    heard = []
+    accepted = validate(config.model_copy(update={"accept_drift": True}), heard.append)
+    assert accepted["passed"] and accepted["drift_accepted"] == past
+    assert not [m for m in check_events(heard, "validate") if m.startswith("computing")]
+    assert Path(accepted["drift_html"]).exists()
+    # only the span the champion did not learn from is compared: 01 has nothing before it
+    only = validate(config.model_copy(update={"new_spans": ["01"]}))
+    assert {r["span"] for r in only["drift"]} == {"01"} and only["passed"]

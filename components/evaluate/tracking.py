@@ -35,9 +35,11 @@ def start_training_run(
     tags: dict,
     folder: Path,
     files: list[str] = (),
+    metrics: dict[str, float] | None = None,
 ) -> str:
     """The MLflow run of the training in `folder`: the one a killed attempt started, or a new one
-    holding `params`, `tags` and `files` (e.g. the data's statistics page, under `data/`).
+    holding `params`, `tags`, `metrics` (e.g. the data's drift distances) and `files` (e.g. the
+    data's statistics page, under `data/`).
     Registry faults raise RegistryError."""
     marker = folder / RUN_ID_FILE
     if marker.exists():
@@ -57,8 +59,11 @@ def start_training_run(
             )
         )
         run = registry.client.create_run(experiment_id, tags=tags, run_name=folder.name)
+        stamp = int(time.time() * 1000)
         registry.client.log_batch(
-            run.info.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()]
+            run.info.run_id,
+            params=[Param(k, str(v)[:500]) for k, v in params.items()],
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()],
         )
         for path in files:
             registry.client.log_artifact(run.info.run_id, path, artifact_path="data")

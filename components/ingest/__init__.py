@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import dataset, events
+from components import dataset, events, spans
 from components.dataset import SPLITS, join, shard_name
 from components.ingest.images import MAX_DECODED_BYTES
 from components.ingest.listing import is_dir
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "ingest"
 
 FORMAT_VERSION = 1
+STATISTICS = "statistics"  # validation keeps each span's statistics here (components.validate)
 __all__ = ["LOCAL_BEAM_ARGS", "IngestConfig", "IngestSettings", "run_ingest"]
 
 
@@ -97,11 +98,15 @@ def _shard_counts(config: IngestConfig, found: Discovery) -> dict[str, int]:
     return {s: max(1, min(asked[s] or auto_shards(inputs[s]), inputs[s] or 1)) for s in SPLITS}
 
 
-def _fingerprint(config: IngestConfig, found: Discovery) -> str:
-    """Inputs and the settings that shape the output; runner options do not change the bytes."""
-    settings = json.dumps(
-        config.model_dump(exclude={"source", "output", "beam_args", "threads", "fingerprint"}),
-        sort_keys=True,
+def _fingerprint(config: IngestConfig, found: Discovery, labels: str = "") -> str:
+    """Inputs and the settings that shape the output; runner options do not change the bytes.
+    A span's `labels` (the label table over all spans) shape its records too."""
+    settings = (
+        json.dumps(
+            config.model_dump(exclude={"source", "output", "beam_args", "threads", "fingerprint"}),
+            sort_keys=True,
+        )
+        + labels
     )
     settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:12]
     inputs = found.fingerprint(content=config.fingerprint == "content")
@@ -162,6 +167,8 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
 
     if not is_remote(config.output):  # workers of a distributed runner have other cwds
         config = config.model_copy(update={"output": os.path.abspath(config.output)})
+    if spans.source_spans(config.source) is not None:
+        return _ingest_spans(config, on_event)
     found = discover(config.source, config.follow_outside_links)
     shards = _shard_counts(config, found)
     fingerprint = _fingerprint(config, found)
@@ -277,6 +284,7 @@ def _delete_folder(path: str) -> None:
 def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
     _delete_folder(join(output, "_staging"))  # also what a killed run left half-written
+    _delete_folder(join(output, STATISTICS))  # validation's statistics of the old records
     names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE]
     stale = [
         m.path
@@ -375,3 +383,108 @@ def _finalize(
         json.dumps(metadata, indent=2, sort_keys=True) + "\n",
     )
     return metadata
+
+
+def _ingest_spans(config: IngestConfig, on_event: events.OnEvent) -> dict:
+    """A source of spans (components/spans.py): each complete span converted into its own
+    folder once, unchanged ones reused as they are, then the view of all of them."""
+
+    def on_stage(message: str) -> None:
+        on_event(events.stage(COMPONENT, message))
+
+    plan, not_read, fingerprint = _plan_spans(config)
+    with dataset.locked(config.output, False, on_stage):
+        reused = _reusable(config.output, fingerprint, lambda _: None)
+    if reused:
+        on_stage(f"spans unchanged ({spans.described(reused['spans'])}); reusing {config.output}")
+        return reused
+    waited = []
+
+    def on_wait(message: str) -> None:
+        waited.append(message)
+        on_stage(message)
+
+    with dataset.locked(config.output, True, on_wait):
+        if waited:  # the listing is stale by now
+            plan, not_read, fingerprint = _plan_spans(config)
+        reused = _reusable(config.output, fingerprint, on_stage)
+        if reused:
+            return reused
+        entries, converted = [], []
+        for name, (span_config, found, fingerprint_of_span) in plan.items():
+            folder = join(spans.SPANS, name)
+            span_stage = f"span {name}: "
+            metadata = _reusable(span_config.output, fingerprint_of_span, lambda _: None)
+            if metadata:
+                on_stage(span_stage + "unchanged; its shards are reused as they are")
+            else:
+                on_stage(span_stage + "new or changed; converting it")
+                shards = _shard_counts(span_config, found)
+                metadata = _rewrite(span_config, found, shards, fingerprint_of_span, on_event)
+                converted.append(name)
+            entries.append(spans.span_entry(name, folder, metadata))
+        _remove_stale_spans(config.output, set(plan), on_stage)
+        metadata = spans.write_view(config.output, entries, config.output, not_read)
+        metadata["converted_spans"] = converted
+        return {**metadata, "reused": False}
+
+
+def _plan_spans(config: IngestConfig) -> tuple[dict, list[str], str]:
+    """Lists every complete span and gives each its config, listing and fingerprint (with the
+    label set over all spans), the lines of what is not read, and the whole dataset's
+    fingerprint."""
+    complete, not_read = spans.source_spans(config.source)
+    found = {}
+    for name, path in complete:
+        found[name] = discover(path, config.follow_outside_links)
+        marker = join(path, spans.MARKER)
+        found[name].not_read = [n for n in found[name].not_read if not n.startswith(marker + ":")]
+    classes = _classes_over(found)
+    labels = dataset.format_labels(classes)
+    plan, entries = {}, []
+    for name, listing in found.items():
+        _relabel(listing, classes)
+        span_config = config.model_copy(
+            update={
+                "source": dict(complete)[name],
+                "output": join(config.output, spans.SPANS, name),
+                # shard counts follow each span's size; a preset's count is for a whole dataset
+                "train_shards": None,
+                "validation_shards": None,
+            }
+        )
+        fingerprint = _fingerprint(span_config, listing, labels)
+        plan[name] = (span_config, listing, fingerprint)
+        entries.append({"name": name, "fingerprint": fingerprint})
+    return plan, not_read, f"spans-{spans.identity(entries)}"
+
+
+def _classes_over(found: dict[str, Discovery]) -> list[dataset.ClassInfo]:
+    """The label table over all spans: class ids sorted, each with the first real name given."""
+    names: dict[str, str] = {}
+    for listing in found.values():
+        for info in listing.classes:
+            if names.get(info.wnid, info.wnid) == info.wnid:
+                names[info.wnid] = info.text
+    return [dataset.ClassInfo(i, w, names[w]) for i, w in enumerate(sorted(names))]
+
+
+def _relabel(found: Discovery, classes: list[dataset.ClassInfo]) -> None:
+    """A span's items labelled by their place among all spans' classes."""
+    by_wnid = {c.wnid: c for c in classes}
+    for item in found.items:
+        if item.label is not None:
+            info = by_wnid[item.wnid]
+            item.label, item.text = info.label, info.text
+    found.classes = classes
+
+
+def _remove_stale_spans(output: str, current: set[str], on_stage: Callable[[str], None]) -> None:
+    """Span folders whose span left the source are removed (their shards are derived data).
+    Windows (components/spans.py) are named by their spans' contents and left alone."""
+    root = join(output, spans.SPANS)
+    if is_remote(root) or not os.path.isdir(root):
+        return
+    for name in sorted(set(os.listdir(root)) - current):
+        on_stage(f"span {name} is no longer in the source: removing its shards")
+        _delete_folder(join(root, name))

@@ -60,6 +60,11 @@ class TrainConfig(BaseModel):
     teacher: str | None = Field(
         None, description="a Keras model file to distill from (same classes and image size)"
     )
+    init_weights: str | None = Field(
+        None,
+        description="a Keras model file of the same architecture whose weights start the "
+        "training (a warm start); checkpoints, when there are any, come first",
+    )
     distill_temperature: float = Field(20.0, gt=0, description="the paper: T = 20")
     distill_hard_weight: float = Field(
         0.5, ge=0, le=1, description="weight of the true-label loss against the teacher's"

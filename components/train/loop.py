@@ -172,6 +172,32 @@ def load_teacher(
     return teacher
 
 
+def start_from(backbone: keras.Model, path: str, num_classes: int, image_size: int) -> None:
+    """Copies the weights of a saved classifier of the same architecture into `backbone` (a
+    warm start). Kernels have the same shapes in either data layout, so a model saved
+    channels_last starts a channels_first training too."""
+    saved = keras.saving.load_model(path, compile=False)
+    classes, shape = saved.output_shape[-1], tuple(saved.input_shape[1:])
+    if classes != num_classes or shape[:2] not in ((image_size, image_size), (None, None)):
+        raise ValueError(
+            f"init_weights {path} takes {shape} images into {classes} classes; this training "
+            f"needs ({image_size}, {image_size}, 3) into {num_classes}"
+        )
+    weights, own = saved.get_weights(), backbone.get_weights()
+    mismatched = [
+        f"#{i}: {tuple(a.shape)} vs {tuple(b.shape)}"
+        for i, (a, b) in enumerate(zip(weights, own, strict=False))
+        if a.shape != b.shape
+    ]
+    if len(weights) != len(own) or mismatched:
+        raise ValueError(
+            f"init_weights {path} is another architecture than this training's model "
+            f"({len(weights)} weights vs {len(own)}; {'; '.join(mismatched[:3])}): start from "
+            "a version of the same model and width, or from scratch"
+        )
+    backbone.set_weights(weights)
+
+
 def state_groups(trainer: TrainingModel) -> dict[str, list]:
     """Everything a resumed run needs, in a fixed order: weights, optimizer, random state."""
     return {
@@ -352,6 +378,9 @@ def fit_classifier(
     # Only the chief writes checkpoints, and only it reads them: in a cluster every worker
     # continues from the chief's state (a worker's own folder may hold anything).
     latest = checkpoints.latest(folder) if found.is_chief else None
+    if latest is None and found.is_chief and config.init_weights:
+        start_from(trainer.backbone, config.init_weights, data.num_classes, config.image_size)
+        on_event(events.stage(COMPONENT, f"starting from the weights of {config.init_weights}"))
     start_step = checkpoints.restore(latest, groups)["step"] if latest else 0
     start_step = found.share_chief_state([v for g in groups.values() for v in g], start_step)
 

@@ -4,20 +4,31 @@
 
 Fails (exit 1, `ValidationFailed`) on any anomaly: schema anomalies found by TFDV, an image domain
 that is not all JPEG, or a record count that differs from what ingestion wrote (metadata.json).
-Statistics, the bound schema and the anomaly table are written to OUT.
+Statistics are computed per span (components/spans.py) and kept in the span's folder, so a span
+is counted once however many runs read it. Each new span is compared with the span before it
+(drift) and its validation images with its training images (skew), against the thresholds of
+the reviewed schema; past one, the run stops with `DriftDetected` unless `accept_drift`.
+Statistics, the bound schema, the anomaly table and every drift distance are written to OUT.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import atomic, dataset, events
+from components import atomic, dataset, events, spans
 from components.dataset import SPLITS
+from components.ingest import STATISTICS
 from components.ingest.runners import resolve_beam_args, runner_name
-from components.schema import reviewed_schema, with_label_domain
+from components.schema import SCHEMA_PATH, reviewed_schema, with_label_domain
+from components.validate import drift
+from components.validate.drift import DriftDetected
+from components.validate.failures import ValidationFailed, format_table
+
+__all__ = ["DriftDetected", "ValidateConfig", "ValidationFailed", "format_table", "validate"]
 
 log = logging.getLogger(__name__)
 COMPONENT = "validate"
@@ -32,26 +43,12 @@ class ValidateConfig(BaseModel):
         default_factory=list,
         description="Beam runner options for TFDV, the same as ingestion's; empty: local runner",
     )
-
-
-class ValidationFailed(RuntimeError):
-    """Raised when the data has anomalies; `anomalies` holds the table rows."""
-
-    def __init__(self, anomalies: list[dict]):
-        self.anomalies = anomalies
-        super().__init__(f"{len(anomalies)} data anomalies:\n{format_table(anomalies)}")
-
-
-def format_table(rows: list[dict]) -> str:
-    """A fixed-width text table of anomaly rows (split, feature, problem, detail)."""
-    columns = ("split", "feature", "problem", "detail")
-    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns}
-    widths["detail"] = min(widths["detail"], 100)
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines.append("  ".join("-" * widths[c] for c in columns))
-    for row in rows:
-        lines.append("  ".join(str(row[c])[: widths[c]].ljust(widths[c]) for c in columns))
-    return "\n".join(lines)
+    new_spans: list[str] | None = Field(
+        None,
+        description="the spans to check for drift and skew (those the champion did not learn "
+        "from); None: every span",
+    )
+    accept_drift: bool = Field(False, description="record drift past a threshold, do not stop")
 
 
 def image_domain_anomalies(split: str, stats) -> list[dict]:
@@ -95,9 +92,10 @@ def statistics_beam_args(beam_args: list[str], on_event: events.OnEvent) -> list
 
 
 def write_statistics_page(statistics: dict, path: Path) -> str | None:
-    """TFDV's statistics page (Facets Overview) of the splits, train and validation side by side
-    so that skew between them shows: per feature its distribution, missing values, and the
-    image sizes and labels. The page loads Facets from the web when opened."""
+    """TFDV's statistics page (Facets Overview) of two sets of statistics side by side (a span's
+    train and validation splits, or a new span and the span before it), so that skew or drift
+    shows: per feature its distribution, missing values, and the image sizes and labels. The
+    page loads Facets from the web when opened."""
     from tensorflow_data_validation.utils.display_util import get_statistics_html
 
     if not statistics:
@@ -114,35 +112,95 @@ def write_statistics_page(statistics: dict, path: Path) -> str | None:
 
 
 def validate(config: ValidateConfig, on_event: events.OnEvent | None = None) -> dict:
-    """Computes statistics per split and checks them; returns the result or raises. Progress
-    goes to `on_event` (components/events.py; default: this module's logger). The dataset is
-    held against rewriting meanwhile (components/dataset.py)."""
+    """Computes statistics per span and split and checks them; returns the result or raises.
+    Progress goes to `on_event` (components/events.py; default: this module's logger). The
+    dataset is held against rewriting meanwhile (components/dataset.py)."""
     on_event = on_event or events.log_to(log)
     with dataset.locked(config.data_dir, False, lambda m: on_event(events.stage(COMPONENT, m))):
         return _validate(config, on_event)
 
 
+class _Statistics:
+    """Statistics of one span's split: from the span's folder when computed before for the same
+    schema and TFDV, else computed (and kept there, when the folder can be written)."""
+
+    def __init__(self, config: ValidateConfig, schema, beam_args: list[str], on_event):
+        import tensorflow_data_validation as tfdv
+
+        self.config, self.beam_args, self.on_event = config, beam_args, on_event
+        self.options = tfdv.StatsOptions(
+            schema=schema, infer_type_from_schema=True, enable_semantic_domain_stats=True
+        )
+        key = f"{SCHEMA_PATH.read_text()}\0{tfdv.__version__}\0{schema.SerializeToString()!r}"
+        self.version = hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def __call__(self, span: dict, split: str, label: str):
+        import tensorflow_data_validation as tfdv
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        folder = spans.span_folder(self.config.data_dir, span)
+        pattern = dataset.shard_pattern(folder, split)
+        kept = dataset.join(
+            folder, STATISTICS, f"{split}-{self._signature(pattern)}.stats.tfrecord"
+        )
+        out = Path(self.config.output) / "statistics" / span["name"]
+        out.mkdir(parents=True, exist_ok=True)
+        local = out / f"{split}.stats.tfrecord"
+        if dataset.exists(kept):
+            try:
+                atomic.write_bytes(local, dataset.read_bytes(kept))
+                return tfdv.load_statistics(str(local))
+            except Exception as err:  # noqa: BLE001 - a torn copy is computed again
+                self.on_event(events.stage(COMPONENT, f"ignoring {kept}: {err}"))
+        expected = int(span["records"][split])
+        message = f"computing TFDV statistics for {label}{split} ({expected} records)"
+        self.on_event(events.stage(COMPONENT, message))
+        stats = tfdv.generate_statistics_from_tfrecord(
+            pattern,
+            output_path=str(local),
+            stats_options=self.options,
+            pipeline_options=PipelineOptions(self.beam_args),
+        )
+        try:  # kept for the next run; a dataset this run may not write is computed each time
+            dataset.write_bytes(kept, local.read_bytes())
+        except OSError as err:
+            self.on_event(events.stage(COMPONENT, f"statistics not kept in {kept}: {err}"))
+        return stats
+
+    def _signature(self, pattern: str) -> str:
+        """The schema, TFDV's version and every shard's name, size and time: statistics are
+        reused only for exactly these records (a shard changed by hand is counted again)."""
+        from apache_beam.io.filesystems import FileSystems
+
+        shards = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
+        listed = "".join(
+            f"{m.path.rsplit('/', 1)[-1]}\0{m.size_in_bytes}\0{m.last_updated_in_seconds}\n"
+            for m in shards
+        )
+        return hashlib.sha256(f"{self.version}\0{listed}".encode()).hexdigest()[:16]
+
+
 def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
     import tensorflow_data_validation as tfdv
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     data = config.data_dir
     metadata = dataset.read_metadata(data)
+    window = spans.manifest(data)
     num_classes = int(metadata["num_classes"])
     schema = with_label_domain(reviewed_schema(), num_classes)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, str(out / "schema.pbtxt"))
-    options = tfdv.StatsOptions(
-        schema=schema, infer_type_from_schema=True, enable_semantic_domain_stats=True
+    statistics_of = _Statistics(
+        config, schema, statistics_beam_args(config.beam_args, on_event), on_event
     )
-    beam_args = statistics_beam_args(config.beam_args, on_event)
     anomalies: list[dict] = []
-    summary = {}
-    statistics = {}
+    summary = {
+        split: {"examples": 0, "expected": int(metadata["records"][split])} for split in SPLITS
+    }
+    computed: dict[tuple[str, str], object] = {}
     for split in SPLITS:
-        expected = int(metadata["records"][split])
-        if expected == 0:
+        if summary[split]["expected"] == 0:
             anomalies.append(
                 {
                     "split": split,
@@ -151,52 +209,108 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
                     "detail": "ingestion wrote no records for this split",
                 }
             )
-            continue
-        on_event(
-            events.stage(COMPONENT, f"computing TFDV statistics for {split} ({expected} records)")
-        )
-        stats = tfdv.generate_statistics_from_tfrecord(
-            dataset.shard_pattern(data, split),
-            output_path=str(out / f"{split}.stats.tfrecord"),
-            stats_options=options,
-            pipeline_options=PipelineOptions(beam_args),
-        )
-        statistics[split] = stats
-        counted = int(stats.datasets[0].num_examples)
-        summary[split] = {"examples": counted, "expected": expected}
-        if counted != expected:
-            anomalies.append(
-                {
-                    "split": split,
-                    "feature": "*",
-                    "problem": "record count",
-                    "detail": f"statistics saw {counted} examples, ingestion wrote "
-                    f"{expected} (metadata.json)",
-                }
-            )
-        result = tfdv.validate_statistics(stats, schema)
-        for name, info in sorted(result.anomaly_info.items()):
-            anomalies.append(
-                {
-                    "split": split,
-                    "feature": name,
-                    "problem": info.short_description,
-                    "detail": info.description,
-                }
-            )
-        anomalies += image_domain_anomalies(split, stats)
+    for span in window:
+        where = "" if len(window) == 1 else f"span {span['name']} "
+        for split in SPLITS:
+            expected = int(span["records"][split])
+            if expected == 0:
+                continue
+            stats = computed[(span["name"], split)] = statistics_of(span, split, where)
+            counted = int(stats.datasets[0].num_examples)
+            summary[split]["examples"] += counted
+            if counted != expected:
+                anomalies.append(
+                    {
+                        "split": split,
+                        "feature": "*",
+                        "problem": "record count",
+                        "detail": f"{where}statistics saw {counted} examples, "
+                        f"ingestion wrote {expected} (metadata.json)",
+                    }
+                )
+            result = tfdv.validate_statistics(stats, schema)
+            for name, info in sorted(result.anomaly_info.items()):
+                anomalies.append(
+                    {
+                        "split": split,
+                        "feature": name,
+                        "problem": info.short_description,
+                        "detail": where + info.description,
+                    }
+                )
+            anomalies += image_domain_anomalies(split, stats)
+    measured = _drift(config, window, computed, schema)
+    newest = next((s["name"] for s in reversed(window) if (s["name"], "train") in computed), None)
+    pages = {
+        ("" if len(window) == 1 else f"span {newest} ") + split: computed[(newest, split)]
+        for split in SPLITS
+        if (newest, split) in computed
+    }
+    drift_page = _drift_page(window, computed, config, out)
+    drifted = [row for row in measured if row["drifted"]]
     report = {
-        "passed": not anomalies,
+        "passed": not anomalies and (not drifted or config.accept_drift),
         "anomalies": anomalies,
+        "drift": measured,
+        "drift_accepted": drifted if config.accept_drift else [],
         "num_classes": num_classes,
+        "spans": [s["name"] for s in window],
         "splits": summary,
-        "statistics_html": write_statistics_page(statistics, out / "statistics.html"),
+        "statistics_html": write_statistics_page(pages, out / "statistics.html"),
+        "drift_html": drift_page,
     }
     atomic.write_json(out / "anomalies.json", report)
     verdict = f"{len(anomalies)} anomalies" if anomalies else "no anomalies"
+    if measured:
+        verdict += f"; {len(drifted)} of {len(measured)} drift/skew distances past their thresholds"
+        verdict += " (accepted)" if drifted and config.accept_drift else ""
     page = report["statistics_html"]
-    shown = f"; statistics page: {page}" if page else ""
-    on_event(events.stage(COMPONENT, verdict + shown))
+    on_event(events.stage(COMPONENT, verdict + (f"; statistics page: {page}" if page else "")))
     if anomalies:
-        raise ValidationFailed(anomalies)
+        raise ValidationFailed(anomalies, measured)
+    if drifted and not config.accept_drift:
+        on_event(events.stage(COMPONENT, "drift:\n" + drift.format_table(drifted)))
+        raise DriftDetected(measured)
     return report
+
+
+def _drift(config: ValidateConfig, window: list[dict], computed: dict, schema) -> list[dict]:
+    """Every drift and skew distance of the spans to check: each against the span before it
+    (training images), and its validation images against its training images."""
+    import tensorflow_data_validation as tfdv
+
+    checked = set(config.new_spans) if config.new_spans is not None else None
+    found = []
+    for index, span in enumerate(window):
+        name = span["name"]
+        if (checked is not None and name not in checked) or (name, "train") not in computed:
+            continue
+        train = computed[(name, "train")]
+        if index > 0 and (window[index - 1]["name"], "train") in computed:
+            before = window[index - 1]["name"]
+            answer = tfdv.validate_statistics(
+                train, schema, previous_statistics=computed[(before, "train")]
+            )
+            found += drift.rows(name, "drift", f"span {before}", answer)
+        if (name, "validation") in computed:
+            answer = tfdv.validate_statistics(
+                train, schema, serving_statistics=computed[(name, "validation")]
+            )
+            found += drift.rows(name, "skew", "its training images", answer)
+    return found
+
+
+def _drift_page(window: list[dict], computed: dict, config: ValidateConfig, out: Path):
+    """The newest checked span's training statistics beside the span before it, if any."""
+    checked = set(config.new_spans) if config.new_spans is not None else None
+    for index in range(len(window) - 1, 0, -1):
+        name, before = window[index]["name"], window[index - 1]["name"]
+        if (checked is None or name in checked) and {(name, "train"), (before, "train")} <= set(
+            computed
+        ):
+            pages = {
+                f"span {name} train": computed[(name, "train")],
+                f"span {before} train": computed[(before, "train")],
+            }
+            return write_statistics_page(pages, out / "drift.html")
+    return None

@@ -1,0 +1,246 @@
+"""Spans: a dataset that grows by folders of new images, each converted once.
+
+A source that holds `spans/` is a sequence of spans, `spans/<span>/` each in any layout that
+ingestion reads (class folders, ILSVRC2012, Kaggle). Span names sort in arrival order (dates,
+`2026-11-30`, or numbers with leading zeros). A span is read only once it is complete: once it
+holds the marker file `_SUCCESS`, written last by whoever copies the span in, so a half-copied
+span is never ingested. A source without `spans/` is one span, as it always was.
+
+Ingestion writes each span into `<dataset>/spans/<span>/` (its own shards, metadata.json and
+quarantine.jsonl; labels.txt with the labels over all spans) and, at the dataset's root, a view
+of all spans: links named like shards (`train-00000-of-00012` -> `spans/a/train-00000-of-00004`),
+the labels, the summed metadata with the manifest (`spans`: each span's name, fingerprint, counts
+and folder) and every span's quarantine. `view(root, last)` makes the same kind of folder for
+the newest `last` spans. Every later stage reads a view like any ingested dataset.
+
+Labels are the positions of the class ids sorted over all spans. A span that brings a new class
+changes every label, so every span is converted again: its fingerprint holds the label set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+
+from apache_beam.io.filesystems import FileSystems
+
+from components import dataset
+from components.dataset import SPLITS, join
+
+SPANS = "spans"  # the folder of spans, in a source and in a dataset
+MARKER = "_SUCCESS"  # a span is complete once it holds this file
+WINDOWS = "windows"  # views of the newest spans, in a dataset
+WINDOW = re.compile(r"^(all|last [1-9][0-9]*)$")
+SUMMED = ("inputs", "records", "quarantined", "reencoded", "with_boxes")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def source_spans(source: str) -> tuple[list[tuple[str, str]], list[str]] | None:
+    """None for a source without `spans/`; else its complete spans as (name, folder) in order,
+    and one line for each entry that is not read (an incomplete span, a stray file)."""
+    root = join(source, SPANS)
+    if not _is_dir(root):
+        return None
+    for plain in ("train", "ILSVRC"):
+        if _is_dir(join(source, plain)):
+            raise ValueError(
+                f"{source}: holds both {SPANS}/ and {plain}/; move the images of {plain}/ into "
+                f"a span folder ({SPANS}/<span>/{plain}/) so that every image belongs to one span"
+            )
+    complete, not_read = [], []
+    for name, is_folder in _children(root):
+        path = join(root, name)
+        if not is_folder:
+            not_read.append(f"{path}: not a span folder")
+        elif not NAME.match(name):
+            not_read.append(f"{path}: a span name is letters, digits, '.', '_', '-'")
+        elif not dataset.exists(join(path, MARKER)):
+            not_read.append(f"{path}: no {MARKER} marker yet (still being copied?); not read")
+        else:
+            complete.append((name, path))
+    if not complete:
+        raise ValueError(
+            f"{root}: no complete span (a span folder is read once it holds {MARKER}); "
+            + ("; ".join(not_read) if not_read else "the folder is empty")
+        )
+    return complete, not_read
+
+
+def _is_dir(path: str) -> bool:
+    if "://" in path:
+        return bool(FileSystems.match([path.rstrip("/") + "/*"])[0].metadata_list)
+    return os.path.isdir(path)
+
+
+def _children(root: str) -> list[tuple[str, bool]]:
+    """(name, is a folder) of the entries directly under `root`, sorted by name."""
+    if "://" not in root:
+        with os.scandir(root) as entries:
+            return sorted((e.name, e.is_dir()) for e in entries if not e.name.startswith("."))
+    prefix = root.rstrip("/") + "/"
+    found = {}
+    for m in FileSystems.match([prefix + "**"])[0].metadata_list:
+        first, _, rest = m.path[len(prefix) :].partition("/")
+        if first and not first.startswith("."):
+            found[first] = found.get(first, False) or bool(rest)
+    return sorted(found.items())
+
+
+def parse_window(text: str) -> int | None:
+    """'all' -> None; 'last 4' -> 4."""
+    if not WINDOW.match(text):
+        raise ValueError(f"spans: expected 'all' or 'last N' (N >= 1), got {text!r}")
+    return None if text == "all" else int(text.split()[1])
+
+
+def manifest(data_dir: str) -> list[dict]:
+    """The spans of an ingested dataset or view, oldest first (name, fingerprint, counts,
+    folder). A source without spans is one span named after the source's folder."""
+    metadata = dataset.read_metadata(data_dir)
+    if "spans" in metadata:
+        return metadata["spans"]
+    name = str(metadata.get("source", data_dir)).rstrip("/").rsplit("/", 1)[-1]
+    return [span_entry(name or "data", ".", metadata)]
+
+
+def span_entry(name: str, folder: str, metadata: dict) -> dict:
+    """What the manifest says of one span, from its metadata.json."""
+    return {
+        "name": name,
+        "folder": folder,  # relative to the dataset's root
+        "fingerprint": metadata["fingerprint"],
+        "layout": metadata["layout"],
+        "source": metadata["source"],
+        **{key: metadata.get(key, {}) for key in SUMMED},
+        "per_class": metadata["per_class"],
+    }
+
+
+def identity(spans: list[dict]) -> str:
+    """One short digest of which spans, with which contents: equal digests, equal data."""
+    text = "\n".join(f"{s['name']}\0{s['fingerprint']}" for s in spans)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def described(spans: list[dict]) -> str:
+    """'a, b, c' or, for many, 'a … z (52 spans)'."""
+    names = [s["name"] for s in spans]
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} spans)"
+
+
+def combined_metadata(spans: list[dict], spans_metadata: list[dict], source: str) -> dict:
+    """The metadata.json of a view: the spans' counts summed, the manifest under `spans`."""
+    first = spans_metadata[0]
+    summed = {
+        key: {s: sum(m.get(key, {}).get(s, 0) for m in spans_metadata) for s in SPLITS}
+        for key in SUMMED
+    }
+    per_class = {s: Counter() for s in SPLITS}
+    formats = Counter()
+    for metadata in spans_metadata:
+        for split in SPLITS:
+            per_class[split].update({int(k): v for k, v in metadata["per_class"][split].items()})
+        formats.update(metadata.get("source_formats", {}))
+    return {
+        "format_version": first["format_version"],
+        "fingerprint": f"spans-{identity(spans)}",
+        "layout": "spans",
+        "source": source,
+        "config": first["config"],
+        "num_classes": first["num_classes"],
+        **summed,
+        "resized": sum(m.get("resized", 0) for m in spans_metadata),
+        "box_problems": sorted(p for m in spans_metadata for p in m.get("box_problems", [])),
+        "not_read": [line for m in spans_metadata for line in m.get("not_read", [])],
+        "source_formats": dict(sorted(formats.items())),
+        "shards": {s: sum(m["shards"][s] for m in spans_metadata) for s in SPLITS},
+        "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
+        "spans": spans,
+    }
+
+
+def write_view(root: str, spans: list[dict], folder: str, extra_not_read: list[str]) -> dict:
+    """Makes `folder` a dataset of `spans` (manifest entries, folders relative to `root`):
+    shard links (copies on object stores), labels, summed metadata and quarantine. Returns
+    the metadata. Writing the same view twice gives the same folder."""
+    spans_metadata = [dataset.read_metadata(join(root, s["folder"])) for s in spans]
+    metadata = combined_metadata(spans, spans_metadata, spans_metadata[0]["source"])
+    metadata["not_read"] = extra_not_read + metadata["not_read"]
+    if folder != root:  # a window: folders relative to its own root
+        metadata["spans"] = [{**s, "folder": _relative(root, folder, s["folder"])} for s in spans]
+    if "://" not in folder:
+        os.makedirs(folder, exist_ok=True)
+    _clear_shards(folder)
+    for split in SPLITS:
+        shards = [p for s in spans for p in dataset.shard_files(join(root, s["folder"]), split)]
+        for number, path in enumerate(shards):
+            _link(path, join(folder, dataset.shard_name(split, number, len(shards))))
+    first = join(root, spans[0]["folder"])
+    dataset.write_text(join(folder, dataset.LABELS), dataset.read_text(join(first, dataset.LABELS)))
+    rows = []
+    for span in spans:
+        for row in dataset.read_quarantine(join(root, span["folder"])):
+            rows.append(
+                json.dumps({**row, "span": span["name"]}, sort_keys=True, ensure_ascii=False) + "\n"
+            )
+    dataset.write_text(join(folder, dataset.QUARANTINE), "".join(rows))
+    dataset.write_text(
+        join(folder, dataset.METADATA), json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+    )
+    return metadata
+
+
+def view(root: str, last: int | None) -> str:
+    """The dataset folder of the newest `last` spans of the dataset at `root` (None or at
+    least as many as there are: `root` itself), made if missing. Views are named by their
+    spans' contents, so a view is never rewritten under a stage that reads it."""
+    spans = manifest(root)
+    if last is None or last >= len(spans):
+        return root
+    chosen = spans[-last:]
+    folder = join(root, WINDOWS, f"last-{last}-{identity(chosen)}")
+    if not dataset.exists(join(folder, dataset.METADATA)):
+        write_view(root, chosen, folder, [])
+    return folder
+
+
+def _relative(root: str, folder: str, span_folder: str) -> str:
+    """A span's folder as the window at `folder` names it: relative locally, in full on object
+    stores (which have no `..`)."""
+    if "://" in root:
+        return join(root, span_folder)
+    return os.path.relpath(os.path.join(root, span_folder), folder)
+
+
+def span_folder(data_dir: str, span: dict) -> str:
+    """Where a manifest entry's shards are."""
+    return span["folder"] if "://" in span["folder"] else join(data_dir, span["folder"])
+
+
+def _clear_shards(folder: str) -> None:
+    stale = [
+        m.path
+        for s in SPLITS
+        for m in FileSystems.match([dataset.shard_pattern(folder, s)])[0].metadata_list
+    ]
+    if "://" in folder:
+        if stale:
+            FileSystems.delete(stale)
+        return
+    for path in stale:
+        os.remove(path)
+
+
+def _link(target: str, name: str) -> None:
+    """`name` refers to `target`: a relative link locally (the dataset can move as a whole), a
+    copy on object stores, which have no links."""
+    if "://" in name:
+        FileSystems.copy([target], [name])
+        return
+    relative = os.path.relpath(target, os.path.dirname(name))
+    temporary = f"{name}.tmp{os.getpid()}"
+    os.symlink(relative, temporary)
+    os.replace(temporary, name)
