@@ -103,12 +103,18 @@ def whether_to_train(
     if champion.settings != settings:
         changed.append("other training settings")
     if champion.code != code:
-        changed.append(f"other code ({champion.code[:12]} -> {code[:12]})")
+        changed.append(f"other code ({_short(champion.code)} -> {_short(code)})")
     if changed:
         return Verdict(True, f"{'; '.join(changed)} than {which}")
     names = [s["name"] for s in window]
     shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]}"
     return Verdict(False, f"nothing new since {which} (spans {shown})")
+
+
+def _short(code: str) -> str:
+    """A commit as git shows it short, with the digest of uncommitted changes if any."""
+    commit, _, changes = code.partition("+")
+    return commit[:12] + (f"+{changes}" if changes else "")
 
 
 def model_reference(reference: str, model_name: str) -> tuple[str, str]:

@@ -207,7 +207,10 @@ def model_task(data: str, reference: str, model_name: str, destination: str, rol
     """Fetch the registered version that `reference` names (to distill from, or to start from);
     refuse one of another label set."""
     name, which = model_reference(reference, model_name)
-    path, version = Registry().teacher_file(name, which, label_fingerprint(data), destination)
+    purpose = "distill from" if role == "distilling from" else "start from"
+    path, version = Registry().teacher_file(
+        name, which, label_fingerprint(data), destination, purpose
+    )
     get_run_logger().info("%s %s v%s (%s)", role, name, version, which)
     return {"model_name": name, "version": version, "reference": which, "path": path,
             "uri": f"models:/{name}/{version}"}  # fmt: skip

@@ -112,6 +112,52 @@ def test_follow_exits_1_only_when_a_check_said_no() -> None:
     assert exit_status(True, None) == 2
     kept = report(registry={"model_name": "m", "version": "4", "alias": None})
     assert "registered: m v4 (not champion)" in summary(kept)
+    skipped = report(decision={"train": False, "reason": "nothing new since champion v3"})
+    assert exit_status(True, skipped) == 0  # nothing to judge is no refusal
+    assert "skip: nothing new since champion v3" in " ".join(summary(skipped))
+    drift = [{"span": "02", "kind": "drift", "against": "span 01", "feature": "label",
+              "measure": "L-infinity", "threshold": 0.1, "value": 0.66,
+              "drifted": True}]  # fmt: skip
+    drifted = report(failed={"stage": "validate", "reason": "DriftDetected: 1", "hint": "h"},
+                     validate=anomalies, drift=drift)  # fmt: skip
+    assert exit_status(True, drifted) == 1
+    assert any(line.split() == ["02", "label", "L-infinity", "0.1", "0.66"]
+               for line in summary(drifted))  # fmt: skip
+
+
+def test_failed_runs_are_posted_with_their_stage_and_reason() -> None:
+    from uuid import uuid4
+
+    from prefect.events.schemas.automations import Posture
+
+    from flows.automations import failure_automation
+
+    automation = failure_automation(uuid4())
+    trigger = automation.trigger
+    assert trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert trigger.posture == Posture.Reactive and trigger.threshold == 1
+    assert trigger.match_related.root["prefect.resource.name"] == "train-imagenet"
+    (action,) = automation.actions
+    assert "{{ flow_run.state.message }}" in action.body  # "validate failed: ... (what to do)"
+
+
+def test_watch_announces_each_complete_span_once(tmp_path, monkeypatch) -> None:
+    from flows import watch
+
+    sent = []
+    monkeypatch.setattr(watch, "announce", lambda *args: sent.append(args))
+    data = tmp_path / "data"
+    state = tmp_path / "state.json"
+    assert watch.look(str(data), "f/d", {}, state) == []  # no spans/ yet
+    for name in ("2026-11-23", "2026-11-30", "2026-12-07"):
+        (data / "spans" / name).mkdir(parents=True)
+    for name in ("2026-11-23", "2026-11-30"):
+        (data / "spans" / name / "_SUCCESS").write_text("")
+    assert watch.look(str(data), "f/d", {"preset": "smoke"}, state) == ["2026-11-23", "2026-11-30"]
+    assert sent == [(str(data), "f/d", ["2026-11-23", "2026-11-30"], {"preset": "smoke"})]
+    assert watch.look(str(data), "f/d", {}, state) == []  # announced already; 12-07 incomplete
+    (data / "spans" / "2026-12-07" / "_SUCCESS").write_text("")
+    assert watch.look(str(data), "f/d", {}, state) == ["2026-12-07"] and len(sent) == 2
 
 
 def test_the_zombie_automation_crashes_a_run_silent_for_its_window() -> None:

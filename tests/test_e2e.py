@@ -93,6 +93,56 @@ def _refused_without_credentials(url: str, method: str = "GET") -> int:
         return err.code
 
 
+class _Webhook:
+    """A local stand-in for a Slack incoming webhook: keeps the JSON bodies posted to it."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:  # noqa: ANN002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 90) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.received:
+                if text in message.get("text", ""):
+                    return message["text"]
+            time.sleep(1)
+        raise AssertionError(f"no notification with {text!r}; received {self.received}")
+
+
+def _runs_of(deployment: str, env: dict) -> list[str]:
+    """Ids of the flow runs of `deployment` (FLOW/NAME) on the stack's server."""
+    code = (
+        "import sys; from prefect import get_client\n"
+        "from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    d = c.read_deployment_by_name(sys.argv[1])\n"
+        "    runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId("
+        "any_=[d.id])))\n"
+        "    print(' '.join(str(r.id) for r in runs))"
+    )
+    python = str(REPO / ".venv" / "bin" / "python")
+    return run([python, "-c", code, deployment], env, 60).stdout.split()
+
+
 def _flow_run_processes(home: Path) -> list:
     """Processes of flow runs that the stack in `home` started."""
     import psutil
@@ -114,6 +164,7 @@ def test_deployment_run_registers_a_champion(
 ) -> None:
     prefect_port, mlflow_port = free_port(), free_port()
     state = tmp_path / "stack"
+    webhook = _Webhook()
     env = {
         **os.environ,
         "TRICKFLOW_HOME": str(state),
@@ -123,11 +174,13 @@ def test_deployment_run_registers_a_champion(
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_HOME": str(state / "prefect"),
         "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
+        "TRICKFLOW_NOTIFY_URL": webhook.url,  # failures are posted here
     }
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                  "PREFECT_API_AUTH_STRING"):  # fmt: skip
         env.pop(name, None)
     stack = str(REPO / "infra" / "stack.sh")
+    python = str(REPO / ".venv" / "bin" / "python")
     try:
         run([stack, "start"], env, 300)
         run([stack, "deploy"], env, 180)
@@ -156,7 +209,6 @@ def test_deployment_run_registers_a_champion(
         )
         assert adopted.returncode != 0 and "was not started by this stack" in adopted.stderr
         work = tmp_path / "work"
-        python = str(REPO / ".venv" / "bin" / "python")
         follow = [python, "-m", "flows.follow", "train-imagenet/demo", "-p", f"work_dir={work}"]
         result = run([*follow, "-p", "preset=smoke", "-p", f"data_dir={class_folders}"], env, 600)
         # What a person reads: the work's own lines and the summary, no raw event stream.
@@ -188,21 +240,38 @@ def test_deployment_run_registers_a_champion(
         assert "FAILED at data_dir: ValueError: data_dir" in failed.stdout
         assert "what to do:" in failed.stdout
         assert len(list((work / "runs").glob("*/report.json"))) == 2
+        # ... and the failure is posted to the webhook the stack was deployed with.
+        posted = webhook.wait_for("data_dir failed")
+        assert "ended Failed: data_dir failed: ValueError: data_dir" in posted
 
-        # A model the gate refuses: a fourth class appeared, under the same model name.
-        relabelled = make_class_folders(tmp_path / "relabelled" / "src", classes=4)
-        refused = subprocess.run(
-            [*follow, "-p", "preset=smoke", "-p", f"data_dir={relabelled}"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
-        said = " ".join(refused.stdout.split())
-        assert "gate_and_register refused: champion v1 was trained on a different label set" in said
-        (refused_report,) = [
-            json.loads(p.read_text())
-            for p in (work / "runs").glob("*/report.json")
-            if json.loads(p.read_text())["data_dir"] == str(relabelled)
-        ]
+        # Data that arrives starts a run: a complete span is announced by flows.watch, the
+        # deployment's trigger runs it (once); a half-copied span (no _SUCCESS) is not read.
+        # The span brings a fourth class under the same model name: the gate refuses it.
+        import time
+
+        relabelled = tmp_path / "relabelled" / "src"
+        make_class_folders(relabelled / "spans" / "01", classes=4)
+        (relabelled / "spans" / "01" / "_SUCCESS").write_text("")
+        make_class_folders(relabelled / "spans" / "02", classes=4)  # still being copied
+        before = set(_runs_of("train-imagenet/demo", env))
+        watch = [python, "-m", "flows.watch", str(relabelled), "--deployment",
+                 "train-imagenet/demo", "-p", f"work_dir={work}", "-p", "preset=smoke",
+                 "--once"]  # fmt: skip
+        assert "announced 01" in run(watch, env, 120).stdout
+        assert "nothing new" in run(watch, env, 120).stdout  # announced once
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
+            triggered = [r for r in reports if r["data_dir"] == str(relabelled)]
+            if triggered:
+                break
+            time.sleep(2)
+        (refused_report,) = triggered
+        assert set(_runs_of("train-imagenet/demo", env)) - before == {refused_report["flow_run_id"]}
+        assert refused_report["spans"] == ["01"] and refused_report["preset"] == "smoke"
+        assert (
+            "champion v1 was trained on a different label set" in refused_report["gate"]["reason"]
+        )
         assert refused_report["gate"]["passed"] is False and refused_report["failed"] is None
         assert refused_report["registry"]["version"] is None
 
@@ -224,6 +293,7 @@ def test_deployment_run_registers_a_champion(
         (stopped,) = [r for r in reports if (r["failed"] or {}).get("stage") == "validate"]
         assert any(a["feature"] == "label" for a in stopped["validate"]["anomalies"])
         assert stopped["ingest"]["reused"] and stopped["train"] is None
+        assert "validate failed: ValidationFailed" in webhook.wait_for("validate failed")
 
         # A flow run SIGKILLed during training, its worker with it (the machine went down): the
         # run is marked Crashed within the heartbeat window; the same deployment run again
@@ -263,6 +333,8 @@ def test_deployment_run_registers_a_champion(
         assert Path(train["folder"]).parent.name == killed
 
         # `stop` ends the flow runs its worker started, which live in sessions of their own.
+        # (The resumed run's version is the champion of this data now: train again anyway.)
+        params[-1] = params[-1].replace("{", '{"retrain": "always", ', 1)
         run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
         deadline = time.monotonic() + 120
         while not _flow_run_processes(state) and time.monotonic() < deadline:

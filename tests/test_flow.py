@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.presets import PRESETS, PipelineConfig, preset
 from flows.decisions import model_reference as teacher_reference
 from flows.folders import train_dir
+from flows.presets import PRESETS, PipelineConfig, preset
 from flows.train_imagenet import (
     OVERRIDDEN,
     Overrides,

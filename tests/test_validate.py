@@ -29,7 +29,8 @@ def test_clean_data_passes(ingested: Path, tmp_path: Path) -> None:
         ("skew", f) for f in ("height", "img_format", "label", "width")
     }
     assert report["passed"] and report["splits"]["train"] == {"examples": 36, "expected": 36}
-    assert (tmp_path / "schema.pbtxt").exists() and next((tmp_path / "statistics").glob("*/train.stats.tfrecord"), None)
+    assert (tmp_path / "schema.pbtxt").exists()
+    assert next((tmp_path / "statistics").glob("*/train.stats.tfrecord"), None)
 
 
 def test_out_of_domain_label_and_count_mismatch_fail(ingested: Path, tmp_path: Path) -> None:

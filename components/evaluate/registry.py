@@ -430,14 +430,14 @@ class Registry:
             raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err
         return str(version.version)
 
-    def _version(self, model_name: str, reference: str):
+    def _version(self, model_name: str, reference: str, purpose: str = "distill from"):
         """The version that `reference` ("champion", or a number such as "3" or "v3") names."""
         if reference == CHAMPION:
             version = self.champion(model_name)
             if version is None:
                 raise RegistryError(
-                    f"nothing to distill from: model {model_name!r} has no {CHAMPION} in "
-                    f"{self.tracking_uri}; train without a teacher first"
+                    f"nothing to {purpose}: model {model_name!r} has no {CHAMPION} in "
+                    f"{self.tracking_uri}; train without it first"
                 )
             return version
         match = re.fullmatch(r"v?(\d+)", reference.strip())
@@ -451,13 +451,18 @@ class Registry:
         except Exception as err:  # noqa: BLE001 - every failure but "no such version" is a fault
             if isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise RegistryError(
-                    f"nothing to distill from: model {model_name!r} has no version {number} in "
+                    f"nothing to {purpose}: model {model_name!r} has no version {number} in "
                     f"{self.tracking_uri}"
                 ) from err
             raise self._fault(f"get_model_version({model_name!r}, {number!r})", err) from err
 
     def teacher_file(
-        self, model_name: str, reference: str, labels_fingerprint: str, destination: str
+        self,
+        model_name: str,
+        reference: str,
+        labels_fingerprint: str,
+        destination: str,
+        purpose: str = "distill from",
     ) -> tuple[str, str]:
         """Downloads the Keras file of the version that `reference` names ("champion" or a
         version number) to the file path `destination`; returns (destination, version).
@@ -465,7 +470,7 @@ class Registry:
         Refuses a version trained on another label set than `labels_fingerprint`'s (its logits
         would mean other classes) and one registered before Keras files were kept.
         """
-        version = self._version(model_name, reference)
+        version = self._version(model_name, reference, purpose)
         number = str(version.version)
         which = f"{CHAMPION} v{number}" if reference == CHAMPION else f"version {number}"
         labels = version.tags.get(LABELS_TAG)
@@ -473,14 +478,14 @@ class Registry:
             trained_on = "another label set" if labels else "a label set it did not record"
             raise RegistryError(
                 f"{which} of {model_name!r} was trained on {trained_on} (labels.txt fingerprint "
-                f"{labels or 'missing'}, this data's: {labels_fingerprint}); a teacher's outputs "
-                "must mean the same classes: pick a version trained on these labels"
+                f"{labels or 'missing'}, this data's: {labels_fingerprint}); a model to "
+                f"{purpose} must mean the same classes: pick a version trained on these labels"
             )
         artifact = version.tags.get(KERAS_TAG)
         if not artifact:
             raise RegistryError(
                 f"{which} of {model_name!r} was registered before Keras files were kept, so it "
-                "cannot be loaded as a teacher; pick a version registered since, or register "
+                f"cannot be loaded to {purpose}; pick a version registered since, or register "
                 "a new one"
             )
         target = Path(destination)

@@ -1,0 +1,148 @@
+"""Runs started by arriving data: announce each newly complete span of a data folder.
+
+    python -m flows.watch DATA [--deployment train-imagenet/imagenet] [-p key=value ...]
+        [--every 60] [--settle 60] [--once]
+
+Looks at DATA/spans/ every `--every` seconds. A span counts once it holds its `_SUCCESS` marker
+(written last by whoever copies it in), so a half-copied span is never announced. New complete
+spans are announced together, once no other span has completed for `--settle` seconds, as one
+Prefect event `trickflow.span.arrived`: its resource names the data folder and the deployment to
+run (label `trickflow.deployment`), its payload the folder, the new spans and the `-p`
+parameters. The deployment's trigger in prefect.yaml runs it on that event; its concurrency
+limit queues an announcement that comes while a run is going, and that run then finds the new
+spans already trained (or trains them).
+
+What was announced is kept in `$TRICKFLOW_HOME/watch/`, so a restarted watcher announces
+nothing twice; its first look announces every complete span (a run with nothing new since the
+champion ends in seconds). `--once`: look once, announce what is new without settling, exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from components import atomic, spans
+
+EVENT = "trickflow.span.arrived"
+DEPLOYMENT_LABEL = "trickflow.deployment"
+
+
+def complete_spans(data_dir: str) -> list[str]:
+    """The names of the complete spans under DATA/spans/, in order."""
+    found = spans.source_spans(data_dir) if os.path.isdir(os.path.join(data_dir, "spans")) else None
+    return [] if found is None else [name for name, _ in found[0]]
+
+
+def state_file(data_dir: str, deployment: str) -> Path:
+    home = Path(os.environ.get("TRICKFLOW_HOME", ".trickflow"))
+    key = hashlib.sha256(f"{os.path.abspath(data_dir)}\0{deployment}".encode()).hexdigest()[:12]
+    return home / "watch" / f"{key}.json"
+
+
+def announced(path: Path) -> set[str]:
+    try:
+        return set(json.loads(path.read_text())["spans"])
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
+def announce(data_dir: str, deployment: str, new: list[str], parameters: dict) -> None:
+    """One `trickflow.span.arrived` event for `new` spans, sent before this returns."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    folder = os.path.abspath(data_dir)
+    digest = hashlib.sha256(folder.encode()).hexdigest()[:12]
+    emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": f"trickflow.data.{digest}",
+            "prefect.resource.name": folder,
+            DEPLOYMENT_LABEL: deployment,
+        },
+        payload={"data_dir": folder, "spans": new, "parameters": parameters},
+    )
+    EventsWorker.drain_all(timeout=30)
+
+
+def look(data_dir: str, deployment: str, parameters: dict, state: Path) -> list[str]:
+    """Announces the complete spans not announced before; returns them."""
+    try:
+        complete = complete_spans(data_dir)
+    except ValueError:  # spans/ with no complete span yet
+        complete = []
+    seen = announced(state)
+    new = [name for name in complete if name not in seen]
+    if new:
+        announce(data_dir, deployment, new, parameters)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(
+            state, {"data_dir": os.path.abspath(data_dir), "spans": sorted(seen | set(new))}
+        )
+    return new
+
+
+def parameters(items: list[str]) -> dict:
+    from flows.follow import parameters as parsed
+
+    return parsed(items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.watch",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("data_dir", help="the folder whose spans/ to watch")
+    parser.add_argument("--deployment", default="train-imagenet/imagenet")
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameters the triggered run gets (work_dir, preset, overrides)",
+    )
+    parser.add_argument("--every", type=float, default=60.0, help="seconds between looks")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="announce once no span has completed for this long",
+    )
+    parser.add_argument("--once", action="store_true", help="look once and exit")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.data_dir):
+        parser.error(f"{args.data_dir} is not a folder")
+    given = parameters(args.param)
+    state = state_file(args.data_dir, args.deployment)
+    if args.once:
+        new = look(args.data_dir, args.deployment, given, state)
+        print(f"announced {', '.join(new)}" if new else "nothing new", flush=True)
+        return 0
+    print(f"watching {os.path.abspath(args.data_dir)}/spans for {args.deployment}", flush=True)
+    pending: tuple[set[str], float] | None = None
+    while True:
+        try:
+            complete = set(complete_spans(args.data_dir))
+        except ValueError:
+            complete = set()
+        fresh = complete - announced(state)
+        if fresh and (pending is None or fresh != pending[0]):
+            pending = (fresh, time.monotonic())  # something completed: wait for it to settle
+        elif fresh and time.monotonic() - pending[1] >= args.settle:
+            new = look(args.data_dir, args.deployment, given, state)
+            print(f"announced {', '.join(new)}", flush=True)
+            pending = None
+        time.sleep(min(args.every, args.settle) if pending else args.every)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
