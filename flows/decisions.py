@@ -19,7 +19,7 @@ from pathlib import Path
 SPANS_TAG = "spans"  # "name=digest name=digest ...", oldest first
 SPANS_ID_TAG = "spans_identity"  # components.spans.identity of the same spans
 SETTINGS_TAG = "train_settings"  # `settings_identity` of the training settings
-CODE_TAG = "code_version"  # the git commit (+ a digest of uncommitted changes)
+CODE_TAG = "code_version"  # a digest of the pipeline's code and locked dependencies
 PARENT_TAG = "parent"  # models:/NAME/V whose weights the training started from
 MAX_TAG = 5000  # MLflow's limit on a tag value
 
@@ -103,18 +103,12 @@ def whether_to_train(
     if champion.settings != settings:
         changed.append("other training settings")
     if champion.code != code:
-        changed.append(f"other code ({_short(champion.code)} -> {_short(code)})")
+        changed.append(f"other code ({champion.code} -> {code})")
     if changed:
         return Verdict(True, f"{'; '.join(changed)} than {which}")
     names = [s["name"] for s in window]
     shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]}"
     return Verdict(False, f"nothing new since {which} (spans {shown})")
-
-
-def _short(code: str) -> str:
-    """A commit as git shows it short, with the digest of uncommitted changes if any."""
-    commit, _, changes = code.partition("+")
-    return commit[:12] + (f"+{changes}" if changes else "")
 
 
 def model_reference(reference: str, model_name: str) -> tuple[str, str]:

@@ -234,15 +234,23 @@ def source_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    if not dirty:
-        return commit
-    try:  # uncommitted changes: which ones, so that two different trees never look alike
-        diff = subprocess.run(
-            ["git", "-C", str(root), "diff", "HEAD"], capture_output=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return f"{commit}+changes"
-    return f"{commit}+changes-{hashlib.sha256(diff).hexdigest()[:12]}"
+    return f"{commit}+changes" if dirty else commit
+
+
+CODE = ("components/**/*.py", "flows/**/*.py", "schemas/*.pbtxt", "pyproject.toml", "uv.lock")
+
+
+def code_version() -> str:
+    """A digest of the code that makes a model: the pipeline's Python sources, the schema and
+    the locked dependencies, as they are on disk (committed or not, with or without git).
+    Documentation, tests and benchmarks are not part of it: a README fix retrains nothing."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    files = sorted({path for pattern in CODE for path in root.glob(pattern) if path.is_file()})
+    for path in files:
+        content = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{content}\n".encode())
+    return f"code-{digest.hexdigest()[:16]}"
 
 
 def flat(prefix: str, value) -> dict:
@@ -390,7 +398,7 @@ def decide_stage(
         window,
         spans.identity(window),
         training_identity(config, overrides),
-        source_version(),
+        code_version(),
         champion,
     )
     report.spans = [s["name"] for s in window]
@@ -589,7 +597,7 @@ def lineage_tags(
         decisions.SPANS_TAG: decisions.spans_tag(window),
         decisions.SPANS_ID_TAG: spans.identity(window),
         decisions.SETTINGS_TAG: training_identity(config, overrides),
-        decisions.CODE_TAG: source_version(),
+        decisions.CODE_TAG: code_version(),
     }
     if report.teacher and report.teacher.get("version"):
         tags["teacher"] = f"models:/{report.teacher['model_name']}/{report.teacher['version']}"
@@ -672,7 +680,8 @@ def training_run(
             "data_fingerprint": report.ingest["fingerprint"],
             "teacher": tags.get("teacher"),
             "init_from": tags.get(decisions.PARENT_TAG),
-            "git_commit": tags[decisions.CODE_TAG],
+            "git_commit": source_version(),
+            "code_version": tags[decisions.CODE_TAG],
         },
         "tags": tags,
         "metrics": {
