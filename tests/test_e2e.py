@@ -242,7 +242,9 @@ def test_deployment_run_registers_a_champion(
         assert len(list((work / "runs").glob("*/report.json"))) == 2
         # ... and the failure is posted to the webhook the stack was deployed with.
         posted = webhook.wait_for("data_dir failed")
-        assert "ended Failed: data_dir failed: ValueError: data_dir" in posted
+        assert (
+            "(demo) ended Failed:" in posted and "data_dir failed: ValueError: data_dir" in posted
+        )
 
         # Data that arrives starts a run: a complete span is announced by flows.watch, the
         # deployment's trigger runs it (once); a half-copied span (no _SUCCESS) is not read.

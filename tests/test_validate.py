@@ -98,11 +98,19 @@ def test_a_span_that_drifts_stops_validation_unless_accepted(tmp_path: Path) -> 
 
     source = tmp_path / "source"
     _span(source, "01", classes=3)
-    _span(source, "02", classes=1)
-    _span(source, "03", classes=3, complete=False)  # still being copied: not read
+    _span(source, "02", classes=1, complete=False)  # still being copied: not read
     data = tmp_path / "data"
-    metadata = run_ingest(IngestConfig(source=str(source), output=str(data)))
+    config = IngestConfig(source=str(source), output=str(data))
+    first = run_ingest(config)
+    assert [s["name"] for s in first["spans"]] == ["01"] and first["converted_spans"] == ["01"]
+    kept = {p: p.read_bytes() for p in (data / "spans" / "01").iterdir() if p.is_file()}
+    (source / "spans" / "02" / "_SUCCESS").write_text("")  # copied: span 02 arrives
+    _span(source, "03", classes=3, complete=False)
+    metadata = run_ingest(config)
     assert [s["name"] for s in metadata["spans"]] == ["01", "02"]
+    assert metadata["converted_spans"] == ["02"]  # span 01 reused, byte for byte
+    assert {p: p.read_bytes() for p in (data / "spans" / "01").iterdir() if p.is_file()} == kept
+    assert (data / "train-00001-of-00002").resolve().parent == data / "spans" / "02"
     assert metadata["records"] == {"train": 32, "validation": 12}
     assert any("03" in line and "_SUCCESS" in line for line in metadata["not_read"])
 
