@@ -23,12 +23,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections import Counter
 
 from apache_beam.io.filesystems import FileSystems
 
 from components import dataset
 from components.dataset import SPLITS, join
+from components.ingest.listing import is_dir
 
 SPANS = "spans"  # the folder of spans, in a source and in a dataset
 MARKER = "_SUCCESS"  # a span is complete once it holds this file
@@ -38,14 +40,17 @@ SUMMED = ("inputs", "records", "quarantined", "reencoded", "with_boxes")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def source_spans(source: str) -> tuple[list[tuple[str, str]], list[str]] | None:
+def source_spans(
+    source: str, require_complete: bool = True
+) -> tuple[list[tuple[str, str]], list[str]] | None:
     """None for a source without `spans/`; else its complete spans as (name, folder) in order,
-    and one line for each entry that is not read (an incomplete span, a stray file)."""
+    and one line for each entry that is not read (an incomplete span, a stray file). No
+    complete span is an error unless not `require_complete`."""
     root = join(source, SPANS)
-    if not _is_dir(root):
+    if not is_dir(root):
         return None
     for plain in ("train", "ILSVRC"):
-        if _is_dir(join(source, plain)):
+        if is_dir(join(source, plain)):
             raise ValueError(
                 f"{source}: holds both {SPANS}/ and {plain}/; move the images of {plain}/ into "
                 f"a span folder ({SPANS}/<span>/{plain}/) so that every image belongs to one span"
@@ -61,18 +66,12 @@ def source_spans(source: str) -> tuple[list[tuple[str, str]], list[str]] | None:
             not_read.append(f"{path}: no {MARKER} marker yet (still being copied?); not read")
         else:
             complete.append((name, path))
-    if not complete:
+    if not complete and require_complete:
         raise ValueError(
             f"{root}: no complete span (a span folder is read once it holds {MARKER}); "
             + ("; ".join(not_read) if not_read else "the folder is empty")
         )
     return complete, not_read
-
-
-def _is_dir(path: str) -> bool:
-    if "://" in path:
-        return bool(FileSystems.match([path.rstrip("/") + "/*"])[0].metadata_list)
-    return os.path.isdir(path)
 
 
 def _children(root: str) -> list[tuple[str, bool]]:
@@ -162,15 +161,28 @@ def combined_metadata(spans: list[dict], spans_metadata: list[dict], source: str
     }
 
 
-def write_view(root: str, spans: list[dict], folder: str, extra_not_read: list[str]) -> dict:
-    """Makes `folder` a dataset of `spans` (manifest entries, folders relative to `root`):
-    shard links (copies on object stores), labels, summed metadata and quarantine. Returns
-    the metadata. Writing the same view twice gives the same folder."""
+def write_view(
+    root: str,
+    spans: list[dict],
+    folder: str,
+    extra_not_read: list[str],
+    source: str,
+    previous: dict | None = None,
+) -> dict:
+    """Makes `folder` a dataset of `spans` (manifest entries, folders relative to `root`) from
+    `source`: shard links (copies on object stores), labels, summed metadata and quarantine;
+    a window also names the span before its first (`previous_span`), the baseline of its drift.
+    Returns the metadata. Writing the same view twice gives the same folder."""
     spans_metadata = [dataset.read_metadata(join(root, s["folder"])) for s in spans]
-    metadata = combined_metadata(spans, spans_metadata, spans_metadata[0]["source"])
+    metadata = combined_metadata(spans, spans_metadata, source)
     metadata["not_read"] = extra_not_read + metadata["not_read"]
     if folder != root:  # a window: folders relative to its own root
         metadata["spans"] = [{**s, "folder": _relative(root, folder, s["folder"])} for s in spans]
+        if previous is not None:
+            metadata["previous_span"] = {
+                **previous,
+                "folder": _relative(root, folder, previous["folder"]),
+            }
     if "://" not in folder:
         os.makedirs(folder, exist_ok=True)
     _clear_shards(folder)
@@ -200,10 +212,23 @@ def view(root: str, last: int | None) -> str:
     spans = manifest(root)
     if last is None or last >= len(spans):
         return root
-    chosen = spans[-last:]
+    chosen, before = spans[-last:], spans[-last - 1]
     folder = join(root, WINDOWS, f"last-{last}-{identity(chosen)}")
-    if not dataset.exists(join(folder, dataset.METADATA)):
-        write_view(root, chosen, folder, [])
+    if dataset.exists(join(folder, dataset.METADATA)):
+        return folder
+    source = dataset.read_metadata(root)["source"]
+    if "://" in folder:  # object stores publish each object whole; the same view, same bytes
+        write_view(root, chosen, folder, [], source, before)
+        return folder
+    # Made aside and renamed into place whole: a run reading this window never sees it half
+    # made, and of two runs making it at once the first rename wins.
+    aside = f"{folder}.tmp-{os.getpid()}"
+    shutil.rmtree(aside, ignore_errors=True)
+    write_view(root, chosen, aside, [], source, before)  # links relative to a sibling
+    try:
+        os.rename(aside, folder)
+    except OSError:  # made meanwhile by another run
+        shutil.rmtree(aside, ignore_errors=True)
     return folder
 
 
@@ -241,6 +266,7 @@ def _link(target: str, name: str) -> None:
         FileSystems.copy([target], [name])
         return
     relative = os.path.relpath(target, os.path.dirname(name))
-    temporary = f"{name}.tmp{os.getpid()}"
+    # a name no shard glob (`train-*-of-*`) matches, should a kill leave it behind
+    temporary = os.path.join(os.path.dirname(name), f".{os.path.basename(name)}.tmp{os.getpid()}")
     os.symlink(relative, temporary)
     os.replace(temporary, name)

@@ -86,11 +86,15 @@ def whether_to_train(
     settings: str,
     code: str,
     champion: Learned | None,
+    refused: str | None = None,
 ) -> Verdict:
     """Train unless the champion was trained on exactly these spans, with these settings and
-    this code (`retrain: always` trains anyway)."""
+    this code, or a training of exactly these was judged and refused already (`refused` says
+    which and why): the same again would be refused again. `retrain: always` trains anyway."""
     if retrain == "always":
         return Verdict(True, "retrain: always")
+    if refused is not None:
+        return Verdict(False, f"nothing new since {refused}; retrain: always trains anyway")
     if champion is None:
         return Verdict(True, "no champion yet")
     which = f"champion v{champion.version}"

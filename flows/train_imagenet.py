@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import atomic, dataset, events, settings, spans
 from components.evaluate import RegistryError, evaluate, gate_and_register
-from components.evaluate.registry import Registry, default_tracking_uri, label_fingerprint
+from components.evaluate.registry import (
+    LABELS_TAG,
+    Registry,
+    default_tracking_uri,
+    label_fingerprint,
+)
 from components.evaluate.tracking import TrainingCurves, start_training_run
 from components.ingest import IngestConfig, run_ingest
 from components.train import TrainConfig, run_training
@@ -237,13 +242,15 @@ def source_version() -> str:
     return f"{commit}+changes" if dirty else commit
 
 
-CODE = ("components/**/*.py", "flows/**/*.py", "schemas/*.pbtxt", "pyproject.toml", "uv.lock")
+# What makes a model: the components, the presets, the schema and the locked dependencies (the
+# flow's reporting, logging and notifications do not).
+CODE = ("components/**/*.py", "flows/presets.py", "schemas/*.pbtxt", "uv.lock")
 
 
 def code_version() -> str:
-    """A digest of the code that makes a model: the pipeline's Python sources, the schema and
-    the locked dependencies, as they are on disk (committed or not, with or without git).
-    Documentation, tests and benchmarks are not part of it: a README fix retrains nothing."""
+    """A digest of the code that makes a model (`CODE`), as it is on disk (committed or not,
+    with or without git). Documentation, tests, benchmarks and the flow's reporting are not
+    part of it: a README fix retrains nothing."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     files = sorted({path for pattern in CODE for path in root.glob(pattern) if path.is_file()})
@@ -380,26 +387,59 @@ def ingest_stage(
     return data, metadata
 
 
+def lineage(window: list[dict], config: PipelineConfig, overrides: Overrides) -> dict:
+    """What a training is made of: the spans, the settings, the code (tags of its version)."""
+    return {
+        decisions.SPANS_TAG: decisions.spans_tag(window),
+        decisions.SPANS_ID_TAG: spans.identity(window),
+        decisions.SETTINGS_TAG: training_identity(config, overrides),
+        decisions.CODE_TAG: code_version(),
+    }
+
+
+def refused_before(work: Path, made_of: dict) -> str | None:
+    """A training of exactly this lineage that a gate refused, as "run X's training, refused
+    by the gate (why)"; None if there is none."""
+    for gated in sorted((work / "runs").glob(f"*/train/{GATED}")):
+        try:
+            judged = json.loads(gated.read_text())
+        except (OSError, ValueError):
+            continue
+        same = (judged.get("lineage") or {}).get(decisions.SPANS_ID_TAG) and all(
+            judged["lineage"].get(k) == made_of[k]
+            for k in (decisions.SPANS_ID_TAG, decisions.SETTINGS_TAG, decisions.CODE_TAG)
+        )
+        if same and not (judged.get("gate") or {}).get("passed", True):
+            why = judged["gate"].get("reason", "")
+            run = judged.get("flow_run_id")
+            return f"run {run}'s training of the same, refused by the gate ({why})"
+    return None
+
+
 def decide_stage(
     report: RunReport,
     config: PipelineConfig,
     overrides: Overrides,
     model_name: str,
     window: list[dict],
-) -> decisions.Verdict:
-    """Asks the registry what the champion learned from; decides whether to train."""
+    work: Path,
+) -> tuple[decisions.Verdict, dict | None]:
+    """Asks the registry what the champion learned from; decides whether to train. Returns
+    the verdict and the champion (version and tags), if any."""
     with report.stage("champion"):
         found = champion_task(model_name)
     champion = (
         None if found is None else decisions.Learned.from_tags(found["version"], found["tags"])
     )
+    made_of = lineage(window, config, overrides)
     verdict = decisions.whether_to_train(
         config.retrain,
         window,
-        spans.identity(window),
-        training_identity(config, overrides),
-        code_version(),
+        made_of[decisions.SPANS_ID_TAG],
+        made_of[decisions.SETTINGS_TAG],
+        made_of[decisions.CODE_TAG],
         champion,
+        refused_before(work, made_of),
     )
     report.spans = [s["name"] for s in window]
     report.new_spans = decisions.new_spans(window, champion)
@@ -409,7 +449,7 @@ def decide_stage(
         "champion": None if champion is None else champion.version,
     }
     get_run_logger().info("%s: %s", "training" if verdict.train else "not training", verdict.reason)
-    return verdict
+    return verdict, found
 
 
 def validate_stage(
@@ -439,11 +479,17 @@ def validate_stage(
 
 
 def resolve_stage(
-    report: RunReport, data: str, model_name: str, overrides: Overrides, run_dir: Path
+    report: RunReport,
+    data: str,
+    model_name: str,
+    overrides: Overrides,
+    run_dir: Path,
+    champion: dict | None,
 ) -> tuple[dict | None, dict | None]:
     """The registered versions to distill from and to start from, fetched; either may be
     None. A missing or mismatched one fails the run before any training; `init_from:
-    champion` with no champion yet trains from scratch."""
+    champion` with no champion yet, or one of another label set (a span brought a class),
+    trains from scratch."""
     teacher = start = None
     if overrides.distill_from:
         try:
@@ -460,9 +506,19 @@ def resolve_stage(
             raise
         report.teacher = {k: teacher[k] for k in ("model_name", "version", "reference")}
     if overrides.init_from:
-        first = overrides.init_from == "champion" and report.decision["champion"] is None
-        if first:
-            report.init_from = {"reference": "champion", "note": "no champion yet: from scratch"}
+        note = None
+        if overrides.init_from == "champion" and champion is None:
+            note = "no champion yet: from scratch"
+        elif overrides.init_from == "champion":
+            labels = champion["tags"].get(LABELS_TAG)
+            if labels != label_fingerprint(data):
+                note = (
+                    f"champion v{champion['version']} was trained on another label set "
+                    f"({labels}, this data's {label_fingerprint(data)}): from scratch"
+                )
+        if note:
+            get_run_logger().info("init_from champion: %s", note)
+            report.init_from = {"reference": "champion", "note": note}
             return teacher, None
         try:
             with report.stage("init_from"):
@@ -572,8 +628,15 @@ def gate_stage(
                     folder / GATED, {"flow_run_id": report.flow_run_id, "version": err.version}
                 )
             raise
-    # Judged: a later run trains anew rather than reusing this training.
-    atomic.write_json(folder / GATED, {"flow_run_id": report.flow_run_id, **result}, default=str)
+    # Judged: a later run trains anew rather than reusing this training, and a refused one of
+    # the same lineage is not trained again (`refused_before`).
+    made_of = {k: tags[k] for k in (decisions.SPANS_ID_TAG, decisions.SETTINGS_TAG,
+                                     decisions.CODE_TAG)}  # fmt: skip
+    atomic.write_json(
+        folder / GATED,
+        {"flow_run_id": report.flow_run_id, **result, "lineage": made_of},
+        default=str,
+    )
     report.gate = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
     report.registry = {
         "model_name": model_name,
@@ -594,10 +657,7 @@ def lineage_tags(
         "preset": report.preset,
         "data_dir": report.data_dir,
         "data_span": report.ingest["fingerprint"],
-        decisions.SPANS_TAG: decisions.spans_tag(window),
-        decisions.SPANS_ID_TAG: spans.identity(window),
-        decisions.SETTINGS_TAG: training_identity(config, overrides),
-        decisions.CODE_TAG: code_version(),
+        **lineage(window, config, overrides),
     }
     if report.teacher and report.teacher.get("version"):
         tags["teacher"] = f"models:/{report.teacher['model_name']}/{report.teacher['version']}"
@@ -639,9 +699,10 @@ def train_imagenet(
     try:
         data, metadata = ingest_stage(report, config, data_dir, work, held)
         window = spans.manifest(data)
-        if decide_stage(report, config, overrides, model_name, window).train:
+        verdict, champion = decide_stage(report, config, overrides, model_name, window, work)
+        if verdict.train:
             validation = validate_stage(report, data, run_dir, config, overrides)
-            models = resolve_stage(report, data, model_name, overrides, run_dir)
+            models = resolve_stage(report, data, model_name, overrides, run_dir, champion)
             tags = lineage_tags(report, window, config, overrides)
             tracking = training_run(report, config, model_name, validation, tags)
             trained = train_stage(report, config, data, metadata, work, overrides, models, tracking)
@@ -685,7 +746,8 @@ def training_run(
         },
         "tags": tags,
         "metrics": {
-            f"drift.{row['span']}.{row['feature']}.{row['measure']}": row["value"]
+            re.sub(r"[^A-Za-z0-9_.\- /]", "_", f"{row['kind']}.{row['span']}.{row['feature']}.")
+            + row["measure"]: row["value"]
             for row in report.drift or []
         },
         "files": [page] if page else [],

@@ -34,8 +34,9 @@ DEPLOYMENT_LABEL = "trickflow.deployment"
 
 
 def complete_spans(data_dir: str) -> list[str]:
-    """The names of the complete spans under DATA/spans/, in order."""
-    found = spans.source_spans(data_dir) if os.path.isdir(os.path.join(data_dir, "spans")) else None
+    """The names of the complete spans under DATA/spans/, in order (none yet: []). A folder
+    ingestion would refuse (spans/ beside train/) is an error."""
+    found = spans.source_spans(data_dir, require_complete=False)
     return [] if found is None else [name for name, _ in found[0]]
 
 
@@ -59,7 +60,7 @@ def announce(data_dir: str, deployment: str, new: list[str], parameters: dict) -
 
     folder = os.path.abspath(data_dir)
     digest = hashlib.sha256(folder.encode()).hexdigest()[:12]
-    emit_event(
+    sent = emit_event(
         event=EVENT,
         resource={
             "prefect.resource.id": f"trickflow.data.{digest}",
@@ -68,15 +69,18 @@ def announce(data_dir: str, deployment: str, new: list[str], parameters: dict) -
         },
         payload={"data_dir": folder, "spans": new, "parameters": parameters},
     )
+    if sent is None:  # Prefect says events are off (PREFECT_API_URL unset, or disabled)
+        raise RuntimeError(
+            f"could not announce spans {', '.join(new)}: Prefect emits no events here (is "
+            "PREFECT_API_URL set, as `infra/stack.sh env` prints it?)"
+        )
     EventsWorker.drain_all(timeout=30)
 
 
 def look(data_dir: str, deployment: str, parameters: dict, state: Path) -> list[str]:
-    """Announces the complete spans not announced before; returns them."""
-    try:
-        complete = complete_spans(data_dir)
-    except ValueError:  # spans/ with no complete span yet
-        complete = []
+    """Announces the complete spans not announced before; returns them. They are recorded
+    as announced only once the event is sent."""
+    complete = complete_spans(data_dir)
     seen = announced(state)
     new = [name for name in complete if name not in seen]
     if new:
@@ -124,23 +128,26 @@ def main(argv: list[str] | None = None) -> int:
     given = parameters(args.param)
     state = state_file(args.data_dir, args.deployment)
     if args.once:
-        new = look(args.data_dir, args.deployment, given, state)
+        try:
+            new = look(args.data_dir, args.deployment, given, state)
+        except (ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(f"announced {', '.join(new)}" if new else "nothing new", flush=True)
         return 0
     print(f"watching {os.path.abspath(args.data_dir)}/spans for {args.deployment}", flush=True)
     pending: tuple[set[str], float] | None = None
     while True:
         try:
-            complete = set(complete_spans(args.data_dir))
-        except ValueError:
-            complete = set()
-        fresh = complete - announced(state)
-        if fresh and (pending is None or fresh != pending[0]):
-            pending = (fresh, time.monotonic())  # something completed: wait for it to settle
-        elif fresh and time.monotonic() - pending[1] >= args.settle:
-            new = look(args.data_dir, args.deployment, given, state)
-            print(f"announced {', '.join(new)}", flush=True)
-            pending = None
+            fresh = set(complete_spans(args.data_dir)) - announced(state)
+            if fresh and (pending is None or fresh != pending[0]):
+                pending = (fresh, time.monotonic())  # something completed: let it settle
+            elif fresh and time.monotonic() - pending[1] >= args.settle:
+                new = look(args.data_dir, args.deployment, given, state)
+                print(f"announced {', '.join(new)}", flush=True)
+                pending = None
+        except (ValueError, RuntimeError) as err:  # said, and tried again at the next look
+            print(f"error: {err}", file=sys.stderr, flush=True)
         time.sleep(min(args.every, args.settle) if pending else args.every)
 
 

@@ -66,6 +66,14 @@ def test_whether_to_train(retrain, window, settings, code, found, train, reason)
     assert (verdict.train, verdict.reason) == (train, reason)
 
 
+def test_a_training_the_gate_refused_is_not_repeated_unless_asked() -> None:
+    refused = "run r1's training of the same, refused by the gate (worse than champion v4)"
+    verdict = whether_to_train("on_new_data", [A, C], identity(A, C), "S", "C", champion(A, B),
+                               refused)  # fmt: skip
+    assert not verdict.train and verdict.reason.startswith(f"nothing new since {refused}")
+    assert whether_to_train("always", [A], identity(A), "S", "C", None, refused).train
+
+
 def test_many_spans_are_named_by_the_first_and_last() -> None:
     window = [span(f"2026-{week:02d}") for week in range(1, 11)]
     verdict = whether_to_train("on_new_data", window, identity(*window), "S", "C",

@@ -279,12 +279,14 @@ def test_deployment_run_registers_a_champion(
 
         # Data that fails validation: a record with a label outside the label set got into the
         # ingested shards; ingestion reuses them (its inputs did not change), validation stops it.
+        # (The same spans, settings and code were refused just now: train again anyway.)
         shard = sorted(Path(refused_report["ingest"]["output"]).glob("train-*-of-*"))[0]
         stray = make_example(to_stored_image(jpeg_bytes(pattern_image(0, 0))), 9, "x", "x", [])
         with shard.open("ab") as handle:
             handle.write(tfrecord_frame(stray))
         anomalous = subprocess.run(
-            [*follow, "-p", "preset=smoke", "-p", f"data_dir={relabelled}"],
+            [*follow, "-p", "preset=smoke", "-p", f"data_dir={relabelled}",
+             "-p", 'overrides={"retrain": "always"}'],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert anomalous.returncode == 1, anomalous.stdout[-3000:] + anomalous.stderr[-3000:]

@@ -108,9 +108,14 @@ def test_flow_distills_from_the_champion_of_the_same_label_set(
 
     first = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
     assert first["registry"]["version"] == "1" and first["teacher"] is None
+    # distilled from the champion, and started from its weights (a warm start)
+    warm = Overrides(distill_from="champion", init_from="champion")
     second = train_imagenet(
-        data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=distill
+        data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=warm
     )
+    assert second["init_from"] == {"model_name": "darknet53-src", "version": "1",
+                                   "reference": "champion"}  # fmt: skip
+    assert second["train"]["init_from"] == "models:/darknet53-src/1"
     assert second["teacher"] == {
         "model_name": "darknet53-src",
         "version": "1",
@@ -119,13 +124,17 @@ def test_flow_distills_from_the_champion_of_the_same_label_set(
     assert second["train"]["teacher"] == "models:/darknet53-src/1"
     folder = Path(second["train"]["folder"])
     assert folder != Path(first["train"]["folder"])
-    teacher = json.loads((folder / "config.json").read_text())["teacher"]
+    trained = json.loads((folder / "config.json").read_text())
+    teacher = trained["teacher"]
     assert teacher == str(folder / "teacher-v1.keras") and Path(teacher).is_file()
+    assert trained["init_weights"] == str(folder / "init-v1.keras")
+    assert trained["base_lr"] == pytest.approx(0.1 * 0.1)  # the warm schedule's lower peak
 
     from components.evaluate.registry import Registry
 
     version = Registry().client.get_model_version("darknet53-src", second["registry"]["version"])
     assert version.tags["teacher"] == "models:/darknet53-src/1"
+    assert version.tags["parent"] == "models:/darknet53-src/1"
 
 
 def test_flow_stops_on_anomalies_and_still_reports(

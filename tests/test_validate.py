@@ -132,3 +132,16 @@ def test_a_span_that_drifts_stops_validation_unless_accepted(tmp_path: Path) -> 
     # only the span the champion did not learn from is compared: 01 has nothing before it
     only = validate(config.model_copy(update={"new_spans": ["01"]}))
     assert {r["span"] for r in only["drift"]} == {"01"} and only["passed"]
+
+    # A window of the last span: its shards are links into span 02, and 02 is still compared
+    # with the span before the window.
+    from components import spans
+
+    window = Path(spans.view(str(data), 1))
+    assert window.parent.name == "windows" and spans.view(str(data), 1) == str(window)
+    assert [p.resolve().parent for p in window.glob("train-*-of-*")] == [data / "spans" / "02"]
+    assert spans.manifest(str(window))[0]["name"] == "02"
+    with pytest.raises(DriftDetected) as again:
+        validate(ValidateConfig(data_dir=str(window), output=str(tmp_path / "w")))
+    assert [r["against"] for r in again.value.drift if r["drifted"]] == ["span 01"]
+    assert spans.view(str(data), 2) == str(data)  # every span: the dataset itself

@@ -393,6 +393,8 @@ def _ingest_spans(config: IngestConfig, on_event: events.OnEvent) -> dict:
         on_event(events.stage(COMPONENT, message))
 
     plan, not_read, fingerprint = _plan_spans(config)
+    if not is_remote(config.output):
+        os.makedirs(config.output, exist_ok=True)  # its lock file lives there
     with dataset.locked(config.output, False, on_stage):
         reused = _reusable(config.output, fingerprint, lambda _: None)
     if reused:
@@ -410,6 +412,11 @@ def _ingest_spans(config: IngestConfig, on_event: events.OnEvent) -> dict:
         reused = _reusable(config.output, fingerprint, on_stage)
         if reused:
             return reused
+        # The view is stale from here until it is written again: without its metadata nothing
+        # reuses it, whatever a kill in between leaves of the spans.
+        stale = join(config.output, dataset.METADATA)
+        if dataset.exists(stale):
+            FileSystems.delete([stale])
         entries, converted = [], []
         for name, (span_config, found, fingerprint_of_span) in plan.items():
             folder = join(spans.SPANS, name)
@@ -424,7 +431,7 @@ def _ingest_spans(config: IngestConfig, on_event: events.OnEvent) -> dict:
                 converted.append(name)
             entries.append(spans.span_entry(name, folder, metadata))
         _remove_stale_spans(config.output, set(plan), on_stage)
-        metadata = spans.write_view(config.output, entries, config.output, not_read)
+        metadata = spans.write_view(config.output, entries, config.output, not_read, config.source)
         metadata["converted_spans"] = converted
         return {**metadata, "reused": False}
 
@@ -436,9 +443,15 @@ def _plan_spans(config: IngestConfig) -> tuple[dict, list[str], str]:
     complete, not_read = spans.source_spans(config.source)
     found = {}
     for name, path in complete:
-        found[name] = discover(path, config.follow_outside_links)
+        try:
+            found[name] = discover(path, config.follow_outside_links)
+        except ValueError as err:  # one unreadable span does not hold back the others
+            not_read.append(f"{path}: span not ingested: {err}")
+            continue
         marker = join(path, spans.MARKER)
         found[name].not_read = [n for n in found[name].not_read if not n.startswith(marker + ":")]
+    if not found:
+        raise ValueError(f"{config.source}: no span could be read: {'; '.join(not_read)}")
     classes = _classes_over(found)
     labels = dataset.format_labels(classes)
     plan, entries = {}, []
@@ -480,8 +493,9 @@ def _relabel(found: Discovery, classes: list[dataset.ClassInfo]) -> None:
 
 
 def _remove_stale_spans(output: str, current: set[str], on_stage: Callable[[str], None]) -> None:
-    """Span folders whose span left the source are removed (their shards are derived data).
-    Windows (components/spans.py) are named by their spans' contents and left alone."""
+    """Span folders whose span left the source are removed locally (their shards are derived
+    data; on object stores they stay, unlisted). Windows (components/spans.py) are named by
+    their spans' contents and left alone."""
     root = join(output, spans.SPANS)
     if is_remote(root) or not os.path.isdir(root):
         return

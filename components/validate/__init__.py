@@ -239,14 +239,16 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
                     }
                 )
             anomalies += image_domain_anomalies(split, stats)
-    measured = _drift(config, window, computed, schema)
+    measured, pair = _drift(
+        config, window, computed, schema, metadata.get("previous_span"), statistics_of
+    )
     newest = next((s["name"] for s in reversed(window) if (s["name"], "train") in computed), None)
     pages = {
         ("" if len(window) == 1 else f"span {newest} ") + split: computed[(newest, split)]
         for split in SPLITS
         if (newest, split) in computed
     }
-    drift_page = _drift_page(window, computed, config, out)
+    drift_page = _drift_page(pair, computed, out)
     drifted = [row for row in measured if row["drifted"]]
     report = {
         "passed": not anomalies and (not drifted or config.accept_drift),
@@ -274,43 +276,55 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
     return report
 
 
-def _drift(config: ValidateConfig, window: list[dict], computed: dict, schema) -> list[dict]:
-    """Every drift and skew distance of the spans to check: each against the span before it
-    (training images), and its validation images against its training images."""
+def _drift(
+    config: ValidateConfig,
+    window: list[dict],
+    computed: dict,
+    schema,
+    previous: dict | None,
+    statistics_of: _Statistics,
+) -> tuple[list[dict], tuple[str, str] | None]:
+    """Every drift and skew distance of the spans to check: each against the nearest span
+    before it with training images (for a window's first, the span before the window), and
+    its validation images against its training images. Also the last (span, baseline) pair."""
     import tensorflow_data_validation as tfdv
 
     checked = set(config.new_spans) if config.new_spans is not None else None
-    found = []
+    found, pair = [], None
     for index, span in enumerate(window):
         name = span["name"]
         if (checked is not None and name not in checked) or (name, "train") not in computed:
             continue
         train = computed[(name, "train")]
-        if index > 0 and (window[index - 1]["name"], "train") in computed:
-            before = window[index - 1]["name"]
+        before = next(
+            (s["name"] for s in reversed(window[:index]) if (s["name"], "train") in computed),
+            None,
+        )
+        if before is None and previous is not None and int(previous["records"]["train"]):
+            before = previous["name"]
+            if (before, "train") not in computed:
+                computed[(before, "train")] = statistics_of(previous, "train", f"span {before} ")
+        if before is not None:
             answer = tfdv.validate_statistics(
                 train, schema, previous_statistics=computed[(before, "train")]
             )
             found += drift.rows(name, "drift", f"span {before}", answer)
+            pair = (name, before)
         if (name, "validation") in computed:
             answer = tfdv.validate_statistics(
                 train, schema, serving_statistics=computed[(name, "validation")]
             )
             found += drift.rows(name, "skew", "its training images", answer)
-    return found
+    return found, pair
 
 
-def _drift_page(window: list[dict], computed: dict, config: ValidateConfig, out: Path):
-    """The newest checked span's training statistics beside the span before it, if any."""
-    checked = set(config.new_spans) if config.new_spans is not None else None
-    for index in range(len(window) - 1, 0, -1):
-        name, before = window[index]["name"], window[index - 1]["name"]
-        if (checked is None or name in checked) and {(name, "train"), (before, "train")} <= set(
-            computed
-        ):
-            pages = {
-                f"span {name} train": computed[(name, "train")],
-                f"span {before} train": computed[(before, "train")],
-            }
-            return write_statistics_page(pages, out / "drift.html")
-    return None
+def _drift_page(pair: tuple[str, str] | None, computed: dict, out: Path) -> str | None:
+    """A span's training statistics beside those of the span before it."""
+    if pair is None:
+        return None
+    name, before = pair
+    pages = {
+        f"span {name} train": computed[(name, "train")],
+        f"span {before} train": computed[(before, "train")],
+    }
+    return write_statistics_page(pages, out / "drift.html")
