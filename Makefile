@@ -41,12 +41,14 @@ demo: setup
 
 # The pipeline on your data through the local stack, followed like the demo:
 #   make run DATA=/their/images WORK=/their/work [PRESET=imagenet-resnet50d] [DEPLOYMENT=train-imagenet/imagenet]
+#            [OVERRIDES='{"init_from": "champion"}']
 DEPLOYMENT ?= train-imagenet/demo
 run: setup
 	@test -n "$(DATA)" -a -n "$(WORK)" || { echo "usage: make run DATA=/images WORK=/work [PRESET=...]"; exit 2; }
 	infra/stack.sh start
 	infra/stack.sh deploy >/dev/null
-	$(VENV)/bin/python -m flows.follow $(DEPLOYMENT) -p data_dir=$(DATA) -p work_dir=$(WORK) $(if $(PRESET),-p preset=$(PRESET))
+	@# the stack's client credentials (Prefect and MLflow refuse requests without them)
+	eval "$$(infra/stack.sh env)" && $(VENV)/bin/python -m flows.follow $(DEPLOYMENT) -p data_dir=$(DATA) -p work_dir=$(WORK) $(if $(PRESET),-p preset=$(PRESET)) $(if $(OVERRIDES),-p 'overrides=$(OVERRIDES)')
 
 # Training curves of every run under the demo's work folder (or LOGDIR=...), on port 6006.
 LOGDIR ?= .trickflow/work/runs

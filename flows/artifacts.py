@@ -63,11 +63,12 @@ def publish_validation(report: dict) -> None:
     drift = report.get("drift") or []
     if drift:
         drifted = [row for row in drift if row["drifted"]]
+        stops = "" if report.get("passed", True) or report["anomalies"] else ": the run stops"
         create_table_artifact(
             drift,
             key="validation-drift",
             description=(
-                f"{len(drifted)} of {len(drift)} distances past their thresholds"
+                f"{len(drifted)} of {len(drift)} distances past their thresholds{stops}"
                 if drifted
                 else f"all {len(drift)} distances within their thresholds"
             )
@@ -81,7 +82,7 @@ def publish_validation(report: dict) -> None:
             description=f"{len(report['anomalies'])} anomalies: the run stops"
             + _statistics_line(report),
         )
-    else:
+    elif "splits" in report:  # a run stopped by drift alone has no anomalies and no counts here
         counts = ", ".join(f"{s}: {v['examples']} examples" for s, v in report["splits"].items())
         create_markdown_artifact(
             f"**No anomalies** against the reviewed schema ({counts}; "

@@ -187,6 +187,7 @@ def validate_task(
         page = Path(output) / "statistics.html"
         artifacts.publish_validation(
             {
+                "passed": False,
                 "anomalies": err.anomalies,
                 "drift": err.drift,
                 "statistics_html": str(page) if page.exists() else None,

@@ -393,3 +393,38 @@ def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records
     assert "TOPSECRET" not in json.dumps(run.data.params)
     assert not [line for line in logged if "TOPSECRET" in line]
     assert [line for line in logged if "--s3_secret_access_key=***" in line]  # it was logged
+
+
+def test_a_drifted_span_stops_the_run_unless_accepted(prefect_server, tmp_path: Path) -> None:
+    """Span 02 holds one class of three: the run stops at validation with the drift rows in
+    report.json and the drift hint; with accept_drift the same data goes through."""
+    import shutil
+
+    from tests.conftest import make_class_folders
+
+    source = tmp_path / "src"
+    for name, classes in (("01", 3), ("02", 1)):
+        span = make_class_folders(source / "spans" / name)
+        for label in range(classes, 3):
+            for split in ("train", "val"):
+                shutil.rmtree(span / split / f"n0{label:07d}")
+        (span / "_SUCCESS").write_text("")
+    work = tmp_path / "work"
+    with pytest.raises(StageFailed, match=r"validate failed: DriftDetected: 1 distances past"):
+        train_imagenet(data_dir=str(source), work_dir=str(work), preset="smoke")
+    (stopped,) = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
+    assert stopped["spans"] == ["01", "02"] and stopped["validate"]["passed"] is False
+    past = [row for row in stopped["drift"] if row["drifted"]]
+    assert [(r["span"], r["feature"], r["against"]) for r in past] == [("02", "label", "span 01")]
+    assert "accept_drift" in stopped["failed"]["hint"] and stopped["train"] is None
+
+    accepted = train_imagenet(data_dir=str(source), work_dir=str(work), preset="smoke",
+                              overrides=Overrides(accept_drift=True))  # fmt: skip
+    assert accepted["validate"]["drift_accepted"] == past
+    assert accepted["registry"]["version"] == "1"
+
+    from components.evaluate.registry import Registry
+
+    run = Registry().client.get_run(accepted["train"]["mlflow_run_id"])
+    assert run.data.metrics["drift.02.label.L-infinity"] == pytest.approx(past[0]["value"])
+    assert "skew.02.label.L-infinity" in run.data.metrics

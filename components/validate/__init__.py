@@ -270,8 +270,9 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
     on_event(events.stage(COMPONENT, verdict + (f"; statistics page: {page}" if page else "")))
     if anomalies:
         raise ValidationFailed(anomalies, measured)
+    for row in drifted:  # one line each: a log shows each line on its own
+        on_event(events.stage(COMPONENT, drift.described(row)))
     if drifted and not config.accept_drift:
-        on_event(events.stage(COMPONENT, "drift:\n" + drift.format_table(drifted)))
         raise DriftDetected(measured)
     return report
 

@@ -56,6 +56,14 @@ def _shown(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def described(row: dict) -> str:
+    """One row in words: 'span 02 width drift (Jensen-Shannon against span 01) 1 > 0.3'."""
+    return (
+        f"span {row['span']} {row['feature']} {row['kind']} ({row['measure']} against "
+        f"{row['against']}) {row['value']:.4g} > {row['threshold']:.4g}"
+    )
+
+
 class DriftDetected(ValidationFailed):
     """New data moved past the schema's thresholds; `drift` holds every measured row."""
 
@@ -63,11 +71,7 @@ class DriftDetected(ValidationFailed):
 
     def __init__(self, drift: list[dict]):
         past = [row for row in drift if row["drifted"]]
-        listed = "; ".join(
-            f"span {r['span']} {r['feature']} {r['kind']} ({r['measure']} against "
-            f"{r['against']}) {r['value']:.4g} > {r['threshold']:.4g}"
-            for r in past[:5]
-        )
+        listed = "; ".join(described(r) for r in past[:5])
         more = f"; and {len(past) - 5} more" if len(past) > 5 else ""
         super().__init__(
             [],
