@@ -92,6 +92,22 @@ def look(data_dir: str, deployment: str, parameters: dict, state: Path) -> list[
     return new
 
 
+Pending = tuple[frozenset[str], float] | None  # spans seen complete, unannounced, and since when
+
+
+def settled(fresh: set[str], pending: Pending, now: float, settle: float) -> tuple[Pending, bool]:
+    """Whether to announce now: once the same unannounced spans have stayed the same for
+    `settle` seconds (a span completing meanwhile restarts the wait, so spans copied in one
+    after another go out in one announcement, and start one run)."""
+    if not fresh:
+        return None, False
+    if pending is None or pending[0] != fresh:
+        return (frozenset(fresh), now), False
+    if now - pending[1] >= settle:
+        return None, True
+    return pending, False
+
+
 def parameters(items: list[str]) -> dict:
     from flows.follow import parameters as parsed
 
@@ -136,16 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"announced {', '.join(new)}" if new else "nothing new", flush=True)
         return 0
     print(f"watching {os.path.abspath(args.data_dir)}/spans for {args.deployment}", flush=True)
-    pending: tuple[set[str], float] | None = None
+    pending: Pending = None
     while True:
         try:
             fresh = set(complete_spans(args.data_dir)) - announced(state)
-            if fresh and (pending is None or fresh != pending[0]):
-                pending = (fresh, time.monotonic())  # something completed: let it settle
-            elif fresh and time.monotonic() - pending[1] >= args.settle:
+            pending, ready = settled(fresh, pending, time.monotonic(), args.settle)
+            if ready:
                 new = look(args.data_dir, args.deployment, given, state)
                 print(f"announced {', '.join(new)}", flush=True)
-                pending = None
         except (ValueError, RuntimeError) as err:  # said, and tried again at the next look
             print(f"error: {err}", file=sys.stderr, flush=True)
         time.sleep(min(args.every, args.settle) if pending else args.every)

@@ -194,3 +194,17 @@ def test_credentials_are_redacted_by_name_and_inside_values() -> None:
     assert "--runner=DaskRunner" in shown and "tcp://10.0.0.5:8786" in shown  # the rest stays
     assert "https://bob:***@host" in shown and "'epochs': 3" in shown
     assert args[1] == "--s3_secret_access_key=S3SECRET"  # the run itself keeps the real value
+
+
+def test_spans_completing_one_after_another_are_announced_once_settled() -> None:
+    from flows.watch import settled
+
+    pending, ready = settled({"a"}, None, 0.0, 60)  # a completes: wait
+    assert not ready
+    pending, ready = settled({"a", "b"}, pending, 30.0, 60)  # b too: the wait starts again
+    assert not ready
+    pending, ready = settled({"a", "b"}, pending, 80.0, 60)
+    assert not ready
+    pending, ready = settled({"a", "b"}, pending, 90.0, 60)  # 60 s unchanged: one announcement
+    assert ready and pending is None
+    assert settled(set(), None, 100.0, 60) == (None, False)
