@@ -213,7 +213,8 @@ def view(root: str, last: int | None) -> str:
     if last is None or last >= len(spans):
         return root
     chosen, before = spans[-last:], spans[-last - 1]
-    folder = join(root, WINDOWS, f"last-{last}-{identity(chosen)}")
+    # named by its spans and the one before them (its drift baseline)
+    folder = join(root, WINDOWS, f"last-{last}-{identity(spans[-last - 1 :])}")
     if dataset.exists(join(folder, dataset.METADATA)):
         return folder
     source = dataset.read_metadata(root)["source"]
@@ -227,7 +228,10 @@ def view(root: str, last: int | None) -> str:
     write_view(root, chosen, aside, [], source, before)  # links relative to a sibling
     try:
         os.rename(aside, folder)
-    except OSError:  # made meanwhile by another run
+    except OSError:  # made meanwhile by another run, or a torn one left by a kill
+        if not dataset.exists(join(folder, dataset.METADATA)):
+            shutil.rmtree(folder, ignore_errors=True)
+            os.rename(aside, folder)
         shutil.rmtree(aside, ignore_errors=True)
     return folder
 

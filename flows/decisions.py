@@ -93,8 +93,15 @@ def whether_to_train(
     which and why): the same again would be refused again. `retrain: always` trains anyway."""
     if retrain == "always":
         return Verdict(True, "retrain: always")
-    if refused is not None:
+    verdict = _against_champion(window, window_identity, settings, code, champion)
+    if verdict.train and refused is not None:
         return Verdict(False, f"nothing new since {refused}; retrain: always trains anyway")
+    return verdict
+
+
+def _against_champion(
+    window: list[dict], window_identity: str, settings: str, code: str, champion: Learned | None
+) -> Verdict:
     if champion is None:
         return Verdict(True, "no champion yet")
     which = f"champion v{champion.version}"

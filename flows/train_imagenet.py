@@ -243,9 +243,16 @@ def source_version() -> str:
     return f"{commit}+changes" if dirty else commit
 
 
-# What makes a model: the components, the presets, the schema and the locked dependencies (the
-# flow's reporting, logging and notifications do not).
-CODE = ("components/**/*.py", "flows/presets.py", "schemas/*.pbtxt", "uv.lock")
+# What makes a model: the components, the flow module (how settings, teachers and warm starts
+# are applied) and its presets, the schema and the locked dependencies; not the reporting,
+# following, watching or notifications.
+CODE = (
+    "components/**/*.py",
+    "flows/train_imagenet.py",
+    "flows/presets.py",
+    "schemas/*.pbtxt",
+    "uv.lock",
+)
 
 
 def code_version() -> str:
@@ -388,6 +395,10 @@ def ingest_stage(
     return data, metadata
 
 
+def lineage_keys() -> set[str]:
+    return {decisions.SPANS_TAG, decisions.SPANS_ID_TAG, decisions.SETTINGS_TAG, decisions.CODE_TAG}
+
+
 def lineage(window: list[dict], config: PipelineConfig, overrides: Overrides) -> dict:
     """What a training is made of: the spans, the settings, the code (tags of its version)."""
     return {
@@ -398,18 +409,25 @@ def lineage(window: list[dict], config: PipelineConfig, overrides: Overrides) ->
     }
 
 
-def refused_before(work: Path, made_of: dict) -> str | None:
-    """A training of exactly this lineage that a gate refused, as "run X's training, refused
-    by the gate (why)"; None if there is none."""
+def judged_as(made_of: dict, model_name: str, config: PipelineConfig, champion: str | None):
+    """What makes a gate's verdict on a training: its lineage, and the model name, gate
+    settings and champion it was judged under. The same again gets the same verdict."""
+    return {**made_of, "model_name": model_name, "gate": config.gate.model_dump_json(),
+            "champion": champion}  # fmt: skip
+
+
+def refused_before(work: Path, judged_now: dict) -> str | None:
+    """A training that a gate refused under exactly these circumstances (`judged_as`), as
+    "run X's training of the same, refused by the gate (why)"; None if there is none. Another
+    model name, gate setting (allow_label_change, a margin) or champion is judged anew."""
+    keys = sorted(judged_now)
     for gated in sorted((work / "runs").glob(f"*/train/{GATED}")):
         try:
             judged = json.loads(gated.read_text())
         except (OSError, ValueError):
             continue
-        same = (judged.get("lineage") or {}).get(decisions.SPANS_ID_TAG) and all(
-            judged["lineage"].get(k) == made_of[k]
-            for k in (decisions.SPANS_ID_TAG, decisions.SETTINGS_TAG, decisions.CODE_TAG)
-        )
+        then = judged.get("judged_as") or {}
+        same = bool(then) and all(then.get(k) == judged_now[k] for k in keys)
         if same and not (judged.get("gate") or {}).get("passed", True):
             why = judged["gate"].get("reason", "")
             run = judged.get("flow_run_id")
@@ -433,6 +451,7 @@ def decide_stage(
         None if found is None else decisions.Learned.from_tags(found["version"], found["tags"])
     )
     made_of = lineage(window, config, overrides)
+    now = judged_as(made_of, model_name, config, found and found["version"])
     verdict = decisions.whether_to_train(
         config.retrain,
         window,
@@ -440,7 +459,7 @@ def decide_stage(
         made_of[decisions.SETTINGS_TAG],
         made_of[decisions.CODE_TAG],
         champion,
-        refused_before(work, made_of),
+        refused_before(work, now),
     )
     report.spans = [s["name"] for s in window]
     report.new_spans = decisions.new_spans(window, champion)
@@ -512,7 +531,11 @@ def resolve_stage(
             note = "no champion yet: from scratch"
         elif overrides.init_from == "champion":
             labels = champion["tags"].get(LABELS_TAG)
-            if labels != label_fingerprint(data):
+            if labels is None:
+                note = (
+                    f"champion v{champion['version']} does not record its label set: from scratch"
+                )
+            elif labels != label_fingerprint(data):
                 note = (
                     f"champion v{champion['version']} was trained on another label set "
                     f"({labels}, this data's {label_fingerprint(data)}): from scratch"
@@ -631,11 +654,11 @@ def gate_stage(
             raise
     # Judged: a later run trains anew rather than reusing this training, and a refused one of
     # the same lineage is not trained again (`refused_before`).
-    made_of = {k: tags[k] for k in (decisions.SPANS_ID_TAG, decisions.SETTINGS_TAG,
-                                     decisions.CODE_TAG)}  # fmt: skip
+    made_of = {k: v for k, v in tags.items() if k in lineage_keys()}
+    judged = judged_as(made_of, model_name, config, report.decision["champion"])
     atomic.write_json(
         folder / GATED,
-        {"flow_run_id": report.flow_run_id, **result, "lineage": made_of},
+        {"flow_run_id": report.flow_run_id, **result, "judged_as": judged},
         default=str,
     )
     report.gate = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}

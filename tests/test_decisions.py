@@ -72,6 +72,10 @@ def test_a_training_the_gate_refused_is_not_repeated_unless_asked() -> None:
                                refused)  # fmt: skip
     assert not verdict.train and verdict.reason.startswith(f"nothing new since {refused}")
     assert whether_to_train("always", [A], identity(A), "S", "C", None, refused).train
+    # a lineage that is the champion's is "nothing new since the champion", refused or not
+    same = whether_to_train("on_new_data", [A, B], identity(A, B), "S", "C", champion(A, B),
+                            refused)  # fmt: skip
+    assert same.reason == "nothing new since champion v4 (spans a, b)"
 
 
 def test_many_spans_are_named_by_the_first_and_last() -> None:

@@ -47,6 +47,9 @@ def test_flow_runs_every_stage_and_writes_the_report(
     run = registry.client.get_run(saved["train"]["mlflow_run_id"])
     assert run.data.params["train.max_steps"] == "6" and run.data.params["git_commit"]
     assert run.data.params["data_fingerprint"] == saved["ingest"]["fingerprint"]
+    # every measured distance, drift or not: one span, so its skew (val against train)
+    skew = {r["feature"]: r["value"] for r in saved["drift"] if r["kind"] == "skew"}
+    assert run.data.metrics["skew.src.label.L-infinity"] == pytest.approx(skew["label"])
     losses = registry.client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in losses] == [2, 3]  # log_every=2, and the last step (24 // 8)
     assert [m.step for m in registry.client.get_metric_history(run.info.run_id, "val_top1")]
@@ -418,13 +421,27 @@ def test_a_drifted_span_stops_the_run_unless_accepted(prefect_server, tmp_path: 
     assert [(r["span"], r["feature"], r["against"]) for r in past] == [("02", "label", "span 01")]
     assert "accept_drift" in stopped["failed"]["hint"] and stopped["train"] is None
 
-    accepted = train_imagenet(data_dir=str(source), work_dir=str(work), preset="smoke",
-                              overrides=Overrides(accept_drift=True))  # fmt: skip
-    assert accepted["validate"]["drift_accepted"] == past
-    assert accepted["registry"]["version"] == "1"
+    # (with accept_drift the same validation passes: tests/test_validate.py; the distances
+    # reach the training's MLflow run: the first test of this file)
 
-    from components.evaluate.registry import Registry
 
-    run = Registry().client.get_run(accepted["train"]["mlflow_run_id"])
-    assert run.data.metrics["drift.02.label.L-infinity"] == pytest.approx(past[0]["value"])
-    assert "skew.02.label.L-infinity" in run.data.metrics
+def test_a_refused_training_is_skipped_only_under_the_same_judgement(tmp_path: Path) -> None:
+    """Another model name, gate setting or champion is judged anew."""
+    from flows.train_imagenet import judged_as, refused_before
+
+    config = preset("smoke")
+    made_of = {"spans_identity": "I", "train_settings": "S", "code_version": "C"}
+    then = judged_as(made_of, "m", config, "3")
+    folder = tmp_path / "runs" / "r1" / "train"
+    folder.mkdir(parents=True)
+    gate = {"passed": False, "reason": "worse than champion v3"}
+    (folder / "gated.json").write_text(
+        json.dumps({"flow_run_id": "r1", "gate": gate, "judged_as": then})
+    )
+    assert "run r1's training of the same" in refused_before(tmp_path, then)
+    assert refused_before(tmp_path, judged_as(made_of, "other", config, "3")) is None
+    assert refused_before(tmp_path, judged_as(made_of, "m", config, "4")) is None
+    allowed = resolve_config("smoke", Overrides(allow_label_change=True))
+    assert refused_before(tmp_path, judged_as(made_of, "m", allowed, "3")) is None
+    assert refused_before(tmp_path, judged_as({**made_of, "code_version": "D"}, "m", config,
+                                              "3")) is None  # fmt: skip

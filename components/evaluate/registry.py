@@ -435,9 +435,10 @@ class Registry:
         if reference == CHAMPION:
             version = self.champion(model_name)
             if version is None:
+                first = "without a teacher" if purpose == "distill from" else "from scratch"
                 raise RegistryError(
                     f"nothing to {purpose}: model {model_name!r} has no {CHAMPION} in "
-                    f"{self.tracking_uri}; train without it first"
+                    f"{self.tracking_uri}; train {first} first"
                 )
             return version
         match = re.fullmatch(r"v?(\d+)", reference.strip())

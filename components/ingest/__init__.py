@@ -445,13 +445,13 @@ def _plan_spans(config: IngestConfig) -> tuple[dict, list[str], str]:
     for name, path in complete:
         try:
             found[name] = discover(path, config.follow_outside_links)
-        except ValueError as err:  # one unreadable span does not hold back the others
-            not_read.append(f"{path}: span not ingested: {err}")
-            continue
+        except ValueError as err:  # never left out quietly: its data would vanish from training
+            raise ValueError(
+                f"span {name} is complete but cannot be read: {err}. Fix it, or remove its "
+                f"{spans.MARKER} (or the span) to go on without it"
+            ) from err
         marker = join(path, spans.MARKER)
         found[name].not_read = [n for n in found[name].not_read if not n.startswith(marker + ":")]
-    if not found:
-        raise ValueError(f"{config.source}: no span could be read: {'; '.join(not_read)}")
     classes = _classes_over(found)
     labels = dataset.format_labels(classes)
     plan, entries = {}, []
