@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from components import dataset
 from components.dataset import SPLITS, join
-from components.ingest.listing import is_dir
+from components.ingest.listing import children, is_dir
 
 SPANS = "spans"  # the folder of spans, in a source and in a dataset
 MARKER = "_SUCCESS"  # a span is complete once it holds this file
@@ -56,11 +56,11 @@ def source_spans(
                 f"a span folder ({SPANS}/<span>/{plain}/) so that every image belongs to one span"
             )
     complete, not_read = [], []
-    for name, is_folder in _children(root):
+    folders, others = children(root)
+    not_read += [f"{join(root, n)}: not a span folder" for n in others if not n.startswith(".")]
+    for name in (n for n in folders if not n.startswith(".")):
         path = join(root, name)
-        if not is_folder:
-            not_read.append(f"{path}: not a span folder")
-        elif not NAME.match(name):
+        if not NAME.match(name):
             not_read.append(f"{path}: a span name is letters, digits, '.', '_', '-'")
         elif not dataset.exists(join(path, MARKER)):
             not_read.append(f"{path}: no {MARKER} marker yet (still being copied?); not read")
@@ -72,20 +72,6 @@ def source_spans(
             + ("; ".join(not_read) if not_read else "the folder is empty")
         )
     return complete, not_read
-
-
-def _children(root: str) -> list[tuple[str, bool]]:
-    """(name, is a folder) of the entries directly under `root`, sorted by name."""
-    if "://" not in root:
-        with os.scandir(root) as entries:
-            return sorted((e.name, e.is_dir()) for e in entries if not e.name.startswith("."))
-    prefix = root.rstrip("/") + "/"
-    found = {}
-    for m in FileSystems.match([prefix + "**"])[0].metadata_list:
-        first, _, rest = m.path[len(prefix) :].partition("/")
-        if first and not first.startswith("."):
-            found[first] = found.get(first, False) or bool(rest)
-    return sorted(found.items())
 
 
 def parse_window(text: str) -> int | None:
@@ -252,15 +238,11 @@ def span_folder(data_dir: str, span: dict) -> str:
 def _clear_shards(folder: str) -> None:
     stale = [
         m.path
-        for s in SPLITS
-        for m in FileSystems.match([dataset.shard_pattern(folder, s)])[0].metadata_list
+        for split in SPLITS
+        for m in FileSystems.match([dataset.shard_pattern(folder, split)])[0].metadata_list
     ]
-    if "://" in folder:
-        if stale:
-            FileSystems.delete(stale)
-        return
-    for path in stale:
-        os.remove(path)
+    if stale:
+        FileSystems.delete(stale)
 
 
 def _link(target: str, name: str) -> None:

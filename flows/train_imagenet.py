@@ -512,19 +512,8 @@ def resolve_stage(
     trains from scratch."""
     teacher = start = None
     if overrides.distill_from:
-        try:
-            with report.stage("teacher"):
-                teacher = model_task(
-                    data,
-                    overrides.distill_from,
-                    model_name,
-                    str(run_dir / "teacher.keras"),
-                    "distilling from",
-                )
-        except RegistryError as err:
-            report.teacher = {"reference": overrides.distill_from, "error": str(err)}
-            raise
-        report.teacher = {k: teacher[k] for k in ("model_name", "version", "reference")}
+        teacher = fetch_model(report, "teacher", overrides.distill_from, data, model_name,
+                              run_dir / "teacher.keras", "distilling from")  # fmt: skip
     if overrides.init_from:
         note = None
         if overrides.init_from == "champion" and champion is None:
@@ -544,20 +533,30 @@ def resolve_stage(
             get_run_logger().info("init_from champion: %s", note)
             report.init_from = {"reference": "champion", "note": note}
             return teacher, None
-        try:
-            with report.stage("init_from"):
-                start = model_task(
-                    data,
-                    overrides.init_from,
-                    model_name,
-                    str(run_dir / "init.keras"),
-                    "starting from",
-                )
-        except RegistryError as err:
-            report.init_from = {"reference": overrides.init_from, "error": str(err)}
-            raise
-        report.init_from = {k: start[k] for k in ("model_name", "version", "reference")}
+        start = fetch_model(report, "init_from", overrides.init_from, data, model_name,
+                            run_dir / "init.keras", "starting from")  # fmt: skip
     return teacher, start
+
+
+def fetch_model(
+    report: RunReport,
+    stage: str,
+    reference: str,
+    data: str,
+    model_name: str,
+    destination: Path,
+    role: str,
+) -> dict:
+    """The registered version `reference` names, fetched as the run's `stage` ("teacher" or
+    "init_from"), which is also the report's field for what was found, or the error."""
+    try:
+        with report.stage(stage):
+            found = model_task(data, reference, model_name, str(destination), role)
+    except RegistryError as err:
+        setattr(report, stage, {"reference": reference, "error": str(err)})
+        raise
+    setattr(report, stage, {k: found[k] for k in ("model_name", "version", "reference")})
+    return found
 
 
 def train_stage(

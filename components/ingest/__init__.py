@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import apache_beam as beam
@@ -169,16 +170,39 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
         config = config.model_copy(update={"output": os.path.abspath(config.output)})
     if spans.source_spans(config.source) is not None:
         return _ingest_spans(config, on_event)
-    found = discover(config.source, config.follow_outside_links)
-    shards = _shard_counts(config, found)
-    fingerprint = _fingerprint(config, found)
-    # Reuse needs only a reader's lock (trainings may be reading); a rewrite waits until no one
-    # reads, and looks again: a concurrent ingestion of the same inputs may have just written them.
-    if not is_remote(config.output):
-        os.makedirs(config.output, exist_ok=True)  # its lock file lives there
-    with dataset.locked(config.output, False, on_stage):
-        reused = _reusable(config.output, fingerprint, on_stage)
+
+    def listed() -> tuple[str, Discovery]:
+        found = discover(config.source, config.follow_outside_links)
+        return _fingerprint(config, found), found
+
+    def rewrite(found: Discovery, fingerprint: str) -> dict:
+        return _rewrite(config, found, _shard_counts(config, found), fingerprint, on_event)
+
+    return _reuse_or_rewrite(config.output, listed, rewrite, on_stage)
+
+
+def _reuse_or_rewrite(
+    output: str,
+    listed: Callable[[], tuple[str, object]],
+    rewrite: Callable[[object, str], dict],
+    on_stage: Callable[[str], None],
+    reused_message: Callable[[dict], str] | None = None,
+) -> dict:
+    """The earlier output of the same inputs, or `rewrite(listing, fingerprint)`'s; `listed()`
+    lists the source: (fingerprint, listing).
+
+    Reuse needs only a reader's lock (trainings may be reading); a rewrite waits until no one
+    reads, and lists again: perhaps for days, behind a training, and a concurrent ingestion of
+    the same inputs may have just written them."""
+    fingerprint, listing = listed()
+    if not is_remote(output):
+        os.makedirs(output, exist_ok=True)  # its lock file lives there
+    quiet = reused_message is not None
+    with dataset.locked(output, False, on_stage):
+        reused = _reusable(output, fingerprint, (lambda _: None) if quiet else on_stage)
     if reused:
+        if quiet:
+            on_stage(reused_message(reused))
         return reused
     waited = []
 
@@ -186,13 +210,11 @@ def run_ingest(config: IngestConfig, on_event: events.OnEvent | None = None) -> 
         waited.append(message)
         on_stage(message)
 
-    with dataset.locked(config.output, True, on_wait):
-        if waited:  # perhaps for days, behind a training: the listing is stale by now
-            found = discover(config.source, config.follow_outside_links)
-            shards = _shard_counts(config, found)
-            fingerprint = _fingerprint(config, found)
-        reused = _reusable(config.output, fingerprint, on_stage)
-        return reused or _rewrite(config, found, shards, fingerprint, on_event)
+    with dataset.locked(output, True, on_wait):
+        if waited:  # the listing is stale by now
+            fingerprint, listing = listed()
+        reused = _reusable(output, fingerprint, on_stage)
+        return reused or rewrite(listing, fingerprint)
 
 
 def _reusable(output: str, fingerprint: str, on_stage: Callable[[str], None]) -> dict | None:
@@ -392,48 +414,48 @@ def _ingest_spans(config: IngestConfig, on_event: events.OnEvent) -> dict:
     def on_stage(message: str) -> None:
         on_event(events.stage(COMPONENT, message))
 
-    plan, not_read, fingerprint = _plan_spans(config)
-    if not is_remote(config.output):
-        os.makedirs(config.output, exist_ok=True)  # its lock file lives there
-    with dataset.locked(config.output, False, on_stage):
-        reused = _reusable(config.output, fingerprint, lambda _: None)
-    if reused:
-        on_stage(f"spans unchanged ({spans.described(reused['spans'])}); reusing {config.output}")
-        return reused
-    waited = []
+    def listed() -> tuple[str, tuple[dict, list[str]]]:
+        plan, not_read, fingerprint = _plan_spans(config)
+        return fingerprint, (plan, not_read)
 
-    def on_wait(message: str) -> None:
-        waited.append(message)
-        on_stage(message)
+    def reused(metadata: dict) -> str:
+        return f"spans unchanged ({spans.described(metadata['spans'])}); reusing {config.output}"
 
-    with dataset.locked(config.output, True, on_wait):
-        if waited:  # the listing is stale by now
-            plan, not_read, fingerprint = _plan_spans(config)
-        reused = _reusable(config.output, fingerprint, on_stage)
-        if reused:
-            return reused
-        # The view is stale from here until it is written again: without its metadata nothing
-        # reuses it, whatever a kill in between leaves of the spans.
-        stale = join(config.output, dataset.METADATA)
-        if dataset.exists(stale):
-            FileSystems.delete([stale])
-        entries, converted = [], []
-        for name, (span_config, found, fingerprint_of_span) in plan.items():
-            folder = join(spans.SPANS, name)
-            span_stage = f"span {name}: "
-            metadata = _reusable(span_config.output, fingerprint_of_span, lambda _: None)
-            if metadata:
-                on_stage(span_stage + "unchanged; its shards are reused as they are")
-            else:
-                on_stage(span_stage + "new or changed; converting it")
-                shards = _shard_counts(span_config, found)
-                metadata = _rewrite(span_config, found, shards, fingerprint_of_span, on_event)
-                converted.append(name)
-            entries.append(spans.span_entry(name, folder, metadata))
-        _remove_stale_spans(config.output, set(plan), on_stage)
-        metadata = spans.write_view(config.output, entries, config.output, not_read, config.source)
-        metadata["converted_spans"] = converted
-        return {**metadata, "reused": False}
+    return _reuse_or_rewrite(config.output, listed, partial(_rewrite_spans, config, on_event),
+                             on_stage, reused)  # fmt: skip
+
+
+def _rewrite_spans(
+    config: IngestConfig, on_event: events.OnEvent, listing: tuple[dict, list[str]], _: str
+) -> dict:
+    """Converts the new or changed spans and writes the view, under the exclusive lock."""
+    plan, not_read = listing
+
+    def on_stage(message: str) -> None:
+        on_event(events.stage(COMPONENT, message))
+
+    # The view is stale from here until it is written again: without its metadata nothing
+    # reuses it, whatever a kill in between leaves of the spans.
+    stale = join(config.output, dataset.METADATA)
+    if dataset.exists(stale):
+        FileSystems.delete([stale])
+    entries, converted = [], []
+    for name, (span_config, found, fingerprint_of_span) in plan.items():
+        folder = join(spans.SPANS, name)
+        span_stage = f"span {name}: "
+        metadata = _reusable(span_config.output, fingerprint_of_span, lambda _: None)
+        if metadata:
+            on_stage(span_stage + "unchanged; its shards are reused as they are")
+        else:
+            on_stage(span_stage + "new or changed; converting it")
+            shards = _shard_counts(span_config, found)
+            metadata = _rewrite(span_config, found, shards, fingerprint_of_span, on_event)
+            converted.append(name)
+        entries.append(spans.span_entry(name, folder, metadata))
+    _remove_stale_spans(config.output, set(plan), on_stage)
+    metadata = spans.write_view(config.output, entries, config.output, not_read, config.source)
+    metadata["converted_spans"] = converted
+    return {**metadata, "reused": False}
 
 
 def _plan_spans(config: IngestConfig) -> tuple[dict, list[str], str]:
