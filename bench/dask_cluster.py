@@ -41,12 +41,15 @@ def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> I
     scheduler address; stops them all (verified) on exit."""
     folder = Path(tempfile.mkdtemp(prefix="dask-"))
     scheduler_file = folder / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # The commands of infra/scale-out/beam-runners.md, outside the checkout and with no
+    # PYTHONPATH: the scheduler and the workers import the project as the installed package.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    dask = str(Path(sys.executable).parent / "dask")
     logs = open(folder / "cluster.log", "wb")  # noqa: SIM115 - closed below
-    common = dict(cwd=ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT)
+    common = dict(cwd=folder, env=env, stdout=logs, stderr=subprocess.STDOUT)
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+            [dask, "scheduler", "--host", "127.0.0.1",
              "--port", "0", "--dashboard-address", "127.0.0.1:0",
              "--scheduler-file", str(scheduler_file)],
             **common,
@@ -62,7 +65,7 @@ def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> I
         for _ in range(workers):
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "distributed.cli.dask_worker", address,
+                    [dask, "worker", address,
                      "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
                      "--host", "127.0.0.1", "--local-directory", str(folder)],
                     **common,
