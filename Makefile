@@ -14,7 +14,7 @@ GPU_WHEELS := keras namex optree pydantic pydantic-core annotated-types typing-i
 PIP := $(shell $(PYTHON) -m pip --version >/dev/null 2>&1 && echo "$(PYTHON) -m pip" || echo "$(UV) tool run pip")
 PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64
 
-.PHONY: setup test test-all demo run stop status lint bench clean tensorboard gpu-check-cpu gpu-wheels gpu-data
+.PHONY: setup test test-cluster test-all demo run stop status lint bench clean tensorboard gpu-check-cpu gpu-wheels gpu-data
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -30,7 +30,14 @@ setup: $(STAMP)
 TESTS_IN_PARALLEL ?= auto
 PARALLEL := $(if $(filter 0,$(TESTS_IN_PARALLEL)),,-n $(TESTS_IN_PARALLEL) --maxprocesses 4 --dist loadfile)
 test: setup
-	$(VENV)/bin/python -m pytest -m "not gpu" $(PARALLEL) $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not gpu and not cluster" $(PARALLEL) $(PYTEST_ARGS)
+
+# The cluster shape on this machine: Prefect and MLflow on PostgreSQL, CPU and GPU pools with
+# their own workers, trainings queued on the limit, the gate race on the PostgreSQL registry, and
+# every link of a run's summary opened in headless Chromium (Debian's `chromium`: .ci/run
+# installs it). Needs PostgreSQL 15's server programs (initdb, pg_ctl) on PATH.
+test-cluster: setup
+	$(VENV)/bin/python -m pytest -m cluster $(PYTEST_ARGS)
 
 # Fast unit tests only.
 test-unit: setup

@@ -54,8 +54,8 @@ def _statistics_line(report: dict) -> str:
     if not page:
         return ""
     return (
-        f"\n\nStatistics of both splits side by side (TFDV's Facets page): "
-        f"[{page}](file://{page}); also in the training's MLflow run under `data/`."
+        f"\n\nStatistics of both splits side by side (TFDV's Facets page): `{page}`; the run "
+        "summary links to it in the MLflow run (under `data/`), where any browser opens it."
     )
 
 
@@ -148,8 +148,8 @@ def publish_evaluation(metrics: dict, gate: dict) -> None:
         f"### Gate {verdict}\n\n{gate['reason']}\n\n### Worst classes\n\n"
         f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n"
         + (
-            f"\nPer-class accuracy and the worst classes' confusions: "
-            f"[{metrics['figure']}](file://{metrics['figure']}) (also in the MLflow run)\n"
+            f"\nPer-class accuracy and the worst classes' confusions: `{metrics['figure']}`, "
+            "linked from the run summary (the MLflow run's `evaluation.png`)\n"
             if metrics.get("figure")
             else ""
         ),
@@ -210,17 +210,29 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
         "",
     ]
     ui = mlflow_ui.rstrip("/") if mlflow_ui else None
+    links = report.get("links") or {}
     if train.get("mlflow_run_id"):
         experiment = train.get("mlflow_experiment_id", "0")
         run_url = f"{ui}/#/experiments/{experiment}/runs/{train['mlflow_run_id']}" if ui else None
-        lines.append(f"- MLflow run (curves, settings): {_link(train['mlflow_run_id'], run_url)}")
+        lines.append(f"- MLflow run (settings, files): {_link(train['mlflow_run_id'], run_url)}")
+    elif links.get("run"):
+        lines.append(f"- MLflow run (this run's pages): {_link('open', links['run'])}")
     if version:
         model_url = f"{ui}/#/models/{name}/versions/{version}" if ui else None
         lines.append(f"- Registered model: {_link(f'{name} v{version}', model_url)}")
+    # Over HTTP from the MLflow server when it took them; otherwise where they lie.
     page = (report.get("validate") or {}).get("statistics_html")
-    if page:
-        lines.append(f"- Data statistics: [{page}](file://{page})")
-    lines.append(f"- Report: `{report.get('report_path', 'report.json')}`")
+    for key, label, fallback in (
+        ("statistics", "Data statistics", page),
+        ("drift", "Drift and skew", None),
+        ("evaluation", "Evaluation picture", (report.get("evaluate") or {}).get("figure")),
+        ("curves", "Training curves", None),
+        ("report", "Report", report.get("report_path", "report.json")),
+    ):
+        if links.get(key):
+            lines.append(f"- {label}: {_link('open', links[key])}")
+        elif fallback:
+            lines.append(f"- {label}: `{fallback}`")
     create_markdown_artifact(
         "\n".join(lines),
         key="run-summary",

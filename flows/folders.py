@@ -30,28 +30,47 @@ def resume_key(data_fingerprint: str, train: TrainConfig) -> str:
     return hashlib.sha256(f"{data_fingerprint}\0{settings}".encode()).hexdigest()[:16]
 
 
+# The run that chose the folder holds LOCK; a training run of the GPU pool's deployment holds
+# TRAINING_LOCK while it trains (it outlives a parent killed meanwhile).
+LOCK, TRAINING_LOCK = ".lock", ".training.lock"
+
+
 def _in_use(folder: Path) -> bool:
-    """Whether a live run holds the folder's training lock (see `training_lock`)."""
-    try:
-        with open(folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
+    """Whether a live run holds one of the folder's locks (see `training_lock`)."""
+    for name in (LOCK, TRAINING_LOCK):
+        try:
+            with open(folder / name, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return True
+    return False
 
 
 @contextmanager
-def training_lock(folder: Path):
+def training_lock(folder: Path, name: str = LOCK):
     """Held while this run trains in `folder`; the OS releases it when the process dies, which
     is what makes a killed run's folder resumable and a live run's folder not."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
+    with open(folder / name, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
             raise RuntimeError(f"{folder} is being trained by another run right now") from err
         yield
+
+
+def trained_elsewhere(work_dir: Path, key: str) -> Path | None:
+    """The folder of a training of `key` (data and settings) that a live run holds right now,
+    if there is one: a second run of the same data would only train it twice."""
+    for marker in sorted((work_dir / "runs").glob(f"*/train/{RESUME_KEY}")):
+        try:
+            same = marker.read_text().strip() == key
+        except OSError:
+            continue
+        if same and _in_use(marker.parent):
+            return marker.parent
+    return None
 
 
 def finished_training(folder: Path, key: str) -> dict | None:

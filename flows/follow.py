@@ -24,7 +24,12 @@ import time
 from pathlib import Path
 
 from prefect import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.sorting import LogSort
 from prefect.deployments import run_deployment
 
@@ -67,19 +72,30 @@ def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0, grace
     the server after the run's final state: it waits until `settle` seconds pass without any,
     and never more than `grace` seconds after the final state.
     """
-    seen = 0
+    seen: dict = {}  # flow run id -> log lines read: the run's own, then its subflow runs'
     quiet_since = final_since = None
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(flow_run_id)
-            logs = client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC, offset=seen)
-            for record in logs:
+            # the training, when it runs as a run of the GPU pool's deployment
+            for child in client.read_flow_runs(flow_run_filter=children):
+                seen.setdefault(child.id, 0)
+            seen.setdefault(flow_run_id, 0)
+            logs = []
+            for run_id, offset in seen.items():
+                found = client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                    sort=LogSort.TIMESTAMP_ASC,
+                    offset=offset,
+                )
+                seen[run_id] += len(found)
+                logs += found
+            for record in sorted(logs, key=lambda record: record.timestamp):
                 message = record.message.strip()
                 if record.level >= 20 and not message.startswith(NOISE):
                     stamp = record.timestamp.astimezone().strftime("%H:%M:%S")
                     out(f"{stamp}  {message.splitlines()[0]}")
-            seen += len(logs)
             if run.state and run.state.is_final():
                 now = time.monotonic()
                 final_since = final_since or now
@@ -119,13 +135,21 @@ def summary(report: dict) -> list[str]:
     if registry.get("version"):
         alias = " (@champion)" if registry.get("alias") else " (not champion)"
         lines.append(f"registered: {registry['model_name']} v{registry['version']}{alias}")
+    # Links that open in any browser (the MLflow server serves the files), else local paths.
+    links = report.get("links") or {}
     page = (report.get("validate") or {}).get("statistics_html")
-    if page:
-        lines.append(f"statistics: {page}")
+    if links.get("statistics") or page:
+        lines.append(f"statistics: {links.get('statistics') or page}")
+    if links.get("drift"):
+        lines.append(f"drift:      {links['drift']}")
+    if links.get("evaluation"):
+        lines.append(f"evaluation: {links['evaluation']}")
     train = report.get("train") or {}
-    if train.get("folder"):
+    if links.get("curves"):
+        lines.append(f"curves:     {links['curves']}")
+    elif train.get("folder"):
         lines.append(f"curves:     make tensorboard LOGDIR={train['folder']}/tensorboard")
-    lines.append(f"report:     {report['report_path']}")
+    lines.append(f"report:     {links.get('report') or report['report_path']}")
     return lines
 
 

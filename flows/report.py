@@ -70,6 +70,9 @@ class RunReport(BaseModel):
     registry: dict[str, Any] = Field(default_factory=dict)
     seconds: dict[str, float] = Field(default_factory=dict)
     failed: dict[str, str] | None = None
+    links: dict[str, str] | None = Field(
+        None, description="the run's pages (statistics, evaluation, curves, report) over HTTP"
+    )
 
     model_config = {"populate_by_name": True}
 

@@ -34,7 +34,17 @@ from components.train.loop import RESUMABLE_CHANGES
 from components.validate import ValidateConfig, ValidationFailed, validate
 from flows import artifacts, decisions
 from flows.decisions import model_reference
-from flows.folders import GATED, TRAINED, finished_training, resume_key, train_dir, training_lock
+from flows.folders import (
+    GATED,
+    TRAINED,
+    TRAINING_LOCK,
+    finished_training,
+    resume_key,
+    train_dir,
+    trained_elsewhere,
+    training_lock,
+)
+from flows.pages import publish_pages
 from flows.presets import PipelineConfig, PresetName, preset
 from flows.report import RunReport
 
@@ -278,12 +288,13 @@ def flat(prefix: str, value) -> dict:
     return items
 
 
-@task(name="train", retries=1, retry_delay_seconds=5)
-def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> dict:
-    """Train the model; a retry resumes from the last checkpoint in the same folder.
+def train_here(data: str, output: str, config: TrainConfig, tracking: dict) -> dict:
+    """Train the model in `output`, resuming from its last checkpoint if there is one.
 
     `tracking` names the MLflow experiment, params and tags of the training's run, which is
     created before the first step (or continued, after a kill) and draws the curves meanwhile.
+    What was trained is also written to `output`/trained.json, for a parent that started this
+    training on another machine.
     """
     logger = get_run_logger()
     registry = Registry()
@@ -310,6 +321,54 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
     result = {**trained, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}
     atomic.write_json(Path(output) / TRAINED, result, default=str)
     return result
+
+
+@task(name="train", retries=1, retry_delay_seconds=5)
+def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> dict:
+    """Train in this flow run's process; a retry resumes from the last checkpoint."""
+    return train_here(data, output, config, tracking)
+
+
+@flow(name="train-model", retries=1, retry_delay_seconds=5, log_prints=True)
+def train_model(data: str, output: str, config: dict, tracking: dict) -> dict:
+    """Training alone, for the machines with accelerators: the `train-imagenet` flow starts it
+    as a run of its deployment on the GPU pool and waits for it. Reads the records and writes
+    the training folder on storage both pools see; a retry resumes from the last checkpoint."""
+    with training_lock(Path(output), TRAINING_LOCK):
+        return train_here(data, output, TrainConfig.model_validate(config), tracking)
+
+
+def train_there(
+    deployment: str, data: str, output: str, config: TrainConfig, tracking: dict
+) -> tuple[dict, dict]:
+    """Runs `train-model` as a run of `deployment` (a subflow run of this one, shown under it in
+    the UI), waits for it, through the training limit's queue, and returns what it trained and
+    which flow run did it."""
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    logger.info("training as a run of %s (queued while the training limit is full)", deployment)
+    child = run_deployment(
+        deployment,
+        parameters={
+            "data": data,
+            "output": output,
+            "config": json.loads(config.model_dump_json()),
+            "tracking": tracking,
+        },
+        timeout=None,
+        as_subflow=True,
+    )
+    state = child.state
+    ran = {"flow_run_id": str(child.id), "name": child.name, "work_pool": child.work_pool_name}
+    if state is None or not state.is_completed():
+        name = state.name if state else "unknown"
+        message = (state.message or "") if state else ""
+        raise RuntimeError(
+            f"training run {child.name} ({child.id}) of {deployment} ended {name}: {message}"
+        )
+    logger.info("training run %s on pool %s: %s", child.name, child.work_pool_name, state.name)
+    return json.loads((Path(output) / TRAINED).read_text()), ran
 
 
 def mlflow_ui(tracking_uri: str) -> str | None:
@@ -568,9 +627,14 @@ def train_stage(
     overrides: Overrides,
     models: tuple[dict | None, dict | None],
     tracking: dict,
-) -> dict:
+    train_deployment: str | None,
+) -> dict | None:
     """Trains in the folder `train_dir` chooses (resuming or reusing a training of the same data
-    and settings), or reuses a finished one; returns what it trained."""
+    and settings), or reuses a finished one; returns what it trained, or None when another live
+    run is training the same data and settings right now (that run will judge them).
+
+    With `train_deployment`, the training runs as a run of that deployment (the GPU pool's);
+    otherwise in this process."""
     teacher, start = models
     run_id = report.flow_run_id
     with report.stage("train"):
@@ -585,6 +649,15 @@ def train_stage(
             "" if data == report.ingest["output"] else f"/{spans.identity(spans.manifest(data))}"
         )
         key = resume_key(metadata["fingerprint"] + window, identity)
+        busy = trained_elsewhere(work, key)
+        if busy and overrides.resume_run is None:
+            reason = (
+                f"a live run is training the same data and settings in {busy} right now; "
+                "it will evaluate and judge them"
+            )
+            get_run_logger().info("not training: %s", reason)
+            report.decision = {**report.decision, "train": False, "reason": reason}
+            return None
         folder, why = train_dir(work, run_id, overrides.resume_run, key)
         get_run_logger().info("training: %s", why)
         with training_lock(folder):
@@ -601,9 +674,13 @@ def train_stage(
                 train_config = settings.apply(
                     train_config, config.warm.applied(train_config, str(path))
                 )
-            trained = finished_training(folder, key) or train_task(
-                data, str(folder), train_config, tracking
-            )
+            trained, ran = finished_training(folder, key), None
+            if trained is None and train_deployment:
+                trained, ran = train_there(
+                    train_deployment, data, str(folder), train_config, tracking
+                )
+            elif trained is None:
+                trained = train_task(data, str(folder), train_config, tracking)
     report.train = {
         "steps": trained["steps"],
         "epochs": train_config.epochs,
@@ -616,6 +693,7 @@ def train_stage(
         "init_from": start and start["uri"],
         "mlflow_run_id": trained["mlflow_run_id"],
         "mlflow_experiment_id": trained["mlflow_experiment_id"],
+        "flow_run": ran,
     }
     return trained
 
@@ -697,9 +775,13 @@ def train_imagenet(
     work_dir: str,
     preset: PresetName = "demo",
     overrides: Overrides = Overrides(),  # noqa: B008 - pydantic model renders as a UI form
+    train_deployment: str | None = None,
 ) -> dict:
     """Ingest, validate, train, evaluate and (if the gate passes) register an image classifier;
-    a run with nothing new since the champion ends after ingestion's listing."""
+    a run with nothing new since the champion ends after ingestion's listing.
+
+    `train_deployment` ("train-model/gpu"): train as a run of that deployment, on its pool's
+    machines, the rest of the run staying on this one; by default, train in this process."""
     config = resolve_config(preset, overrides)
     data_dir = data_dir if "://" in data_dir else os.path.abspath(data_dir)
     work = Path(work_dir).resolve()
@@ -728,12 +810,15 @@ def train_imagenet(
             models = resolve_stage(report, data, model_name, overrides, run_dir, champion)
             tags = lineage_tags(report, window, config, overrides)
             tracking = training_run(report, config, model_name, validation, tags)
-            trained = train_stage(report, config, data, metadata, work, overrides, models, tracking)
+            trained = train_stage(
+                report, config, data, metadata, work, overrides, models, tracking, train_deployment
+            )
+        if verdict.train and trained is not None:
             with report.stage("evaluate"):
                 metrics = evaluate_task(
                     data, trained["servable"], str(run_dir / "evaluation"), config.eval_batch_size
                 )
-            report.evaluate = {k: metrics[k] for k in ("top1", "top5", "count")}
+            report.evaluate = {k: metrics.get(k) for k in ("top1", "top5", "count", "figure")}
             gate_stage(report, data, trained, run_dir, metrics, model_name, config, tags)
     except Exception as err:
         failed = report.failed or {"stage": "flow", "reason": str(err), "hint": ""}
@@ -745,6 +830,7 @@ def train_imagenet(
         held.close()
         report.save()
         ui = mlflow_ui(report.registry.get("tracking_uri") or default_tracking_uri())
+        publish_pages(report, run_dir, model_name, ui)
         artifacts.publish_summary(report.as_dict(), ui)
     print(artifacts.summary_line(report.as_dict()) + f"; report: {report.report_path}")
     return report.as_dict()

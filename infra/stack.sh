@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# The local stack: Prefect server (SQLite, project-local home), a `process` work pool and worker,
-# and an MLflow tracking server with its registry. Everything binds to 127.0.0.1, and both servers
+# The local stack: Prefect server, two `process` work pools (CPU: ingestion, validation,
+# evaluation, the gate; GPU: training) with a worker each, and an MLflow tracking server with its
+# registry that serves the runs' artifacts itself. Everything binds to 127.0.0.1, and both servers
 # ask for credentials: generated on the first start into $TRICKFLOW_HOME/credentials.env (0600),
-# used by this script, the worker and its flow runs, the Prefect CLI (a profile in the stack's
+# used by this script, the workers and their flow runs, the Prefect CLI (a profile in the stack's
 # PREFECT_HOME) and the tests. A server this script did not start is never adopted.
 #
-#   infra/stack.sh start     start whatever is not running (idempotent), create the pool
+#   infra/stack.sh start     start whatever is not running (idempotent), create the pools
 #   infra/stack.sh deploy    register the deployments of prefect.yaml and the automations
 #   infra/stack.sh stop      stop everything this script started, flow runs included, and check
 #                            that it is gone
 #   infra/stack.sh status
 #   infra/stack.sh env       print the credentials as exports (eval "$(infra/stack.sh env)")
+#   infra/stack.sh db        start only the database (TRICKFLOW_DB=postgres) and print the
+#                            MLflow backend store's URL
 #
-# TRICKFLOW_HOME (default .trickflow), PREFECT_PORT (4200), MLFLOW_PORT (5000) and TRICKFLOW_POOL
-# (trickflow-local) make a second, separate stack possible: the end-to-end test uses that.
+# Where Prefect and MLflow keep their state, TRICKFLOW_DB:
+#   sqlite (default)          SQLite files under $TRICKFLOW_HOME: one machine, `make demo`
+#   postgres                  a PostgreSQL server this script starts, its data under
+#                             $TRICKFLOW_HOME/postgres (TRICKFLOW_PG_DATA), on 127.0.0.1:TRICKFLOW_PG_PORT
+#   postgresql://USER:PASSWORD@HOST:PORT
+#                             an existing server: databases trickflow_prefect, trickflow_mlflow
+#                             and trickflow_mlflow_auth on it (created when missing)
+#
+# TRICKFLOW_HOME (default .trickflow), PREFECT_PORT (4200), MLFLOW_PORT (5000), TRICKFLOW_POOL
+# (the CPU pool, trickflow-cpu), TRICKFLOW_GPU_POOL (trickflow-gpu), TRICKFLOW_PG_PORT (5433)
+# make a second, separate stack possible: the end-to-end tests use that. TRICKFLOW_GPU_WORKERS
+# (1) is how many GPU workers start here and how many trainings may run at once.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +34,12 @@ cd "$REPO"
 STATE=$(realpath -m "${TRICKFLOW_HOME:-$REPO/.trickflow}")
 PREFECT_PORT=${PREFECT_PORT:-4200}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
-POOL=${TRICKFLOW_POOL:-trickflow-local}
+POOL=${TRICKFLOW_POOL:-trickflow-cpu}
+GPU_POOL=${TRICKFLOW_GPU_POOL:-trickflow-gpu}
+GPU_WORKERS=${TRICKFLOW_GPU_WORKERS:-1}
+DB=${TRICKFLOW_DB:-sqlite}
+PG_PORT=${TRICKFLOW_PG_PORT:-5433}
+PG_DATA=$(realpath -m "${TRICKFLOW_PG_DATA:-$STATE/postgres}")
 BIN=${TRICKFLOW_BIN:-$REPO/.venv/bin}
 RUN=$STATE/run
 LOGS=$STATE/logs
@@ -89,13 +107,15 @@ PY
     # MLflow sets the admin password only when it creates the user: users made with lost
     # credentials would lock every client out.
     rm -f "$STATE/mlflow/auth.db"
+    FORGET_AUTH=true
   fi
+  database_urls
   rm -f "$STATE/mlflow/auth.ini" "$PREFECT_HOME/profiles.toml"  # created anew, as 0600
   (umask 077
    cat > "$STATE/mlflow/auth.ini" <<INI
 [mlflow]
 default_permission = NO_PERMISSIONS
-database_uri = sqlite:///$STATE/mlflow/auth.db
+database_uri = $MLFLOW_AUTH_DB
 admin_username = $MLFLOW_TRACKING_USERNAME
 admin_password = $MLFLOW_TRACKING_PASSWORD
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
@@ -111,6 +131,114 @@ PREFECT_API_URL = "$PREFECT_API_URL"
 PREFECT_API_AUTH_STRING = "$PREFECT_API_AUTH_STRING"
 TOML
   )
+}
+
+# The databases. PostgreSQL will not run as root: as root, the local server runs as the
+# `postgres` user (which must be able to reach $PG_DATA).
+FORGET_AUTH=false
+database_urls() {  # sets PREFECT_DB, MLFLOW_DB, MLFLOW_AUTH_DB for the servers
+  case "$DB" in
+    sqlite)
+      PREFECT_DB=""  # Prefect's own default: $PREFECT_HOME/prefect.db
+      MLFLOW_DB="sqlite:///$STATE/mlflow/mlflow.db"
+      MLFLOW_AUTH_DB="sqlite:///$STATE/mlflow/auth.db" ;;
+    postgres|postgresql://*)
+      local server
+      if [ "$DB" = postgres ]; then
+        server="postgresql://trickflow:$(pg_password)@127.0.0.1:$PG_PORT"
+      else
+        server=$("$BIN/python" -c 'import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+sys.exit(f"TRICKFLOW_DB={sys.argv[1]!r}: give postgresql://USER:PASSWORD@HOST:PORT") if not p.hostname else print(f"postgresql://{p.netloc}")' "$DB")
+      fi
+      PG_SERVER=$server
+      PREFECT_DB="${server/postgresql:/postgresql+asyncpg:}/trickflow_prefect"
+      MLFLOW_DB="${server/postgresql:/postgresql+psycopg2:}/trickflow_mlflow"
+      MLFLOW_AUTH_DB="${server/postgresql:/postgresql+psycopg2:}/trickflow_mlflow_auth" ;;
+    *) echo "TRICKFLOW_DB=$DB: use sqlite, postgres or postgresql://USER:PASSWORD@HOST:PORT" >&2
+       exit 2 ;;
+  esac
+}
+
+# The local server's password lives beside its data (0600, the server's owner), not in
+# credentials.env: new client credentials must not lock the stack out of its own database.
+pg_password() {
+  if [ ! -s "$PG_DATA/password" ]; then
+    mkdir -p "$PG_DATA"
+    (umask 077; "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(24))" > "$PG_DATA/password")
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DATA" "$PG_DATA/password"; fi
+  fi
+  cat "$PG_DATA/password"
+}
+
+as_db_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_running() { [ -f "$PG_DATA/data/PG_VERSION" ] && as_db_owner pg_ctl -D "$PG_DATA/data" status >/dev/null 2>&1; }
+
+psql_server() {  # DATABASE SQL: run SQL on the server as the URL's user
+  "$BIN/python" - "$PG_SERVER/$1" "$2" <<'PY'
+import sys
+import psycopg2
+connection = psycopg2.connect(sys.argv[1], connect_timeout=10)
+connection.autocommit = True
+with connection.cursor() as cursor:
+    cursor.execute(sys.argv[2])
+    if cursor.description:
+        print("\n".join(str(row[0]) for row in cursor.fetchall()))
+PY
+}
+
+start_db() {
+  database_urls
+  [ "$DB" = sqlite ] && return 0
+  if [ "$DB" = postgres ]; then
+    if pg_running; then
+      echo "PostgreSQL already up on 127.0.0.1:$PG_PORT"
+    elif "$BIN/python" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "$PG_PORT" 2>/dev/null; then
+      echo "port $PG_PORT answers but no PostgreSQL of this stack ($PG_DATA) runs: stop that server," \
+        "or give this stack another port (TRICKFLOW_PG_PORT)" >&2
+      return 1
+    else
+      if ! as_db_owner test -w "$PG_DATA"; then
+        echo "$PG_DATA: the postgres user cannot write here (a parent folder is closed to it):" \
+          "run as another user, or point TRICKFLOW_PG_DATA at a folder it can reach" >&2
+        return 1
+      fi
+      if [ ! -f "$PG_DATA/data/PG_VERSION" ]; then
+        echo "creating a PostgreSQL cluster in $PG_DATA/data"
+        as_db_owner initdb -D "$PG_DATA/data" -U trickflow --auth=scram-sha-256 \
+          --pwfile="$PG_DATA/password" -E UTF8 >"$LOGS/initdb.log" 2>&1 \
+          || { cat "$LOGS/initdb.log" >&2; return 1; }
+      fi
+      echo "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+      as_db_owner pg_ctl -D "$PG_DATA/data" -l "$PG_DATA/postgres.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=''" >/dev/null \
+        || { tail -20 "$PG_DATA/postgres.log" >&2; return 1; }
+      echo "$PG_PORT" > "$RUN/postgres.port"
+      echo "$PG_DATA" > "$RUN/postgres.data"  # for `stop`, whatever its environment
+    fi
+  fi
+  local name
+  for name in trickflow_prefect trickflow_mlflow trickflow_mlflow_auth; do
+    if [ "$name" = trickflow_mlflow_auth ] && $FORGET_AUTH; then
+      psql_server postgres "DROP DATABASE IF EXISTS $name" >/dev/null
+    fi
+    if [ -z "$(psql_server postgres "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+      psql_server postgres "CREATE DATABASE $name" >/dev/null
+    fi
+  done
+}
+
+stop_db() {
+  [ -s "$RUN/postgres.data" ] && PG_DATA=$(cat "$RUN/postgres.data")
+  [ -f "$PG_DATA/data/PG_VERSION" ] || return 0
+  if pg_running; then
+    as_db_owner pg_ctl -D "$PG_DATA/data" -m fast -w -t 60 stop >/dev/null || return 1
+    echo "stopped PostgreSQL"
+  fi
+  rm -f "$RUN/postgres.port" "$RUN/postgres.data"
 }
 
 # A pid file left by a reboot may name some other process by now: check it is still ours.
@@ -155,17 +283,26 @@ taken() {  # NAME URL PORT: a server answers on a port this stack has no live pr
 
 start() {
   credentials create
+  if [ -s "$RUN/db" ] && [ "$(cat "$RUN/db")" != "$DB" ] \
+     && { alive prefect-server || alive mlflow-server; }; then
+    echo "this stack runs on $(cat "$RUN/db" | sed 's|//.*@|//…@|'), not TRICKFLOW_DB=$DB:" \
+      "\`$0 stop\` first" >&2
+    return 1
+  fi
   if $FRESH_CREDENTIALS && { alive prefect-server || alive mlflow-server; }; then
     echo "new credentials: restarting the servers with authentication"
     stop
   fi
+  start_db
+  echo "$DB" > "$RUN/db"
   if alive prefect-server; then
     echo "Prefect server already up at http://127.0.0.1:$PREFECT_PORT"
   elif healthy "$PREFECT_API_URL/health"; then
     taken prefect-server "$PREFECT_API_URL/health" "$PREFECT_PORT"
   else
-    echo "starting the Prefect server on 127.0.0.1:$PREFECT_PORT"
+    echo "starting the Prefect server on 127.0.0.1:$PREFECT_PORT (database: ${DB%%://*})"
     (export PREFECT_SERVER_API_AUTH_STRING
+     [ -z "$PREFECT_DB" ] || export PREFECT_SERVER_DATABASE_CONNECTION_URL=$PREFECT_DB
      launch prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT")
     wait_healthy prefect-server "$PREFECT_API_URL/health" 90
   fi
@@ -174,30 +311,48 @@ start() {
   elif healthy "$MLFLOW_TRACKING_URI/health"; then
     taken mlflow-server "$MLFLOW_TRACKING_URI/health" "$MLFLOW_PORT"
   else
-    echo "starting the MLflow server on 127.0.0.1:$MLFLOW_PORT (basic authentication)"
+    echo "starting the MLflow server on 127.0.0.1:$MLFLOW_PORT (basic authentication, database:" \
+      "${DB%%://*}, artifacts served from $STATE/mlflow/artifacts)"
     # Job execution (huey consumers, for MLflow's GenAI jobs) is not used here: seven processes less.
+    # The server stores and serves the artifacts itself: clients upload and download them over
+    # HTTP with their credentials, and need nothing of the server's disk (or of an object store).
     (export MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
        MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini"
      launch mlflow-server "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
-      --workers 1 --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" \
-      --default-artifact-root "file://$STATE/mlflow/artifacts" --no-serve-artifacts)
+      --workers 1 --backend-store-uri "$MLFLOW_DB" \
+      --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts")
     wait_healthy mlflow-server "$MLFLOW_TRACKING_URI/health" 120
   fi
-  if ! "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
-    "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
-    echo "created work pool $POOL"
-  fi
+  local pool
+  for pool in "$POOL" "$GPU_POOL"; do
+    if ! "$BIN/prefect" work-pool inspect "$pool" >/dev/null 2>&1; then
+      "$BIN/prefect" work-pool create "$pool" --type process >/dev/null
+      echo "created work pool $pool"
+    fi
+  done
   if alive worker; then
-    echo "worker already running"
+    echo "CPU worker already running"
   else
     echo "starting a worker on pool $POOL"
-    launch worker "$BIN/prefect" worker start --pool "$POOL" --type process
+    launch worker "$BIN/prefect" worker start --pool "$POOL" --type process --name "cpu-$(hostname)-$PREFECT_PORT"
   fi
+  local i
+  for i in $(seq "$GPU_WORKERS"); do
+    if alive "gpu-worker-$i"; then
+      echo "GPU worker $i already running"
+    else
+      echo "starting GPU worker $i on pool $GPU_POOL"
+      launch "gpu-worker-$i" "$BIN/prefect" worker start --pool "$GPU_POOL" --type process \
+        --name "gpu-$i-$(hostname)-$PREFECT_PORT"
+    fi
+  done
 }
 
 deploy() {
   credentials
-  TRICKFLOW_POOL=$POOL "$BIN/prefect" --no-prompt deploy --all
+  TRICKFLOW_POOL=$POOL TRICKFLOW_GPU_POOL=$GPU_POOL TRICKFLOW_GPU_WORKERS=$GPU_WORKERS \
+    "$BIN/prefect" --no-prompt deploy --all
+  "$BIN/python" -m flows.limits --trainings "$GPU_WORKERS"
   "$BIN/python" -m flows.automations --window "$TRICKFLOW_HEARTBEAT_WINDOW"
 }
 
@@ -259,16 +414,25 @@ stop_flow_runs() {  # TERM, wait, KILL, and check: a flow run left running would
 
 stop() {
   local status=0
-  stop_one worker || status=1  # first: it would start new flow runs
+  local pidfile
+  for pidfile in "$RUN"/worker.pid "$RUN"/gpu-worker-*.pid; do  # first: they start flow runs
+    [ -f "$pidfile" ] || continue
+    name=$(basename "$pidfile" .pid)
+    stop_one "$name" || status=1
+  done
   stop_flow_runs || status=1
   for name in mlflow-server prefect-server; do stop_one "$name" || status=1; done
+  stop_db || status=1
   return $status
 }
 
 status() {
-  for name in prefect-server mlflow-server worker; do
+  local names=(prefect-server mlflow-server worker)
+  for i in $(seq "$GPU_WORKERS"); do names+=("gpu-worker-$i"); done
+  for name in "${names[@]}"; do
     if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
   done
+  if pg_running; then echo "postgres: running (127.0.0.1:$(cat "$RUN/postgres.port" 2>/dev/null))"; fi
   echo "Prefect UI: http://127.0.0.1:$PREFECT_PORT   MLflow UI: $MLFLOW_TRACKING_URI"
 }
 
@@ -277,9 +441,13 @@ case "${1:-}" in
   deploy) deploy ;;
   stop) stop ;;
   status) status ;;
+  db)
+    credentials create
+    start_db
+    echo "$MLFLOW_DB" ;;
   env)
     credentials
     for name in $CLIENT_SECRETS; do echo "export $name=${!name}"; done
     echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI" ;;
-  *) echo "usage: $0 start|deploy|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|deploy|stop|status|env|db" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,34 @@ def pytest_collection_modifyitems(items: list) -> None:
         return 1 if item.get_closest_marker("integration") else 2
 
     items.sort(key=tier)
+
+
+@pytest.fixture
+def postgres_registry(tmp_path: Path) -> Iterator[str]:
+    """An MLflow backend store on a PostgreSQL server started by `infra/stack.sh db` (its data
+    in a folder the `postgres` user can enter, for runs as root); stopped afterwards."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reachable = Path(tempfile.mkdtemp(prefix="trickflow-pg-"))
+    reachable.chmod(0o711)
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TRICKFLOW_HOME": str(tmp_path / "stack"), "TRICKFLOW_DB": "postgres",
+           "TRICKFLOW_PG_PORT": str(port), "TRICKFLOW_PG_DATA": str(reachable / "pg")}  # fmt: skip
+    stack = [str(repo / "infra" / "stack.sh")]
+    started = subprocess.run([*stack, "db"], cwd=repo, env=env, capture_output=True, text=True,
+                             timeout=180)  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        stopped = subprocess.run([*stack, "stop"], cwd=repo, env=env, capture_output=True,
+                                 text=True, timeout=120)  # fmt: skip
+        assert stopped.returncode == 0, stopped.stderr
+        shutil.rmtree(reachable, ignore_errors=True)

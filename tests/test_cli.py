@@ -125,6 +125,36 @@ def test_follow_exits_1_only_when_a_check_said_no() -> None:
                for line in summary(drifted))  # fmt: skip
 
 
+def test_the_summaries_link_the_pages_over_http_when_the_server_took_them() -> None:
+    from unittest import mock
+
+    from flows import artifacts
+    from flows.follow import summary
+
+    local = {"failed": None, "gate": None, "report_path": "/w/runs/r/report.json",
+             "validate": {"passed": True, "anomalies": [],
+                          "statistics_html": "/w/runs/r/validation/statistics.html"},
+             "train": {"folder": "/w/runs/r/train", "steps": 3, "precision": "float32",
+                       "resumed_from": 0}}  # fmt: skip
+    lines = summary(local)
+    assert "statistics: /w/runs/r/validation/statistics.html" in lines
+    assert "curves:     make tensorboard LOGDIR=/w/runs/r/train/tensorboard" in lines
+    run = "http://mlflow:5000/#/experiments/1/runs/R"
+    links = {"run": run, "statistics": f"{run}/artifactPath/data/statistics.html",
+             "evaluation": f"{run}/artifactPath/evaluation.png",
+             "curves": f"{run}/model-metrics",
+             "report": f"{run}/artifactPath/report.json"}  # fmt: skip
+    lines = summary({**local, "links": links})
+    for name in ("statistics:", "evaluation:", "curves:    ", "report:    "):
+        (line,) = [line for line in lines if line.startswith(name)]
+        assert line.split()[-1].startswith("http://mlflow:5000/#/experiments/1/runs/R"), line
+    with mock.patch.object(artifacts, "create_markdown_artifact") as published:
+        artifacts.publish_summary({**local, "links": links}, "http://mlflow:5000")
+    text = published.call_args.args[0]
+    assert "file://" not in text and f"[open]({links['statistics']})" in text
+    assert f"Training curves: [open]({links['curves']})" in text
+
+
 def test_failed_runs_are_posted_with_their_stage_and_reason() -> None:
     from uuid import uuid4
 

@@ -1,7 +1,9 @@
 """The user's way, end to end: a real Prefect server, worker and MLflow server from infra/stack.sh,
 `python -m flows.follow train-imagenet/demo` (and `prefect deployment run`), a registered
-champion; a missing folder, a refused model and anomalous data, each saying why; and a killed
-run resumed. Separate homes and free ports, so a stack the user has running is never touched."""
+champion; a missing folder, a refused model and anomalous data, each saying why; and a stop
+that ends what the workers started. Separate homes and free ports, so a stack the user has
+running is never touched. (The same stack on PostgreSQL, runs at once, a killed machine and
+the pages in a browser: tests/test_cluster.py.)"""
 
 from __future__ import annotations
 
@@ -35,11 +37,12 @@ def run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     return result
 
 
-def _kill_flow_run_once_it_checkpoints(
-    work: Path, done_runs: set[str], timeout: float = 400
+def _kill_flow_runs_once_one_checkpoints(
+    work: Path, home: Path, done_runs: set[str], timeout: float = 400
 ) -> str:
-    """Waits for a training checkpoint of a flow run not in `done_runs`, SIGKILLs that flow
-    run's process (as an out-of-memory kill or a reboot would), and returns its flow run id."""
+    """Waits for a training checkpoint of a flow run not in `done_runs`, then SIGKILLs every
+    flow-run process of the stack in `home` (as a machine going down would: the pipeline's run
+    on the CPU pool and its training on the GPU pool), and returns the pipeline run's id."""
     import signal
     import time
 
@@ -51,18 +54,15 @@ def _kill_flow_run_once_it_checkpoints(
             run_id = marker.parent.parent.parent.name
             if run_id in done_runs:
                 continue
-            for process in psutil.process_iter():
-                try:
-                    if process.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
-                        tree = [process, *process.children(recursive=True)]
-                        for member in tree:
-                            member.send_signal(signal.SIGKILL)
-                        _, alive = psutil.wait_procs(tree, timeout=30)
-                        assert not alive, alive
-                        return run_id
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            raise AssertionError(f"no process of flow run {run_id} found")
+            processes = _flow_run_processes(home)
+            ids = {p.environ().get("PREFECT__FLOW_RUN_ID") for p in processes}
+            assert run_id in ids and len(ids) == 2, ids  # the pipeline and its training run
+            tree = [m for p in processes for m in [p, *p.children(recursive=True)]]
+            for member in tree:
+                member.send_signal(signal.SIGKILL)
+            _, alive = psutil.wait_procs(tree, timeout=30)
+            assert not alive, alive
+            return run_id
         time.sleep(0.2)
     raise AssertionError("the flow run never checkpointed")
 
@@ -171,6 +171,7 @@ def test_deployment_run_registers_a_champion(
         "PREFECT_PORT": str(prefect_port),
         "MLFLOW_PORT": str(mlflow_port),
         "TRICKFLOW_POOL": f"e2e-{prefect_port}",
+        "TRICKFLOW_GPU_POOL": f"e2e-gpu-{prefect_port}",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_HOME": str(state / "prefect"),
         "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
@@ -299,46 +300,16 @@ def test_deployment_run_registers_a_champion(
         assert stopped["ingest"]["reused"] and stopped["train"] is None
         assert "validate failed: ValidationFailed" in webhook.wait_for("validate failed")
 
-        # A flow run SIGKILLed during training, its worker with it (the machine went down): the
-        # run is marked Crashed within the heartbeat window; the same deployment run again
-        # resumes it.
+        # (A killed machine's runs, and their resumption: tests/test_cluster.py.)
+        import time
+
+        prefect = str(REPO / ".venv" / "bin" / "prefect")
         params = [
             "-p", "preset=demo", "-p", f"data_dir={class_folders}", "-p", f"work_dir={work}",
             "-p", 'overrides={"epochs": 15, "batch_size": 8, "min_top1": 0.0, '
             '"max_regression": 1.0, "max_drop_from_best": 1.0}',
         ]  # fmt: skip
-        prefect = str(REPO / ".venv" / "bin" / "prefect")
-        done = {p.parent.name for p in (work / "runs").glob("*/report.json")}
-        run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
-        killed = _kill_flow_run_once_it_checkpoints(work, done)
-        import signal
-        import time
-
-        os.kill(int((state / "run" / "worker.pid").read_text()), signal.SIGKILL)
-        killed_at, killed_wall = time.monotonic(), time.time()
-        run([stack, "start"], env, 300)  # the machine is back: a new worker
-        # The resumed run goes on meanwhile (the killed run's folder lock died with it).
-        result = run([prefect, "deployment", "run", "train-imagenet/demo", *params, "--watch"],
-                     env, 600)  # fmt: skip
-        while (name := _state_of(killed, env))[0] == "Running":
-            assert time.monotonic() - killed_at < 240, f"flow run {killed} still Running"
-            time.sleep(5)
-        assert name[0] == "Crashed", f"flow run {killed} is {name[0]}"
-        # within the window after its last heartbeat (sent up to 30 s before the kill)
-        assert name[1] - killed_wall <= 90 + 30, f"Crashed {name[1] - killed_wall:.0f} s on"
-        assert "Completed" in result.stdout
-        reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
-        resumed = [
-            r for r in reports if r["flow_run_id"] not in done | {killed} and not r["failed"]
-        ]
-        assert len(resumed) == 1, resumed
-        train = resumed[0]["train"]
-        assert train["resumed_from"] > 0 and "resuming the unfinished training" in train["why"]
-        assert Path(train["folder"]).parent.name == killed
-
-        # `stop` ends the flow runs its worker started, which live in sessions of their own.
-        # (The resumed run's version is the champion of this data now: train again anyway.)
-        params[-1] = params[-1].replace("{", '{"retrain": "always", ', 1)
+        # `stop` ends the flow runs its workers started, which live in sessions of their own.
         run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
         deadline = time.monotonic() + 120
         while not _flow_run_processes(state) and time.monotonic() < deadline:

@@ -326,6 +326,22 @@ def test_a_folder_a_live_run_trains_in_is_not_resumed_by_another(tmp_path: Path)
     assert train_dir(tmp_path, "later", None, "K")[0] == live  # released: resumable again
 
 
+def test_a_training_held_by_a_live_run_or_its_gpu_training_is_found(tmp_path: Path) -> None:
+    """A second run of the same data and settings learns that a live run trains them: by the
+    pipeline run's lock, or by the training run's own (which outlives a killed parent)."""
+    from flows.folders import TRAINING_LOCK, trained_elsewhere, training_lock
+
+    live = _unfinished(tmp_path, "live", "K")
+    assert trained_elsewhere(tmp_path, "K") is None
+    with training_lock(live):
+        assert trained_elsewhere(tmp_path, "K") == live
+        assert trained_elsewhere(tmp_path, "OTHER") is None
+    with training_lock(live, TRAINING_LOCK):
+        assert trained_elsewhere(tmp_path, "K") == live
+        assert train_dir(tmp_path, "next", None, "K")[0] != live  # not resumed meanwhile
+    assert trained_elsewhere(tmp_path, "K") is None
+
+
 def test_a_gate_failure_retrains_nothing_and_credentials_stay_out_of_the_records(
     prefect_server, class_folders: Path, tmp_path: Path, monkeypatch
 ) -> None:

@@ -1,0 +1,259 @@
+"""The shape a team runs, on this machine: Prefect and MLflow on PostgreSQL, a CPU pool for
+ingestion, validation, evaluation and the gate and a GPU pool that only trains (its own
+deployment, at most one training at a time here), three pipeline runs started at once, every
+link of a run's summary opened by a headless browser over HTTP, as from another machine, and
+both pools' machines killed mid-training, then resumed.
+
+`make test-cluster` runs it (`.ci/run` too); it needs Debian's chromium (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.browser import CHROMIUM, Browser
+from tests.conftest import make_class_folders
+from tests.test_e2e import _kill_flow_runs_once_one_checkpoints, _state_of, free_port, run
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+# What the stack's server knows of each pipeline run and its training run.
+_RUNS = """
+import json, sys
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.client.schemas.sorting import ArtifactSort
+out = {}
+with get_client(sync_client=True) as client:
+    for parent_id in sys.argv[1:]:
+        parent = client.read_flow_run(parent_id)
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])))
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[parent.id])))
+        summary = [a for a in client.read_artifacts(limit=50) if a.key == "run-summary"
+                   and str(a.flow_run_id) == parent_id]
+        out[parent_id] = {
+            "state": parent.state.name, "pool": parent.work_pool_name,
+            "validated": max(str(t.end_time) for t in tasks if t.name.startswith("validate")),
+            "summary": summary[0].data if summary else None,
+            "trainings": [{
+                "id": str(c.id), "state": c.state.name, "pool": c.work_pool_name,
+                "start": str(c.start_time), "end": str(c.end_time),
+                "states": [s.name for s in client.read_flow_run_states(c.id)],
+            } for c in children],
+        }
+print(json.dumps(out))
+"""
+
+
+def _reachable_folder() -> Path:
+    """A folder the `postgres` user can enter (pytest's own are closed to other users): the
+    local PostgreSQL runs as that user when the tests run as root."""
+    folder = Path(tempfile.mkdtemp(prefix="trickflow-pg-"))
+    folder.chmod(0o711)
+    return folder
+
+
+def _tables(server: str, database: str) -> set[str]:
+    import psycopg2
+
+    with psycopg2.connect(f"{server}/{database}", connect_timeout=10) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT table_name FROM information_schema.tables "
+                           "WHERE table_schema = 'public'")  # fmt: skip
+            return {row[0] for row in cursor.fetchall()}
+
+
+def _when(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Path) -> None:
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: apt-get install chromium"
+    prefect_port, mlflow_port, pg_port = free_port(), free_port(), free_port()
+    state = tmp_path / "stack"
+    pg = _reachable_folder() / "postgres"
+    cpu, gpu = f"cpu-{prefect_port}", f"gpu-{prefect_port}"
+    env = {
+        **os.environ,
+        "TRICKFLOW_HOME": str(state),
+        "TRICKFLOW_DB": "postgres",
+        "TRICKFLOW_PG_PORT": str(pg_port),
+        "TRICKFLOW_PG_DATA": str(pg),
+        "PREFECT_PORT": str(prefect_port),
+        "MLFLOW_PORT": str(mlflow_port),
+        "TRICKFLOW_POOL": cpu,
+        "TRICKFLOW_GPU_POOL": gpu,
+        "TRICKFLOW_GPU_WORKERS": "1",
+        "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "PREFECT_HOME": str(state / "prefect"),
+    }
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "PREFECT_API_AUTH_STRING"):  # fmt: skip
+        env.pop(name, None)
+    stack = str(REPO / "infra" / "stack.sh")
+    prefect = str(REPO / ".venv" / "bin" / "prefect")
+    try:
+        run([stack, "start"], env, 300)
+        assert "at most 1 training(s) at once" in run([stack, "deploy"], env, 240).stdout
+        # Both servers keep their state in PostgreSQL.
+        password = (pg / "password").read_text().strip()
+        server = f"postgresql://trickflow:{password}@127.0.0.1:{pg_port}"
+        assert {"flow_run", "deployment", "work_pool"} <= _tables(server, "trickflow_prefect")
+        assert {"runs", "registered_models"} <= _tables(server, "trickflow_mlflow")
+        assert "users" in _tables(server, "trickflow_mlflow_auth")
+
+        # Three datasets at once: each pipeline run ingests and validates on the CPU pool at
+        # once; their trainings run on the GPU pool one after another.
+        work = tmp_path / "work"
+        launched = [
+            subprocess.Popen(
+                [prefect, "deployment", "run", "train-imagenet/demo", "-p", "preset=smoke",
+                 "-p", f"data_dir={make_class_folders(tmp_path / name)}",
+                 "-p", f"work_dir={work}"],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            for name in ("alpha", "beta", "gamma")
+        ]  # fmt: skip
+        parents = []
+        for process in launched:
+            output = process.communicate(timeout=120)[0]
+            assert process.returncode == 0, output
+            parents += re.findall(r"UUID: ([0-9a-f-]{36})", output)
+        assert len(parents) == 3
+        deadline = time.monotonic() + 900
+        while True:
+            found = json.loads(run([PYTHON, "-c", _RUNS, *parents], env, 120).stdout)
+            if all(r["state"] not in ("Scheduled", "Pending", "Running") for r in found.values()):
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(5)
+
+        trainings = []
+        for parent_id, parent in found.items():
+            assert parent["state"] == "Completed" and parent["pool"] == cpu, parent
+            (training,) = parent["trainings"]
+            assert training["state"] == "Completed" and training["pool"] == gpu, training
+            trainings.append({**training, "parent": parent_id})
+        # Each process ran on its pool's worker: the GPU worker started the trainings only.
+        gpu_log = (state / "logs" / "gpu-worker-1.log").read_text()
+        cpu_log = (state / "logs" / "worker.log").read_text()
+        for training in trainings:
+            assert f"submitting flow run '{training['id']}'" in gpu_log
+            assert training["id"] not in cpu_log
+            assert f"submitting flow run '{training['parent']}'" in cpu_log
+            assert training["parent"] not in gpu_log
+        # One training at a time, the others queued on the limit ...
+        trainings.sort(key=lambda t: _when(t["start"]))
+        for before, after in zip(trainings, trainings[1:], strict=False):
+            assert _when(before["end"]) <= _when(after["start"]), trainings
+        assert any("AwaitingConcurrencySlot" in t["states"] for t in trainings), trainings
+        # ... while the last one's pipeline run had validated its data before the first
+        # training ended: the limit holds back trainings, not the stages before them.
+        last = found[trainings[-1]["parent"]]
+        assert _when(last["validated"]) < _when(trainings[0]["end"]), (last, trainings)
+
+        reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
+        assert sorted(r["registry"]["version"] for r in reports) == ["1", "1", "1"]
+        assert not list(state.rglob("*.db")), list(state.rglob("*.db"))  # no SQLite anywhere
+
+        # Every link of a run's summary opens in a browser that shares no disk with the stack.
+        report = next(r for r in reports if r["flow_run_id"] == trainings[0]["parent"])
+        summary = found[report["flow_run_id"]]["summary"]
+        urls = re.findall(r"\]\((\S+?)\)", summary)
+        mlflow = f"http://127.0.0.1:{mlflow_port}/"
+        assert urls and all(url.startswith(mlflow) for url in urls), summary
+        links = report["links"]
+        assert {"statistics", "evaluation", "curves", "report"} <= set(links)
+        assert set(links.values()) - {links["run"]} <= set(urls), (links, urls)
+        run_id = report["train"]["mlflow_run_id"]
+        credentials = dict(
+            line.split("=", 1) for line in (state / "credentials.env").read_text().splitlines()
+        )
+        local = {
+            "data/statistics.html": Path(report["validate"]["statistics_html"]),
+            "evaluation.png": Path(report["evaluate"]["figure"]),
+            "report.json": Path(report["report_path"]),
+        }
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        with Browser(
+            credentials["MLFLOW_TRACKING_USERNAME"], credentials["MLFLOW_TRACKING_PASSWORD"]
+        ) as browser:
+            for number, url in enumerate(urls):
+                shot = shots / f"{number}.png"
+                if "/artifactPath/" in url:
+                    path = url.split("/artifactPath/", 1)[1]
+                    # The run's file view, and the file itself as the page fetches it.
+                    fetch = (
+                        f"fetch('/get-artifact?path={path}&run_uuid={run_id}')"
+                        ".then(r => r.arrayBuffer().then(b => r.status + ' ' + b.byteLength))"
+                    )
+                    shown = browser.open(url, path, screenshot=shot, then=fetch)
+                    assert shown["then"] == f"200 {local[path].stat().st_size}", (url, shown)
+                elif url.endswith("/model-metrics"):
+                    browser.open(url, "loss", screenshot=shot)  # the training's curves
+                elif "/models/" in url:
+                    browser.open(url, report["registry"]["model_name"], screenshot=shot)
+                else:
+                    browser.open(url, run_id, screenshot=shot)
+        # Without credentials the same pages are refused.
+        with Browser() as stranger:
+            with pytest.raises(AssertionError, match="HTTP 401"):
+                stranger.open(links["report"], "report.json", timeout=10)
+
+        # A flow run SIGKILLed during training, its worker with it (the machine went down): the
+        # run is marked Crashed within the heartbeat window; the same deployment run again
+        # resumes it.
+        params = [
+            "-p", "preset=demo", "-p", f"data_dir={tmp_path / 'alpha'}", "-p", f"work_dir={work}",
+            "-p", 'overrides={"epochs": 15, "batch_size": 8, "min_top1": 0.0, '
+            '"max_regression": 1.0, "max_drop_from_best": 1.0}',
+        ]  # fmt: skip
+        prefect = str(REPO / ".venv" / "bin" / "prefect")
+        done = {p.parent.name for p in (work / "runs").glob("*/report.json")}
+        run([prefect, "deployment", "run", "train-imagenet/demo", *params], env, 120)
+        killed = _kill_flow_runs_once_one_checkpoints(work, state, done)
+        import signal
+
+        for worker in ("worker", "gpu-worker-1"):  # both pools' machines went down
+            os.kill(int((state / "run" / f"{worker}.pid").read_text()), signal.SIGKILL)
+        killed_at, killed_wall = time.monotonic(), time.time()
+        run([stack, "start"], env, 300)  # the machine is back: a new worker
+        # The resumed run goes on meanwhile (the killed run's folder lock died with it).
+        result = run([prefect, "deployment", "run", "train-imagenet/demo", *params, "--watch"],
+                     env, 600)  # fmt: skip
+        while (name := _state_of(killed, env))[0] == "Running":
+            assert time.monotonic() - killed_at < 240, f"flow run {killed} still Running"
+            time.sleep(5)
+        assert name[0] == "Crashed", f"flow run {killed} is {name[0]}"
+        # within the window after its last heartbeat (sent up to 30 s before the kill)
+        assert name[1] - killed_wall <= 90 + 30, f"Crashed {name[1] - killed_wall:.0f} s on"
+        assert "Completed" in result.stdout
+        reports = [json.loads(p.read_text()) for p in (work / "runs").glob("*/report.json")]
+        resumed = [
+            r for r in reports if r["flow_run_id"] not in done | {killed} and not r["failed"]
+        ]
+        assert len(resumed) == 1, resumed
+        train = resumed[0]["train"]
+        assert train["resumed_from"] > 0 and "resuming the unfinished training" in train["why"]
+        assert Path(train["folder"]).parent.name == killed
+    finally:
+        stopped = subprocess.run(
+            [stack, "stop"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped PostgreSQL" in stopped.stdout or not (pg / "data").exists()
