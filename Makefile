@@ -34,14 +34,15 @@ test: setup
 
 # The cluster shape on this machine: Prefect and MLflow on PostgreSQL, CPU and GPU pools with
 # their own workers, trainings queued on the limit, the gate race on the PostgreSQL registry, and
-# every link of a run's summary opened in headless Chromium (Debian's `chromium`: .ci/run
-# installs it). Needs PostgreSQL 15's server programs (initdb, pg_ctl) on PATH.
+# every link of a run's summary opened in headless Chromium. Needs Debian's `chromium` and
+# PostgreSQL's server programs (`postgresql`; initdb and pg_ctl on PATH or in
+# /usr/lib/postgresql/*/bin): .ci/run installs both when they are missing.
 test-cluster: setup
 	$(VENV)/bin/python -m pytest -m cluster $(PYTEST_ARGS)
 
 # Fast unit tests only.
 test-unit: setup
-	$(VENV)/bin/python -m pytest -m "not integration and not e2e and not gpu" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not integration and not e2e and not gpu and not cluster" $(PYTEST_ARGS)
 
 demo: setup
 	infra/demo.sh

@@ -54,8 +54,9 @@ def _statistics_line(report: dict) -> str:
     if not page:
         return ""
     return (
-        f"\n\nStatistics of both splits side by side (TFDV's Facets page): `{page}`; the run "
-        "summary links to it in the MLflow run (under `data/`), where any browser opens it."
+        f"\n\nStatistics of both splits side by side (TFDV's Facets page): `{page}`; with a "
+        "tracking server, the run summary links to its copy in the MLflow run, which any "
+        "browser that reaches the server opens."
     )
 
 
@@ -149,7 +150,7 @@ def publish_evaluation(metrics: dict, gate: dict) -> None:
         f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n"
         + (
             f"\nPer-class accuracy and the worst classes' confusions: `{metrics['figure']}`, "
-            "linked from the run summary (the MLflow run's `evaluation.png`)\n"
+            "with a tracking server also linked from the run summary (its copy in the MLflow run)\n"
             if metrics.get("figure")
             else ""
         ),

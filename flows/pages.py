@@ -1,15 +1,17 @@
 """The pages a run produces, where a browser on any machine opens them: the MLflow run's
 artifacts, which the tracking server serves over HTTP (`mlflow server --serve-artifacts`).
 
-A run that trained has its MLflow run already (the curves are its metrics; the gate put the
-evaluation picture there); a run that stopped before training gets a run of its own in the same
-experiment, so that the statistics of data that failed validation open too. The links go to
-MLflow's run page, which shows each file (HTML in a frame, pictures, JSON) beside the others.
+A run that trained has its MLflow run already (the curves are its metrics); a run that stopped
+before training gets a run of its own in the same experiment, so that the statistics of data
+that failed validation open too. The files go under `pages/<flow run id>/`: a later flow run
+that continues the same MLflow run (a resumed or reused training) adds its own beside them. The
+links go to MLflow's run page, which shows each file (HTML in a frame, pictures, JSON).
 """
 
 from __future__ import annotations
 
 import logging
+import urllib.request
 from pathlib import Path
 
 from components.evaluate.registry import Registry
@@ -19,30 +21,44 @@ log = logging.getLogger(__name__)
 NO_TRAINING_RUN = "trickflow.pages_only"  # tag of a run made only to hold a run's pages
 
 
-def _pages(run_dir: Path) -> dict[str, tuple[Path, str]]:
-    """name -> (local file, artifact folder) of what the run wrote, those that exist."""
+def _pages(run_dir: Path) -> dict[str, Path]:
+    """name -> local file, of the pages the run wrote."""
     found = {
-        "statistics": (run_dir / "validation" / "statistics.html", "data"),
-        "drift": (run_dir / "validation" / "drift.html", "data"),
-        "evaluation": (run_dir / "evaluation" / "evaluation.png", ""),
+        "statistics": run_dir / "validation" / "statistics.html",
+        "drift": run_dir / "validation" / "drift.html",
+        "evaluation": run_dir / "evaluation" / "evaluation.png",
     }
-    return {name: entry for name, entry in found.items() if entry[0].is_file()}
+    return {name: path for name, path in found.items() if path.is_file()}
 
 
-def _artifact(folder: str, path: Path) -> str:
-    return f"{folder}/{path.name}" if folder else path.name
+def folder_of(flow_run_id: str) -> str:
+    return f"pages/{flow_run_id}"
 
 
-def links(ui: str, experiment_id: str, run_id: str, pages: dict, trained: bool) -> dict:
+def links(ui: str, experiment_id: str, run_id: str, flow_run_id: str, pages: dict,
+          trained: bool) -> dict:  # fmt: skip
     """The URLs of the run's pages in the MLflow UI at `ui`."""
     run = f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    folder = f"{run}/artifactPath/{folder_of(flow_run_id)}"
     found = {"run": run}
-    for name, (path, folder) in pages.items():
-        found[name] = f"{run}/artifactPath/{_artifact(folder, path)}"
+    for name, path in pages.items():
+        found[name] = f"{folder}/{path.name}"
     if trained:
         found["curves"] = f"{run}/model-metrics"
-    found["report"] = f"{run}/artifactPath/report.json"
+    found["report"] = f"{folder}/report.json"
     return found
+
+
+def _answers(tracking_uri: str) -> bool:
+    """Whether the tracking server answers its health check within 2 s: MLflow's client would
+    retry a dead one for minutes, and the run's outcome must not wait on its links."""
+    if not tracking_uri.startswith("http"):
+        return True
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def publish_pages(
@@ -57,28 +73,24 @@ def publish_pages(
         return {}
     try:
         registry = registry or Registry()
+        if not _answers(registry.tracking_uri):
+            raise ConnectionError(f"{registry.tracking_uri} does not answer its health check")
         client = registry.client
         run_id, experiment_id = train.get("mlflow_run_id"), train.get("mlflow_experiment_id")
         if run_id is None:
             experiment = f"trickflow-{model_name}"
-            found = client.get_experiment_by_name(experiment)
-            experiment_id = (
-                found.experiment_id
-                if found
-                else client.create_experiment(
-                    experiment, artifact_location=registry._artifact_root()
-                )
-            )
+            experiment_id = registry.experiment_id(experiment)
             tags = {"flow_run_id": report.flow_run_id, NO_TRAINING_RUN: "true"}
             made = client.create_run(experiment_id, tags=tags, run_name=f"{report.flow_run_id}")
             run_id = made.info.run_id
             client.set_terminated(run_id, "FAILED" if report.failed else "FINISHED")
-        found_links = links(ui, experiment_id, run_id, pages, bool(train.get("mlflow_run_id")))
+        trained = bool(train.get("mlflow_run_id"))
+        found_links = links(ui, experiment_id, run_id, report.flow_run_id, pages, trained)
         report.links = found_links
         report.save()
-        for path, folder in pages.values():
-            client.log_artifact(run_id, str(path), artifact_path=folder or None)
-        client.log_artifact(run_id, report.report_path)
+        folder = folder_of(report.flow_run_id)
+        for path in [*pages.values(), Path(report.report_path)]:
+            client.log_artifact(run_id, str(path), artifact_path=folder)
         return found_links
     except Exception as err:  # noqa: BLE001 - the run's outcome stands without its links
         log.warning("the run's pages could not be published to %s: %s", ui, err)

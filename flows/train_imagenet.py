@@ -628,6 +628,7 @@ def train_stage(
     models: tuple[dict | None, dict | None],
     tracking: dict,
     train_deployment: str | None,
+    held: ExitStack,
 ) -> dict | None:
     """Trains in the folder `train_dir` chooses (resuming or reusing a training of the same data
     and settings), or reuses a finished one; returns what it trained, or None when another live
@@ -652,34 +653,36 @@ def train_stage(
         busy = trained_elsewhere(work, key)
         if busy and overrides.resume_run is None:
             reason = (
-                f"a live run is training the same data and settings in {busy} right now; "
-                "it will evaluate and judge them"
+                f"a live run holds the training of the same data and settings in {busy}: it "
+                "evaluates and judges it (or, if it dies, the next run does)"
             )
             get_run_logger().info("not training: %s", reason)
             report.decision = {**report.decision, "train": False, "reason": reason}
             return None
         folder, why = train_dir(work, run_id, overrides.resume_run, key)
         get_run_logger().info("training: %s", why)
-        with training_lock(folder):
-            train_config = config.train
-            # In the training folder, named by version: a resumed run finds the same path, and
-            # one asked to resume with another version is refused.
-            if teacher is not None:
-                path = folder / f"teacher-v{teacher['version']}.keras"
-                os.replace(teacher["path"], path)
-                train_config = with_teacher(train_config, str(path))
-            if start is not None:
-                path = folder / f"init-v{start['version']}.keras"
-                os.replace(start["path"], path)
-                train_config = settings.apply(
-                    train_config, config.warm.applied(train_config, str(path))
-                )
-            trained, ran = finished_training(folder, key), None
-            if trained is None and train_deployment:
-                trained, ran = train_there(
-                    train_deployment, data, str(folder), train_config, tracking
-                )
-            elif trained is None:
+        # Held to the end of the run, through evaluation and the gate: a second run of the same
+        # data and settings meanwhile finds it taken (`trained_elsewhere`) and does not judge
+        # this training a second time.
+        held.enter_context(training_lock(folder))
+        train_config = config.train
+        # In the training folder, named by version: a resumed run finds the same path, and
+        # one asked to resume with another version is refused.
+        if teacher is not None:
+            path = folder / f"teacher-v{teacher['version']}.keras"
+            os.replace(teacher["path"], path)
+            train_config = with_teacher(train_config, str(path))
+        if start is not None:
+            path = folder / f"init-v{start['version']}.keras"
+            os.replace(start["path"], path)
+            train_config = settings.apply(
+                train_config, config.warm.applied(train_config, str(path))
+            )
+        trained, ran = finished_training(folder, key), None
+        if trained is None and train_deployment:
+            trained, ran = train_there(train_deployment, data, str(folder), train_config, tracking)
+        elif trained is None:
+            with training_lock(folder, TRAINING_LOCK):  # as a training run of the GPU pool holds it
                 trained = train_task(data, str(folder), train_config, tracking)
     report.train = {
         "steps": trained["steps"],
@@ -811,7 +814,16 @@ def train_imagenet(
             tags = lineage_tags(report, window, config, overrides)
             tracking = training_run(report, config, model_name, validation, tags)
             trained = train_stage(
-                report, config, data, metadata, work, overrides, models, tracking, train_deployment
+                report,
+                config,
+                data,
+                metadata,
+                work,
+                overrides,
+                models,
+                tracking,
+                train_deployment,
+                held,
             )
         if verdict.train and trained is not None:
             with report.stage("evaluate"):

@@ -8,9 +8,11 @@ Looks at DATA/spans/ every `--every` seconds. A span counts once it holds its `_
 spans are announced together, once no other span has completed for `--settle` seconds, as one
 Prefect event `trickflow.span.arrived`: its resource names the data folder and the deployment to
 run (label `trickflow.deployment`), its payload the folder, the new spans and the `-p`
-parameters. The deployment's trigger in prefect.yaml runs it on that event; its concurrency
-limit queues an announcement that comes while a run is going, and that run then finds the new
-spans already trained (or trains them).
+parameters. The deployment's trigger in prefect.yaml runs it on that event. An announcement
+that comes while a run of the same data is going starts a second run at once. With spans the
+live run does not have, its ingestion waits until the live run ends (the dataset is rewritten
+only when no run reads it), then trains what arrived; with none, it ends (the spans are being
+trained by the live run, or are trained and judged already).
 
 What was announced is kept in `$TRICKFLOW_HOME/watch/`, so a restarted watcher announces
 nothing twice; its first look announces every complete span (a run with nothing new since the

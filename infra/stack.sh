@@ -37,12 +37,18 @@ MLFLOW_PORT=${MLFLOW_PORT:-5000}
 POOL=${TRICKFLOW_POOL:-trickflow-cpu}
 GPU_POOL=${TRICKFLOW_GPU_POOL:-trickflow-gpu}
 GPU_WORKERS=${TRICKFLOW_GPU_WORKERS:-1}
-DB=${TRICKFLOW_DB:-sqlite}
 PG_PORT=${TRICKFLOW_PG_PORT:-5433}
 PG_DATA=$(realpath -m "${TRICKFLOW_PG_DATA:-$STATE/postgres}")
 BIN=${TRICKFLOW_BIN:-$REPO/.venv/bin}
 RUN=$STATE/run
 LOGS=$STATE/logs
+# The database the stack was last started on (0600: an external server's URL holds its
+# password) is the default: `make run` after `TRICKFLOW_DB=postgres make demo` finds it.
+DB=${TRICKFLOW_DB:-$(cat "$RUN/db" 2>/dev/null || echo sqlite)}
+# Debian installs PostgreSQL's server programs outside PATH.
+if ! command -v initdb >/dev/null 2>&1; then
+  for dir in /usr/lib/postgresql/*/bin; do [ -x "$dir/initdb" ] && PATH=$PATH:$dir; done
+fi
 
 export TRICKFLOW_HOME=$STATE
 export PREFECT_HOME=$STATE/prefect
@@ -115,7 +121,7 @@ PY
    cat > "$STATE/mlflow/auth.ini" <<INI
 [mlflow]
 default_permission = NO_PERMISSIONS
-database_uri = $MLFLOW_AUTH_DB
+database_uri = ${MLFLOW_AUTH_DB//%/%%}
 admin_username = $MLFLOW_TRACKING_USERNAME
 admin_password = $MLFLOW_TRACKING_PASSWORD
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
@@ -163,6 +169,11 @@ sys.exit(f"TRICKFLOW_DB={sys.argv[1]!r}: give postgresql://USER:PASSWORD@HOST:PO
 # The local server's password lives beside its data (0600, the server's owner), not in
 # credentials.env: new client credentials must not lock the stack out of its own database.
 pg_password() {
+  if [ ! -s "$PG_DATA/password" ] && [ -f "$PG_DATA/data/PG_VERSION" ]; then
+    echo "$PG_DATA/password is gone but the cluster in $PG_DATA/data is there: put the password" \
+      "back, or remove $PG_DATA to start an empty database" >&2
+    exit 1
+  fi
   if [ ! -s "$PG_DATA/password" ]; then
     mkdir -p "$PG_DATA"
     (umask 077; "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(24))" > "$PG_DATA/password")
@@ -221,9 +232,20 @@ start_db() {
     fi
   fi
   local name
+  if $FORGET_AUTH && [ "$DB" != postgres ] && [ -n "$(psql_server postgres \
+      "SELECT 1 FROM pg_database WHERE datname = 'trickflow_mlflow_auth'")" ] \
+      && [ -n "$(psql_server trickflow_mlflow_auth "SELECT 1 FROM information_schema.tables
+                  WHERE table_name = 'users'")" ]; then
+    # Another stack's MLflow users live there: new credentials would lock them out (MLflow sets
+    # the admin password only when it makes the user), and dropping them is not ours to do.
+    echo "the server of TRICKFLOW_DB has MLflow users already (trickflow_mlflow_auth), made" \
+      "with other credentials: copy the credentials.env that goes with it to $CREDENTIALS" >&2
+    rm -f "$CREDENTIALS"
+    return 1
+  fi
   for name in trickflow_prefect trickflow_mlflow trickflow_mlflow_auth; do
-    if [ "$name" = trickflow_mlflow_auth ] && $FORGET_AUTH; then
-      psql_server postgres "DROP DATABASE IF EXISTS $name" >/dev/null
+    if [ "$name" = trickflow_mlflow_auth ] && $FORGET_AUTH && [ "$DB" = postgres ]; then
+      psql_server postgres "DROP DATABASE IF EXISTS $name" >/dev/null  # this stack's own server
     fi
     if [ -z "$(psql_server postgres "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
       psql_server postgres "CREATE DATABASE $name" >/dev/null
@@ -232,10 +254,11 @@ start_db() {
 }
 
 stop_db() {
-  [ -s "$RUN/postgres.data" ] && PG_DATA=$(cat "$RUN/postgres.data")
-  [ -f "$PG_DATA/data/PG_VERSION" ] || return 0
-  if pg_running; then
-    as_db_owner pg_ctl -D "$PG_DATA/data" -m fast -w -t 60 stop >/dev/null || return 1
+  local data=$PG_DATA
+  [ -s "$RUN/postgres.data" ] && data=$(cat "$RUN/postgres.data")
+  [ -f "$data/data/PG_VERSION" ] || return 0
+  if as_db_owner pg_ctl -D "$data/data" status >/dev/null 2>&1; then
+    as_db_owner pg_ctl -D "$data/data" -m fast -w -t 60 stop >/dev/null || return 1
     echo "stopped PostgreSQL"
   fi
   rm -f "$RUN/postgres.port" "$RUN/postgres.data"
@@ -294,7 +317,7 @@ start() {
     stop
   fi
   start_db
-  echo "$DB" > "$RUN/db"
+  (umask 077; echo "$DB" > "$RUN/db")
   if alive prefect-server; then
     echo "Prefect server already up at http://127.0.0.1:$PREFECT_PORT"
   elif healthy "$PREFECT_API_URL/health"; then
@@ -316,11 +339,11 @@ start() {
     # Job execution (huey consumers, for MLflow's GenAI jobs) is not used here: seven processes less.
     # The server stores and serves the artifacts itself: clients upload and download them over
     # HTTP with their credentials, and need nothing of the server's disk (or of an object store).
+    # The store's URL goes in the environment, not the command line (`ps` shows that to anyone).
     (export MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-       MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini"
+       MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini" MLFLOW_BACKEND_STORE_URI="$MLFLOW_DB"
      launch mlflow-server "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
-      --workers 1 --backend-store-uri "$MLFLOW_DB" \
-      --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts")
+      --workers 1 --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts")
     wait_healthy mlflow-server "$MLFLOW_TRACKING_URI/health" 120
   fi
   local pool

@@ -164,9 +164,9 @@ def postgres_registry(tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "TRICKFLOW_HOME": str(tmp_path / "stack"), "TRICKFLOW_DB": "postgres",
            "TRICKFLOW_PG_PORT": str(port), "TRICKFLOW_PG_DATA": str(reachable / "pg")}  # fmt: skip
     stack = [str(repo / "infra" / "stack.sh")]
-    started = subprocess.run([*stack, "db"], cwd=repo, env=env, capture_output=True, text=True,
-                             timeout=180)  # fmt: skip
     try:
+        started = subprocess.run([*stack, "db"], cwd=repo, env=env, capture_output=True,
+                                 text=True, timeout=180)  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
         yield started.stdout.strip().splitlines()[-1]
     finally:

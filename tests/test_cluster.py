@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -33,7 +34,6 @@ import json, sys
 from prefect import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
-from prefect.client.schemas.sorting import ArtifactSort
 out = {}
 with get_client(sync_client=True) as client:
     for parent_id in sys.argv[1:]:
@@ -45,8 +45,10 @@ with get_client(sync_client=True) as client:
         summary = [a for a in client.read_artifacts(limit=50) if a.key == "run-summary"
                    and str(a.flow_run_id) == parent_id]
         out[parent_id] = {
-            "state": parent.state.name, "pool": parent.work_pool_name,
-            "validated": max(str(t.end_time) for t in tasks if t.name.startswith("validate")),
+            "state": parent.state.name, "final": parent.state.is_final(),
+            "pool": parent.work_pool_name,
+            "validated": max((str(t.end_time) for t in tasks
+                              if t.name.startswith("validate") and t.end_time), default=None),
             "summary": summary[0].data if summary else None,
             "trainings": [{
                 "id": str(c.id), "state": c.state.name, "pool": c.work_pool_name,
@@ -84,7 +86,8 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: apt-get install chromium"
     prefect_port, mlflow_port, pg_port = free_port(), free_port(), free_port()
     state = tmp_path / "stack"
-    pg = _reachable_folder() / "postgres"
+    reachable = _reachable_folder()
+    pg = reachable / "postgres"
     cpu, gpu = f"cpu-{prefect_port}", f"gpu-{prefect_port}"
     env = {
         **os.environ,
@@ -137,7 +140,7 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
         deadline = time.monotonic() + 900
         while True:
             found = json.loads(run([PYTHON, "-c", _RUNS, *parents], env, 120).stdout)
-            if all(r["state"] not in ("Scheduled", "Pending", "Running") for r in found.values()):
+            if all(r["final"] for r in found.values()):
                 break
             assert time.monotonic() < deadline, found
             time.sleep(5)
@@ -183,8 +186,8 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
         credentials = dict(
             line.split("=", 1) for line in (state / "credentials.env").read_text().splitlines()
         )
-        local = {
-            "data/statistics.html": Path(report["validate"]["statistics_html"]),
+        local = {  # what the run wrote, by file name
+            "statistics.html": Path(report["validate"]["statistics_html"]),
             "evaluation.png": Path(report["evaluate"]["figure"]),
             "report.json": Path(report["report_path"]),
         }
@@ -203,7 +206,8 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
                         ".then(r => r.arrayBuffer().then(b => r.status + ' ' + b.byteLength))"
                     )
                     shown = browser.open(url, path, screenshot=shot, then=fetch)
-                    assert shown["then"] == f"200 {local[path].stat().st_size}", (url, shown)
+                    size = local[Path(path).name].stat().st_size
+                    assert shown["then"] == f"200 {size}", (url, shown)
                 elif url.endswith("/model-metrics"):
                     browser.open(url, "loss", screenshot=shot)  # the training's curves
                 elif "/models/" in url:
@@ -257,3 +261,39 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
         )
         assert stopped.returncode == 0, stopped.stderr
         assert "stopped PostgreSQL" in stopped.stdout or not (pg / "data").exists()
+        shutil.rmtree(reachable, ignore_errors=True)
+
+
+def test_a_server_given_by_url_is_used_and_never_stopped(postgres_registry, tmp_path) -> None:
+    """TRICKFLOW_DB=postgresql://USER:PASSWORD@HOST:PORT: the stack makes its databases on that
+    server (the one the fixture started stands in for a team's), starts none of its own, and
+    `stop` leaves the server alone."""
+    import psycopg2
+
+    server = postgres_registry.rsplit("/", 1)[0].replace("+psycopg2", "")
+    env = {**os.environ, "TRICKFLOW_HOME": str(tmp_path / "other"), "TRICKFLOW_DB": server}
+    stack = str(REPO / "infra" / "stack.sh")
+    printed = run([stack, "db"], env, 120).stdout.strip().splitlines()[-1]
+    assert printed == server.replace("postgresql:", "postgresql+psycopg2:") + "/trickflow_mlflow"
+    assert not (tmp_path / "other" / "postgres").exists()  # no server of its own
+    with psycopg2.connect(f"{server}/postgres", connect_timeout=10) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database")
+            names = {row[0] for row in cursor.fetchall()}
+    assert {"trickflow_prefect", "trickflow_mlflow", "trickflow_mlflow_auth"} <= names
+    run([stack, "stop"], env, 120)
+    psycopg2.connect(f"{server}/postgres", connect_timeout=10).close()  # still up
+    # A server whose MLflow users another stack made: new credentials would lock them out.
+    with psycopg2.connect(f"{server}/trickflow_mlflow_auth", connect_timeout=10) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE users (id integer)")
+    third = {**env, "TRICKFLOW_HOME": str(tmp_path / "third")}
+    refused = subprocess.run([stack, "db"], cwd=REPO, env=third, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert refused.returncode != 0 and "has MLflow users already" in refused.stderr
+    assert not (tmp_path / "third" / "credentials.env").exists()
+    assert run([stack, "db"], env, 120).returncode == 0  # with the credentials that go with it
+    broken = {**env, "TRICKFLOW_DB": "postgresql:///nohost"}
+    refused = subprocess.run([stack, "db"], cwd=REPO, env=broken, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert refused.returncode != 0 and "give postgresql://USER:PASSWORD@HOST:PORT" in refused.stderr

@@ -54,20 +54,24 @@ def test_a_trained_run_links_its_pages_curves_and_report_in_its_mlflow_run(
     page = f"{UI}/#/experiments/{experiment}/runs/{run_id}"
     assert links == {
         "run": page,
-        "statistics": f"{page}/artifactPath/data/statistics.html",
-        "evaluation": f"{page}/artifactPath/evaluation.png",
+        "statistics": f"{page}/artifactPath/pages/abc/statistics.html",
+        "evaluation": f"{page}/artifactPath/pages/abc/evaluation.png",
         "curves": f"{page}/model-metrics",
-        "report": f"{page}/artifactPath/report.json",
+        "report": f"{page}/artifactPath/pages/abc/report.json",
     }
-    assert _artifacts(registry, run_id) == {
-        "data/statistics.html",
-        "evaluation.png",
-        "report.json",
-    }
+    files = {"pages/abc/statistics.html", "pages/abc/evaluation.png", "pages/abc/report.json"}
+    assert _artifacts(registry, run_id) == files
     saved = json.loads((run_dir / "report.json").read_text())
     assert saved["links"] == links  # the uploaded report carries them too
-    downloaded = registry.client.download_artifacts(run_id, "report.json", str(tmp_path))
+    downloaded = registry.client.download_artifacts(run_id, "pages/abc/report.json", str(tmp_path))
     assert json.loads(Path(downloaded).read_text())["links"] == links
+    # A later flow run continuing the same MLflow run (a resumed training) keeps its own pages.
+    later = _report(run_dir, train=report.train)
+    later.flow_run_id = "def"
+    assert publish_pages(later, run_dir, "m", UI, registry)["report"].endswith(
+        "pages/def/report.json"
+    )
+    assert files < _artifacts(registry, run_id)
 
 
 def test_a_run_stopped_before_training_gets_a_run_for_its_pages(tmp_path: Path) -> None:
@@ -80,9 +84,12 @@ def test_a_run_stopped_before_training_gets_a_run_for_its_pages(tmp_path: Path) 
     (run,) = registry.client.search_runs([experiment.experiment_id])
     assert run.data.tags[NO_TRAINING_RUN] == "true" and run.data.tags["flow_run_id"] == "abc"
     assert run.info.status == "FAILED"
-    page = f"/runs/{run.info.run_id}/artifactPath/data/statistics.html"
+    page = f"/runs/{run.info.run_id}/artifactPath/pages/abc/statistics.html"
     assert links["statistics"].endswith(page)
-    assert _artifacts(registry, run.info.run_id) == {"data/statistics.html", "report.json"}
+    assert _artifacts(registry, run.info.run_id) == {
+        "pages/abc/statistics.html",
+        "pages/abc/report.json",
+    }
 
 
 def test_without_a_server_or_when_it_fails_the_pages_stay_files(
@@ -103,3 +110,13 @@ def test_without_a_server_or_when_it_fails_the_pages_stay_files(
     assert publish_pages(report, run_dir, "m", UI, broken) == {}
     assert report.links is None and "could not be published" in caplog.text
     assert json.loads((run_dir / "report.json").read_text())["links"] is None
+    # A tracking server that does not answer is not asked (MLflow's client would retry for
+    # minutes): the health check says so at once.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = Registry(f"http://127.0.0.1:{port}")
+    assert publish_pages(report, run_dir, "m", UI, dead) == {}
+    assert "does not answer its health check" in caplog.text

@@ -288,6 +288,21 @@ class Registry:
             return (db.parent / "artifacts").resolve().as_uri()
         return None  # a tracking server decides
 
+    def experiment_id(self, experiment: str) -> str:
+        """The experiment's id, made if missing. Runs of a new model name that start at once
+        both find none and both create it: the loser reads the winner's."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            root = self._artifact_root()
+            return self.client.create_experiment(experiment, artifact_location=root)
+        except MlflowException:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
     def log_run(
         self,
         experiment: str,
@@ -300,8 +315,7 @@ class Registry:
         """Records an evaluation (gate passed or not) as an MLflow run, or into the training's
         run `run_id` when there is one; returns the run's id."""
         try:
-            if self.client.get_experiment_by_name(experiment) is None:
-                self.client.create_experiment(experiment, artifact_location=self._artifact_root())
+            self.experiment_id(experiment)
             mlflow.set_experiment(experiment)
             logged = self.client.get_run(run_id).data.params if run_id else {}
             with mlflow.start_run(run_id=run_id, tags=None if run_id else tags) as run:

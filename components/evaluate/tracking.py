@@ -50,14 +50,7 @@ def start_training_run(
         except Exception:  # noqa: BLE001 - gone (another tracking store): start a new one
             log.warning("MLflow run %s of %s is gone; starting a new run", run_id, folder)
     try:
-        found = registry.client.get_experiment_by_name(experiment)
-        experiment_id = (
-            found.experiment_id
-            if found
-            else registry.client.create_experiment(
-                experiment, artifact_location=registry._artifact_root()
-            )
-        )
+        experiment_id = registry.experiment_id(experiment)
         run = registry.client.create_run(experiment_id, tags=tags, run_name=folder.name)
         stamp = int(time.time() * 1000)
         registry.client.log_batch(
