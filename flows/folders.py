@@ -60,6 +60,20 @@ def training_lock(folder: Path, name: str = LOCK):
         yield
 
 
+@contextmanager
+def choosing(work_dir: Path):
+    """Held while a run looks for a training of its data and takes the folder's lock: two runs
+    that arrive together take turns, so the second sees the first's folder taken instead of
+    both starting a fresh one. Held for milliseconds; waits, unlike `training_lock`."""
+    (work_dir / "runs").mkdir(parents=True, exist_ok=True)
+    with open(work_dir / "runs" / ".choosing.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def trained_elsewhere(work_dir: Path, key: str) -> Path | None:
     """The folder of a training of `key` (data and settings) that a live run holds right now,
     if there is one: a second run of the same data would only train it twice."""

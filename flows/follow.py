@@ -65,6 +65,9 @@ def parameters(items: list[str]) -> dict:
     return found
 
 
+LOOK_BACK = 50  # log lines read again on each poll
+
+
 def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0, grace: float = 30.0):
     """Prints the run's log lines until it ends; returns its final state.
 
@@ -73,6 +76,7 @@ def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0, grace
     and never more than `grace` seconds after the final state.
     """
     seen: dict = {}  # flow run id -> log lines read: the run's own, then its subflow runs'
+    printed: set = set()  # ids of the log lines printed
     quiet_since = final_since = None
     children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
@@ -84,13 +88,18 @@ def follow(flow_run_id, out=print, poll: float = 1.0, settle: float = 4.0, grace
             seen.setdefault(flow_run_id, 0)
             logs = []
             for run_id, offset in seen.items():
+                # From a little before where the last poll ended: a line stamped earlier that
+                # reached the server later (the worker's and the flow run's processes ship
+                # their batches separately) sorts in there; `printed` keeps each line once.
+                start = max(0, offset - LOOK_BACK)
                 found = client.read_logs(
                     log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
                     sort=LogSort.TIMESTAMP_ASC,
-                    offset=offset,
+                    offset=start,
                 )
-                seen[run_id] += len(found)
-                logs += found
+                seen[run_id] = max(offset, start + len(found))
+                logs += [record for record in found if record.id not in printed]
+                printed.update(record.id for record in found)
             for record in sorted(logs, key=lambda record: record.timestamp):
                 message = record.message.strip()
                 if record.level >= 20 and not message.startswith(NOISE):

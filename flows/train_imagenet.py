@@ -38,6 +38,7 @@ from flows.folders import (
     GATED,
     TRAINED,
     TRAINING_LOCK,
+    choosing,
     finished_training,
     resume_key,
     train_dir,
@@ -650,7 +651,14 @@ def train_stage(
             "" if data == report.ingest["output"] else f"/{spans.identity(spans.manifest(data))}"
         )
         key = resume_key(metadata["fingerprint"] + window, identity)
-        busy = trained_elsewhere(work, key)
+        with choosing(work):  # a run arriving at the same moment waits for this choice
+            busy = trained_elsewhere(work, key)
+            if busy is None or overrides.resume_run is not None:
+                folder, why = train_dir(work, run_id, overrides.resume_run, key)
+                # Held to the end of the run, through evaluation and the gate: a second run of
+                # the same data and settings meanwhile finds it taken (`trained_elsewhere`) and
+                # does not judge this training a second time.
+                held.enter_context(training_lock(folder))
         if busy and overrides.resume_run is None:
             reason = (
                 f"a live run holds the training of the same data and settings in {busy}: it "
@@ -659,12 +667,7 @@ def train_stage(
             get_run_logger().info("not training: %s", reason)
             report.decision = {**report.decision, "train": False, "reason": reason}
             return None
-        folder, why = train_dir(work, run_id, overrides.resume_run, key)
         get_run_logger().info("training: %s", why)
-        # Held to the end of the run, through evaluation and the gate: a second run of the same
-        # data and settings meanwhile finds it taken (`trained_elsewhere`) and does not judge
-        # this training a second time.
-        held.enter_context(training_lock(folder))
         train_config = config.train
         # In the training folder, named by version: a resumed run finds the same path, and
         # one asked to resume with another version is refused.

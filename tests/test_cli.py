@@ -155,6 +155,83 @@ def test_the_summaries_link_the_pages_over_http_when_the_server_took_them() -> N
     assert f"Training curves: [open]({links['curves']})" in text
 
 
+def test_follow_prints_each_line_once_even_when_one_arrives_late() -> None:
+    """The worker's and the flow run's processes ship their log batches apart: a line stamped
+    earlier can reach the server after later ones. It is printed once, none skipped; the
+    training's subflow run's lines are followed too."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+    from unittest import mock
+    from uuid import uuid4
+
+    from flows import follow as module
+
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    ids = {"parent": uuid4(), "child": uuid4()}
+
+    def line(number: int, run: str):
+        stamp = start + timedelta(seconds=number)
+        return SimpleNamespace(id=f"{run}{number}", level=20, message=f"line {number} of {run}",
+                               timestamp=stamp)  # fmt: skip
+
+    server = {"parent": [line(1, "parent"), line(3, "parent")], "child": [line(2, "child")]}
+    arriving = [[], [line(0, "parent")], [line(4, "child")]]  # one batch per poll
+    polls = []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_flow_run(self, flow_run_id):
+            polls.append(1)
+            for record in arriving.pop(0) if arriving else []:
+                server["parent" if record.id.startswith("parent") else "child"].append(record)
+            done = not arriving and len(polls) > 3
+            state = SimpleNamespace(is_final=lambda: done, name="Completed")
+            return SimpleNamespace(state=state)
+
+        def read_flow_runs(self, flow_run_filter):
+            return [SimpleNamespace(id=ids["child"])]
+
+        def read_logs(self, log_filter, sort, offset):
+            (run,) = log_filter.flow_run_id.any_
+            records = sorted(server["parent" if run == ids["parent"] else "child"],
+                             key=lambda r: r.timestamp)  # fmt: skip
+            return records[offset:]
+
+    out = []
+    with mock.patch.object(module, "get_client", lambda sync_client: Client()):
+        module.follow(ids["parent"], out=out.append, poll=0, settle=0, grace=0)
+    texts = [text.split("  ", 1)[1] for text in out]
+    lines = [(0, "parent"), (1, "parent"), (2, "child"), (3, "parent"), (4, "child")]
+    expected = {f"line {n} of {r}" for n, r in lines}
+    assert sorted(texts) == sorted(expected) and len(texts) == len(expected), texts
+
+
+def test_two_runs_choosing_a_training_folder_take_turns(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from flows.folders import choosing
+
+    order = []
+
+    def second() -> None:
+        with choosing(tmp_path):
+            order.append("second")
+
+    with choosing(tmp_path):
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.3)
+        order.append("first")
+    other.join(timeout=10)
+    assert order == ["first", "second"]
+
+
 def test_failed_runs_are_posted_with_their_stage_and_reason() -> None:
     from uuid import uuid4
 
