@@ -11,10 +11,10 @@ links go to MLflow's run page, which shows each file (HTML in a frame, pictures,
 from __future__ import annotations
 
 import logging
-import urllib.request
 from pathlib import Path
 
 from components.evaluate.registry import Registry
+from components.evaluate.tracking import reachable
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +49,6 @@ def links(ui: str, experiment_id: str, run_id: str, flow_run_id: str, pages: dic
     return found
 
 
-def _answers(tracking_uri: str) -> bool:
-    """Whether the tracking server answers its health check within 2 s: MLflow's client would
-    retry a dead one for minutes, and the run's outcome must not wait on its links."""
-    if not tracking_uri.startswith("http"):
-        return True
-    try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 def publish_pages(
     report, run_dir: Path, model_name: str, ui: str | None, registry: Registry | None = None
 ) -> dict:
@@ -73,7 +61,7 @@ def publish_pages(
         return {}
     try:
         registry = registry or Registry()
-        if not _answers(registry.tracking_uri):
+        if not reachable(registry.tracking_uri):
             raise ConnectionError(f"{registry.tracking_uri} does not answer its health check")
         client = registry.client
         run_id, experiment_id = train.get("mlflow_run_id"), train.get("mlflow_experiment_id")

@@ -145,21 +145,25 @@ def pytest_collection_modifyitems(items: list) -> None:
     items.sort(key=tier)
 
 
+def reachable_folder() -> Path:
+    """A new folder under /tmp that the `postgres` user can enter (pytest's own are closed to
+    other users): the stack's PostgreSQL runs as that user when the tests run as root."""
+    folder = Path(tempfile.mkdtemp(prefix="trickflow-pg-"))
+    folder.chmod(0o711)
+    return folder
+
+
 @pytest.fixture
 def postgres_registry(tmp_path: Path) -> Iterator[str]:
     """An MLflow backend store on a PostgreSQL server started by `infra/stack.sh db` (its data
     in a folder the `postgres` user can enter, for runs as root); stopped afterwards."""
-    import os
     import shutil
-    import socket
     import subprocess
-    import tempfile
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    reachable = Path(tempfile.mkdtemp(prefix="trickflow-pg-"))
-    reachable.chmod(0o711)
+    from tests.test_e2e import free_port
+
+    port = free_port()
+    reachable = reachable_folder()
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "TRICKFLOW_HOME": str(tmp_path / "stack"), "TRICKFLOW_DB": "postgres",
            "TRICKFLOW_PG_PORT": str(port), "TRICKFLOW_PG_DATA": str(reachable / "pg")}  # fmt: skip

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +20,15 @@ from pathlib import Path
 import pytest
 
 from tests.browser import CHROMIUM, Browser
-from tests.conftest import make_class_folders
-from tests.test_e2e import _kill_flow_runs_once_one_checkpoints, _state_of, free_port, run
+from tests.conftest import make_class_folders, reachable_folder
+from tests.test_e2e import (
+    _kill_flow_runs_once_one_checkpoints,
+    _state_of,
+    free_port,
+    run,
+    stack_credentials,
+    stack_env,
+)
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parent.parent
@@ -60,14 +66,6 @@ print(json.dumps(out))
 """
 
 
-def _reachable_folder() -> Path:
-    """A folder the `postgres` user can enter (pytest's own are closed to other users): the
-    local PostgreSQL runs as that user when the tests run as root."""
-    folder = Path(tempfile.mkdtemp(prefix="trickflow-pg-"))
-    folder.chmod(0o711)
-    return folder
-
-
 def _tables(server: str, database: str) -> set[str]:
     import psycopg2
 
@@ -84,29 +82,14 @@ def _when(stamp: str) -> float:
 
 def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Path) -> None:
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: apt-get install chromium"
-    prefect_port, mlflow_port, pg_port = free_port(), free_port(), free_port()
+    pg_port = free_port()
     state = tmp_path / "stack"
-    reachable = _reachable_folder()
+    reachable = reachable_folder()
     pg = reachable / "postgres"
-    cpu, gpu = f"cpu-{prefect_port}", f"gpu-{prefect_port}"
-    env = {
-        **os.environ,
-        "TRICKFLOW_HOME": str(state),
-        "TRICKFLOW_DB": "postgres",
-        "TRICKFLOW_PG_PORT": str(pg_port),
-        "TRICKFLOW_PG_DATA": str(pg),
-        "PREFECT_PORT": str(prefect_port),
-        "MLFLOW_PORT": str(mlflow_port),
-        "TRICKFLOW_POOL": cpu,
-        "TRICKFLOW_GPU_POOL": gpu,
-        "TRICKFLOW_GPU_WORKERS": "1",
-        "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
-        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "PREFECT_HOME": str(state / "prefect"),
-    }
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                 "PREFECT_API_AUTH_STRING"):  # fmt: skip
-        env.pop(name, None)
+    env = stack_env(state, TRICKFLOW_DB="postgres", TRICKFLOW_PG_PORT=str(pg_port),
+                    TRICKFLOW_PG_DATA=str(pg), TRICKFLOW_GPU_WORKERS="1")  # fmt: skip
+    cpu, gpu = env["TRICKFLOW_POOL"], env["TRICKFLOW_GPU_POOL"]
+    mlflow_port = int(env["MLFLOW_PORT"])
     stack = str(REPO / "infra" / "stack.sh")
     prefect = str(REPO / ".venv" / "bin" / "prefect")
     try:
@@ -183,9 +166,7 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
         assert {"statistics", "evaluation", "curves", "report"} <= set(links)
         assert set(links.values()) - {links["run"]} <= set(urls), (links, urls)
         run_id = report["train"]["mlflow_run_id"]
-        credentials = dict(
-            line.split("=", 1) for line in (state / "credentials.env").read_text().splitlines()
-        )
+        credentials = stack_credentials(state)
         local = {  # what the run wrote, by file name
             "statistics.html": Path(report["validate"]["statistics_html"]),
             "evaluation.png": Path(report["evaluate"]["figure"]),

@@ -29,6 +29,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stack_env(state: Path, **settings: str) -> dict:
+    """The environment of a stack of its own in `state` on free ports (TRICKFLOW_* and other
+    `settings` added), without the caller's tracking or Prefect credentials."""
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "TRICKFLOW_HOME": str(state),
+        "PREFECT_PORT": str(prefect_port),
+        "MLFLOW_PORT": str(mlflow_port),
+        "TRICKFLOW_POOL": f"cpu-{prefect_port}",
+        "TRICKFLOW_GPU_POOL": f"gpu-{prefect_port}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "PREFECT_HOME": str(state / "prefect"),
+        "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
+        **settings,
+    }
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "PREFECT_API_AUTH_STRING"):  # fmt: skip
+        env.pop(name, None)
+    return env
+
+
+def stack_credentials(state: Path) -> dict:
+    """The client credentials the stack in `state` made (its credentials.env)."""
+    return dict(line.split("=", 1) for line in (state / "credentials.env").read_text().splitlines())
+
+
 def run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (
@@ -162,24 +189,10 @@ def _flow_run_processes(home: Path) -> list:
 def test_deployment_run_registers_a_champion(
     class_folders: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    prefect_port, mlflow_port = free_port(), free_port()
     state = tmp_path / "stack"
     webhook = _Webhook()
-    env = {
-        **os.environ,
-        "TRICKFLOW_HOME": str(state),
-        "PREFECT_PORT": str(prefect_port),
-        "MLFLOW_PORT": str(mlflow_port),
-        "TRICKFLOW_POOL": f"e2e-{prefect_port}",
-        "TRICKFLOW_GPU_POOL": f"e2e-gpu-{prefect_port}",
-        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "PREFECT_HOME": str(state / "prefect"),
-        "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
-        "TRICKFLOW_NOTIFY_URL": webhook.url,  # failures are posted here
-    }
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                 "PREFECT_API_AUTH_STRING"):  # fmt: skip
-        env.pop(name, None)
+    env = stack_env(state, TRICKFLOW_NOTIFY_URL=webhook.url)  # failures are posted there
+    prefect_port, mlflow_port = int(env["PREFECT_PORT"]), int(env["MLFLOW_PORT"])
     stack = str(REPO / "infra" / "stack.sh")
     python = str(REPO / ".venv" / "bin" / "python")
     try:
@@ -189,7 +202,7 @@ def test_deployment_run_registers_a_champion(
         # request without them; a second stack never adopts servers it did not start.
         credentials = state / "credentials.env"
         assert credentials.stat().st_mode & 0o777 == 0o600
-        secrets = dict(line.split("=", 1) for line in credentials.read_text().splitlines())
+        secrets = stack_credentials(state)
         for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             monkeypatch.setenv(name, secrets[name])  # this test's own MLflow client
         prefect_api, mlflow_api = (

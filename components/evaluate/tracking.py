@@ -67,6 +67,21 @@ def start_training_run(
     return run.info.run_id
 
 
+def reachable(tracking_uri: str, timeout: float = 2.0) -> bool:
+    """Whether the tracking server answers at all, asked with a short timeout (local stores
+    always do): MLflow's own client would retry a dead server for minutes. Any HTTP answer
+    counts: a server that asks for credentials is up."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 class TrainingCurves:
     """Logs the training loop's events to the run without ever making the training wait.
 
@@ -124,18 +139,7 @@ class TrainingCurves:
             return len(self._pending) + self._in_flight
 
     def reachable(self) -> bool:
-        """Whether the tracking server answers at all, asked with a short timeout (local
-        stores always do). Any HTTP answer counts: a server that asks for credentials is up."""
-        if not self.tracking_uri.startswith(("http://", "https://")):
-            return True
-        try:
-            url = self.tracking_uri.rstrip("/") + "/health"
-            with urllib.request.urlopen(url, timeout=self.PROBE_SECONDS):
-                return True
-        except urllib.error.HTTPError:
-            return True
-        except (OSError, ValueError):
-            return False
+        return reachable(self.tracking_uri, self.PROBE_SECONDS)
 
     def _send_all(self) -> None:
         pause = 0.5
