@@ -1,7 +1,10 @@
 """Run a deployment and follow it as a person would read it, then say how it ended.
 
-    python -m flows.follow train-imagenet/demo -p data_dir=/their/data -p work_dir=/their/work \
+    python -m flows.follow train-imagenet/demo [-p data_dir=/their/data] [-p work_dir=/their/work] \
         [-p preset=imagenet-resnet50d] [-p 'overrides={"epochs": 3}']
+
+The deployment runs with its own parameters; each `-p` overrides one. From the repository root
+it needs nothing exported: the stack's credentials are in the profile prefect.toml names.
 
 Starts the flow run, prints its log lines as they come (each stage as it starts and ends with
 its key figure, training a line at a time; none of Prefect's raw event stream), and ends with the
@@ -162,6 +165,20 @@ def summary(report: dict) -> list[str]:
     return lines
 
 
+def report_path(flow_run, pull_steps: list | None) -> Path:
+    """Where the run writes report.json: `<work_dir>/runs/<flow run id>/`, a relative work_dir
+    taken from the folder the deployment's pull step runs the flow in (as the flow does)."""
+    work_dir = Path(str(flow_run.parameters.get("work_dir") or "."))
+    if not work_dir.is_absolute():
+        for step in pull_steps or []:
+            folder = (step.get("prefect.deployments.steps.set_working_directory") or {}).get(
+                "directory"
+            )
+            if folder:
+                work_dir = Path(folder) / work_dir
+    return work_dir.resolve() / "runs" / str(flow_run.id) / "report.json"
+
+
 def exit_status(state_ok: bool, report: dict | None) -> int:
     if report is None:
         return 2
@@ -187,16 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     params = parameters(args.param)
-    if "work_dir" not in params:
-        parser.error("-p work_dir=... is required (report.json is read from there)")
     try:
+        # The deployment's own parameters, `-p` overriding them (the server merges them so).
         flow_run = run_deployment(args.deployment, parameters=params, timeout=0)
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment(flow_run.deployment_id)
     except Exception as err:  # noqa: BLE001 - one clear line for a missing deployment or server
         print(f"error: could not start {args.deployment}: {err}", file=sys.stderr)
         return 2
     print(f"flow run {flow_run.name} ({flow_run.id}) of {args.deployment}", flush=True)
     state = follow(flow_run.id, out=lambda line: print(line, flush=True))
-    path = Path(params["work_dir"]).resolve() / "runs" / str(flow_run.id) / "report.json"
+    path = report_path(flow_run, deployment.pull_steps)
     report = json.loads(path.read_text()) if path.exists() else None
     print(f"\nflow run ended: {state.name}" + (f" ({state.message})" if state.message else ""))
     if state.is_crashed():

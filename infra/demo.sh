@@ -10,7 +10,8 @@ if [ ! -f "$STATE/demo-data/LOC_val_solution.csv" ]; then
 fi
 infra/stack.sh start
 infra/stack.sh deploy >"$STATE/logs/deploy.log" 2>&1 || { cat "$STATE/logs/deploy.log"; exit 1; }
-export PREFECT_API_URL=http://127.0.0.1:${PREFECT_PORT:-4200}/api PREFECT_HOME=$STATE/prefect
+export PREFECT_API_URL=http://127.0.0.1:${PREFECT_PORT:-4200}/api PREFECT_HOME=$STATE/prefect \
+  PREFECT_PROFILES_PATH=$STATE/prefect/profiles.toml
 echo "running train-imagenet/demo (follow it at http://127.0.0.1:${PREFECT_PORT:-4200}/runs)"
 set +e
 "$BIN/python" -m flows.follow train-imagenet/demo -p data_dir="$STATE/demo-data" \

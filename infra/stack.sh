@@ -28,6 +28,9 @@
 # make a second, separate stack possible: the end-to-end tests use that. TRICKFLOW_GPU_WORKERS
 # (1) is how many GPU workers start here and how many trainings may run at once.
 set -euo pipefail
+# Everything the stack writes (credentials, databases, logs, pid files, artifacts, and what its
+# workers' flow runs write) is its owner's alone, from the first file on.
+umask 077
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -52,6 +55,9 @@ fi
 
 export TRICKFLOW_HOME=$STATE
 export PREFECT_HOME=$STATE/prefect
+# prefect.toml names the checkout's profile (.trickflow/prefect/profiles.toml); this stack's, in
+# its own home, is the one its workers, flow runs and this script's CLI calls must read.
+export PREFECT_PROFILES_PATH=$PREFECT_HOME/profiles.toml
 export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
 export PREFECT_SERVER_API_HOST=127.0.0.1
 export PREFECT_SERVER_API_PORT=$PREFECT_PORT
@@ -66,6 +72,12 @@ export TRICKFLOW_HEARTBEAT_WINDOW=${TRICKFLOW_HEARTBEAT_WINDOW:-120}
 CREDENTIALS=$STATE/credentials.env
 
 mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow/artifacts"
+# A home made before the umask above may hold files others can read: close the stack's own.
+chmod 700 "$STATE"
+if [ "$DB" = postgres ] && [ "$(id -u)" = 0 ] && [[ "$PG_DATA" == "$STATE"/* ]]; then
+  chmod 711 "$STATE"  # PostgreSQL runs as `postgres`: it may pass through to its data, not list
+fi
+chmod -R go-rwx "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow" 2>/dev/null || true
 
 # Credentials: made once (random, 0600) by `credentials`, which start, deploy and env call; stop
 # and status need none. The Prefect CLI run from the checkout finds them in the stack's profile;
@@ -264,13 +276,11 @@ stop_db() {
   rm -f "$RUN/postgres.port" "$RUN/postgres.data"
 }
 
-# A pid file left by a reboot may name some other process by now: check it is still ours.
-alive() {
-  [ -f "$RUN/$1.pid" ] || return 1
-  local pid
-  pid=$(cat "$RUN/$1.pid")
-  kill -0 "$pid" 2>/dev/null && ps -o args= -p "$pid" | grep -qE 'prefect|mlflow'
-}
+# The stack's own processes (infra/processes.py): each pid file records the pid, its start time,
+# the boot and this stack's home, written once the program runs; a process is ours only while
+# all of them match, and nothing else is ever signalled (a recycled pid is left alone).
+PROCESSES=("$BIN/python" "$REPO/infra/processes.py")
+alive() { "${PROCESSES[@]}" alive "$RUN" "$1"; }
 
 healthy() {  # URL: true once it answers 200
   "$BIN/python" - "$1" <<'PY'
@@ -282,20 +292,37 @@ except Exception:
 PY
 }
 
-wait_healthy() {  # NAME URL SECONDS
-  for _ in $(seq "$3"); do
-    healthy "$2" && return 0
-    alive "$1" || { echo "$1 exited; see $LOGS/$1.log" >&2; tail -20 "$LOGS/$1.log" >&2; return 1; }
-    sleep 1
+# Started by this call of `start`: stopped again if the start fails, so nothing it began outlives
+# it unwatched (a server taken for dead while it was still starting used to run on for hours).
+LAUNCHED=()
+wait_healthy() {  # NAME URL PORT SECONDS: ours, answering 200, and the listener on PORT is ours
+  local waited=0
+  while [ "$waited" -lt "$4" ]; do
+    # Only credentials-free requests until the socket on the port is known to be our server's.
+    if "${PROCESSES[@]}" listening "$RUN" "$1" "$3" && healthy "$2"; then return 0; fi
+    if ! alive "$1"; then
+      echo "$1 exited; see $LOGS/$1.log" >&2; tail -20 "$LOGS/$1.log" >&2; return 1
+    fi
+    sleep 1; waited=$((waited + 1))
   done
-  echo "$1 not healthy after $3 s; see $LOGS/$1.log" >&2
+  echo "$1 still running but not answering on port $3 after $4 s; see $LOGS/$1.log" >&2
   return 1
 }
 
-launch() {  # NAME COMMAND...: a new session, so that stopping reaches its children too
+launch() {  # NAME COMMAND...: a session of its own, so that stopping reaches its children too
   local name=$1; shift
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
-  echo $! > "$RUN/$name.pid"
+  "${PROCESSES[@]}" launch "$RUN" "$name" "$LOGS/$name.log" -- "$@" >/dev/null
+  LAUNCHED+=("$name")
+}
+
+undo_launches() {  # on a failed start: stop what this call started, newest first
+  local status=$? i
+  trap - EXIT
+  if [ "$status" -ne 0 ] && [ "${#LAUNCHED[@]}" -gt 0 ]; then
+    echo "start failed: stopping what it started (${LAUNCHED[*]})" >&2
+    for ((i = ${#LAUNCHED[@]} - 1; i >= 0; i--)); do stop_one "${LAUNCHED[$i]}" >&2 || true; done
+  fi
+  exit "$status"
 }
 
 taken() {  # NAME URL PORT: a server answers on a port this stack has no live process for
@@ -305,6 +332,7 @@ taken() {  # NAME URL PORT: a server answers on a port this stack has no live pr
 }
 
 start() {
+  trap undo_launches EXIT
   credentials create
   if [ -s "$RUN/db" ] && [ "$(cat "$RUN/db")" != "$DB" ] \
      && { alive prefect-server || alive mlflow-server; }; then
@@ -324,10 +352,12 @@ start() {
     taken prefect-server "$PREFECT_API_URL/health" "$PREFECT_PORT"
   else
     echo "starting the Prefect server on 127.0.0.1:$PREFECT_PORT (database: ${DB%%://*})"
-    (export PREFECT_SERVER_API_AUTH_STRING
-     [ -z "$PREFECT_DB" ] || export PREFECT_SERVER_DATABASE_CONNECTION_URL=$PREFECT_DB
-     launch prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT")
-    wait_healthy prefect-server "$PREFECT_API_URL/health" 90
+    export PREFECT_SERVER_API_AUTH_STRING
+    [ -z "$PREFECT_DB" ] || export PREFECT_SERVER_DATABASE_CONNECTION_URL=$PREFECT_DB
+    # The registry key seals models: only the clients that register and load them hold it.
+    launch prefect-server env -u TRICKFLOW_REGISTRY_KEY "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+    export -n PREFECT_SERVER_API_AUTH_STRING PREFECT_SERVER_DATABASE_CONNECTION_URL
+    wait_healthy prefect-server "$PREFECT_API_URL/health" "$PREFECT_PORT" 300
   fi
   if alive mlflow-server; then
     echo "MLflow server already up at $MLFLOW_TRACKING_URI"
@@ -340,11 +370,14 @@ start() {
     # The server stores and serves the artifacts itself: clients upload and download them over
     # HTTP with their credentials, and need nothing of the server's disk (or of an object store).
     # The store's URL goes in the environment, not the command line (`ps` shows that to anyone).
-    (export MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-       MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini" MLFLOW_BACKEND_STORE_URI="$MLFLOW_DB"
-     launch mlflow-server "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
-      --workers 1 --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts")
-    wait_healthy mlflow-server "$MLFLOW_TRACKING_URI/health" 120
+    export MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+      MLFLOW_AUTH_CONFIG_PATH="$STATE/mlflow/auth.ini" MLFLOW_BACKEND_STORE_URI="$MLFLOW_DB"
+    launch mlflow-server env -u TRICKFLOW_REGISTRY_KEY -u PREFECT_API_AUTH_STRING \
+      "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
+      --workers 1 --serve-artifacts --artifacts-destination "$STATE/mlflow/artifacts"
+    export -n MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_SERVER_ENABLE_JOB_EXECUTION \
+      MLFLOW_AUTH_CONFIG_PATH MLFLOW_BACKEND_STORE_URI
+    wait_healthy mlflow-server "$MLFLOW_TRACKING_URI/health" "$MLFLOW_PORT" 300
   fi
   local pool
   for pool in "$POOL" "$GPU_POOL"; do
@@ -383,25 +416,8 @@ gone() {  # PID: exited (a zombie waiting for init to reap it counts as gone)
   ! kill -0 "$1" 2>/dev/null || [[ "$(ps -o stat= -p "$1" 2>/dev/null)" == Z* ]]
 }
 
-stop_one() {  # NAME: TERM the session, wait, KILL if needed, and check that it is gone
-  local name=$1 pid
-  [ -f "$RUN/$name.pid" ] || return 0
-  pid=$(cat "$RUN/$name.pid")
-  if ! alive "$name"; then rm -f "$RUN/$name.pid"; return 0; fi  # stale: not ours to signal
-  if ! gone "$pid"; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 20); do gone "$pid" && break; sleep 0.5; done
-    # A worker can ignore the first SIGTERM while it winds down: insist.
-    if ! gone "$pid"; then
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-      for _ in $(seq 20); do gone "$pid" && break; sleep 0.5; done
-    fi
-    if ! gone "$pid"; then echo "$name (pid $pid) would not stop" >&2; return 1; fi
-    echo "stopped $name"
-  fi
-  # Stragglers of the same session (server sub-processes, flow runs).
-  pkill -KILL -s "$pid" 2>/dev/null || true
-  rm -f "$RUN/$name.pid"
+stop_one() {  # NAME: TERM its session, wait, KILL if needed, and check that it is gone
+  "${PROCESSES[@]}" stop "$RUN" "$1"
 }
 
 flow_runs() {  # pids of flow-run processes of this stack: the worker starts each in a session of
@@ -453,14 +469,15 @@ status() {
   local names=(prefect-server mlflow-server worker)
   for i in $(seq "$GPU_WORKERS"); do names+=("gpu-worker-$i"); done
   for name in "${names[@]}"; do
-    if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+    if alive "$name"; then echo "$name: running (pid $("${PROCESSES[@]}" pid "$RUN" "$name"))"
+    else echo "$name: stopped"; fi
   done
   if pg_running; then echo "postgres: running (127.0.0.1:$(cat "$RUN/postgres.port" 2>/dev/null))"; fi
   echo "Prefect UI: http://127.0.0.1:$PREFECT_PORT   MLflow UI: $MLFLOW_TRACKING_URI"
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) start; trap - EXIT ;;
   deploy) deploy ;;
   stop) stop ;;
   status) status ;;
@@ -471,6 +488,7 @@ case "${1:-}" in
   env)
     credentials
     for name in $CLIENT_SECRETS; do echo "export $name=${!name}"; done
-    echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI" ;;
+    echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI"
+    echo "export PREFECT_API_URL=$PREFECT_API_URL PREFECT_HOME=$PREFECT_HOME PREFECT_PROFILES_PATH=$PREFECT_PROFILES_PATH" ;;
   *) echo "usage: $0 start|deploy|stop|status|env|db" >&2; exit 2 ;;
 esac

@@ -18,9 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # the tests are after, is decided before that stage.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Never the user's Prefect (prefect.toml points at the local stack): a temporary home, set before
-# Prefect is imported anywhere; environment variables outrank prefect.toml.
+# Never the user's Prefect (prefect.toml points at the local stack and its profile): a temporary
+# home and profile, set before Prefect is imported anywhere; environment variables outrank
+# prefect.toml.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="trickflow-test-prefect-")
+os.environ["PREFECT_PROFILES_PATH"] = os.path.join(os.environ["PREFECT_HOME"], "profiles.toml")
 
 
 def jpeg_bytes(array: np.ndarray, **save_args) -> bytes:

@@ -315,3 +315,45 @@ def test_spans_completing_one_after_another_are_announced_once_settled() -> None
     pending, ready = settled({"a", "b"}, pending, 90.0, 60)  # 60 s unchanged: one announcement
     assert ready and pending is None
     assert settled(set(), None, 100.0, 60) == (None, False)
+
+
+def test_follow_runs_the_deployment_as_deployed_and_finds_its_report(monkeypatch, capsys) -> None:
+    """No `-p` is required: the deployment's own parameters run (the server merges `-p` over
+    them), and a relative work_dir is read from where the deployment's pull step runs flows."""
+    from types import SimpleNamespace
+
+    from flows import follow as module
+
+    started = {}
+    flow_run = SimpleNamespace(
+        id="abc", name="quiet-fox", deployment_id="d1",
+        parameters={"data_dir": ".trickflow/demo-data", "work_dir": ".trickflow/work"},
+    )  # fmt: skip
+
+    def run_deployment(name, parameters, timeout):
+        started.update(name=name, parameters=parameters)
+        return flow_run
+
+    steps = [{"prefect.deployments.steps.set_working_directory": {"directory": "/srv/repo"}}]
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_deployment(self, deployment_id):
+            assert deployment_id == "d1"
+            return SimpleNamespace(pull_steps=steps)
+
+    final = SimpleNamespace(name="Completed", message=None, is_crashed=lambda: False,
+                            is_completed=lambda: True)  # fmt: skip
+    monkeypatch.setattr(module, "run_deployment", run_deployment)
+    monkeypatch.setattr(module, "get_client", lambda sync_client: Client())
+    monkeypatch.setattr(module, "follow", lambda run_id, out: final)
+    assert module.main(["train-imagenet/demo"]) == 2  # no report there: said, not a usage error
+    assert started == {"name": "train-imagenet/demo", "parameters": {}}
+    assert "no report at /srv/repo/.trickflow/work/runs/abc/report.json" in capsys.readouterr().err
+    flow_run.parameters["work_dir"] = "/their/work"
+    assert module.report_path(flow_run, steps) == Path("/their/work/runs/abc/report.json")

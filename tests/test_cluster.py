@@ -215,7 +215,8 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
         import signal
 
         for worker in ("worker", "gpu-worker-1"):  # both pools' machines went down
-            os.kill(int((state / "run" / f"{worker}.pid").read_text()), signal.SIGKILL)
+            record = json.loads((state / "run" / f"{worker}.pid").read_text())
+            os.kill(record["pid"], signal.SIGKILL)
         killed_at, killed_wall = time.monotonic(), time.time()
         run([stack, "start"], env, 300)  # the machine is back: a new worker
         # The resumed run goes on meanwhile (the killed run's folder lock died with it).

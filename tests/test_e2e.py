@@ -42,6 +42,7 @@ def stack_env(state: Path, **settings: str) -> dict:
         "TRICKFLOW_GPU_POOL": f"gpu-{prefect_port}",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_PROFILES_PATH": str(state / "prefect" / "profiles.toml"),
         "TRICKFLOW_HEARTBEAT_WINDOW": "90",  # heartbeats every 30 s
         **settings,
     }
@@ -186,6 +187,48 @@ def _flow_run_processes(home: Path) -> list:
     return found
 
 
+def _checkout_of(state: Path, prefect_port: int) -> Path:
+    """A folder laid out as the checkout is for its own stack: the repository's prefect.toml
+    (its port changed to this stack's) and `.trickflow/prefect/profiles.toml` where the stack
+    in `state` wrote its profile."""
+    checkout = state.parent / "checkout"
+    (checkout / ".trickflow").mkdir(parents=True)
+    text = (REPO / "prefect.toml").read_text()
+    assert "127.0.0.1:4200" in text and "port = 4200" in text
+    text = text.replace("127.0.0.1:4200", f"127.0.0.1:{prefect_port}")
+    (checkout / "prefect.toml").write_text(text.replace("port = 4200", f"port = {prefect_port}"))
+    (checkout / ".trickflow" / "prefect").symlink_to(state / "prefect")
+    return checkout
+
+
+def _stack_keeps_its_secrets(state: Path, secrets: dict) -> None:
+    """Every file and folder under the stack's home is its owner's alone; no process of the
+    stack holds a secret in its arguments (which every local user can read), and the servers'
+    environments do not hold the registry key, which only the clients that seal models need."""
+    import psutil
+
+    opened = [
+        f"{path} {oct(path.stat().st_mode & 0o777)}"
+        for path in [state, *state.rglob("*")]
+        if not path.is_symlink() and path.stat().st_mode & 0o077
+    ]
+    assert not opened, opened
+    values = {v for k, v in secrets.items() if "PASSWORD" in k or "KEY" in k or "AUTH" in k}
+    ours = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("TRICKFLOW_HOME") == os.path.realpath(state):
+                ours.append((process.cmdline(), process.environ()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert len(ours) >= 4, ours  # two servers, two workers (and their children)
+    for cmdline, environ in ours:
+        argv = " ".join(cmdline)
+        assert not [v for v in values if v in argv], f"a secret in the arguments of {argv}"
+        if " server " in f" {argv} ":
+            assert "TRICKFLOW_REGISTRY_KEY" not in environ, argv
+
+
 def test_deployment_run_registers_a_champion(
     class_folders: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -216,15 +259,32 @@ def test_deployment_run_registers_a_champion(
             )
             == 401
         )
-        intruder = {**env, "TRICKFLOW_HOME": str(tmp_path / "other"),
-                    "PREFECT_HOME": str(tmp_path / "other" / "prefect")}  # fmt: skip
+        other = tmp_path / "other"
+        intruder = {**env, "TRICKFLOW_HOME": str(other), "PREFECT_HOME": str(other / "prefect"),
+                    "PREFECT_PROFILES_PATH": str(other / "prefect" / "profiles.toml")}  # fmt: skip
         adopted = subprocess.run(
             [stack, "start"], cwd=REPO, env=intruder, capture_output=True, text=True, timeout=120
         )
         assert adopted.returncode != 0 and "was not started by this stack" in adopted.stderr
+        _stack_keeps_its_secrets(state, secrets)
         work = tmp_path / "work"
         follow = [python, "-m", "flows.follow", "train-imagenet/demo", "-p", f"work_dir={work}"]
-        result = run([*follow, "-p", "preset=smoke", "-p", f"data_dir={class_folders}"], env, 600)
+        # As a user types it: from a checkout's root with nothing exported (no PREFECT_* or
+        # MLFLOW_* at all), the CLI and flows.follow find the stack's credentials in the
+        # profile that prefect.toml names.
+        checkout = _checkout_of(state, prefect_port)
+        bare = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+        prefect = str(REPO / ".venv" / "bin" / "prefect")
+        listed = subprocess.run([prefect, "deployment", "ls"], cwd=checkout, env=bare,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert listed.returncode == 0 and "train-imagenet/demo" in listed.stdout, (
+            listed.stdout[-2000:] + listed.stderr[-2000:]
+        )
+        result = subprocess.run(
+            [*follow, "-p", "preset=smoke", "-p", f"data_dir={class_folders}"],
+            cwd=checkout, env=bare, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         # What a person reads: the work's own lines and the summary, no raw event stream.
         assert "Steps:2, LR:" in result.stdout and "flow run ended: Completed" in result.stdout
         assert "gate_and_register passed" in " ".join(result.stdout.split())
@@ -332,7 +392,7 @@ def test_deployment_run_registers_a_champion(
         run([stack, "stop"], env, 120)
         assert not [p for p in in_flight if p.is_running() and p.status() != "zombie"]
     finally:
-        pids = [int(p.read_text()) for p in (state / "run").glob("*.pid")]
+        pids = [json.loads(p.read_text())["pid"] for p in (state / "run").glob("*.pid")]
         stopped = subprocess.run(
             [stack, "stop"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
         )

@@ -1,0 +1,265 @@
+"""The stack's own processes: started, recognised and stopped by who they are, not by a pid alone.
+
+infra/stack.sh starts each long-running process (servers, workers) through `launch`, which
+records in `RUN/NAME.pid` (0600) the pid, its start time in clock ticks since boot (field 22 of
+/proc/PID/stat), the boot's id and the stack's home. A process is the stack's own only while all
+of these hold: the pid exists in this boot with that start time (a recycled pid starts later,
+a pid file from before a reboot names another boot), and its environment names this stack's
+TRICKFLOW_HOME. `launch` writes the record only after the program has replaced the launcher
+(Popen returns after exec), so the check never sees a half-started process as a stranger, and a
+slow start is never taken for an exit. Nothing the record does not name is ever signalled: a
+decoy process under a recycled pid is left alone, and its pid file is only removed.
+
+    python infra/processes.py launch RUN NAME LOG -- COMMAND...   prints the pid
+    python infra/processes.py alive RUN NAME                     exit 0 if ours and running
+    python infra/processes.py listening RUN NAME PORT            exit 0 if ours listens on PORT
+    python infra/processes.py stop RUN NAME                      TERM, wait, KILL, verify
+    python infra/processes.py pid RUN NAME                       the recorded pid, if ours
+
+The stack's home is read from TRICKFLOW_HOME in this process's environment (stack.sh exports it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    return BOOT_ID.read_text().strip()
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone.
+
+    The name is in parentheses and may hold spaces or parentheses itself: split after the last.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (None if it is gone)."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22 of stat, counted after the name
+
+
+def session(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[3]) if fields else None  # field 6: the session id
+
+
+def running(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")  # a zombie has ended
+
+
+def environment(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
+
+
+def home() -> str:
+    value = os.environ.get("TRICKFLOW_HOME")
+    if not value:
+        raise SystemExit("processes.py: TRICKFLOW_HOME is not set (infra/stack.sh sets it)")
+    return os.path.realpath(value)
+
+
+def pid_file(run: Path, name: str) -> Path:
+    return run / f"{name}.pid"
+
+
+def read_record(run: Path, name: str) -> dict | None:
+    """The launch record, or None when there is none or it is not one (an old plain pid file
+    names no start time: it cannot be told from a recycled pid, so it is not trusted)."""
+    try:
+        record = json.loads(pid_file(run, name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(record, dict) or not {"pid", "start_time", "boot_id", "home"} <= set(record):
+        return None
+    return record
+
+
+def is_ours(record: dict | None, stack_home: str) -> bool:
+    """The process the record names, still running, in this boot, of this stack."""
+    if record is None or record["home"] != stack_home or record["boot_id"] != boot_id():
+        return False
+    pid = int(record["pid"])
+    if start_time(pid) != record["start_time"] or not running(pid):
+        return False
+    return environment(pid).get("TRICKFLOW_HOME") == stack_home
+
+
+def alive(run: Path, name: str) -> bool:
+    return is_ours(read_record(run, name), home())
+
+
+def launch(run: Path, name: str, log: Path, command: list[str]) -> int:
+    """Starts COMMAND in a session of its own (stopping reaches its children), output appended
+    to LOG, and records it. Popen returns once the program runs (or raises if it could not
+    start), so the record names the program, never the launcher."""
+    stack_home = home()
+    env = {**os.environ, "TRICKFLOW_HOME": stack_home}
+    with open(log, "ab") as out, open(os.devnull, "rb") as nothing:
+        process = subprocess.Popen(
+            command, stdin=nothing, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    record = {
+        "pid": process.pid,
+        "start_time": start_time(process.pid),
+        "boot_id": boot_id(),
+        "home": stack_home,
+    }
+    path = pid_file(run, name)
+    temporary = path.with_suffix(".pid.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(record, handle)
+    os.replace(temporary, path)
+    # Not waited for: the process outlives this launcher and is reaped by init.
+    process.returncode = 0  # keeps Popen's destructor from warning about a running child
+    return process.pid
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:PORT (IPv4, or IPv6's mapped and loopback forms)."""
+    wanted = {
+        f"0100007F:{port:04X}",  # 127.0.0.1, little-endian
+        f"00000000000000000000FFFF0100007F:{port:04X}",  # ::ffff:127.0.0.1
+        f"00000000000000000000000001000000:{port:04X}",  # ::1
+        f"00000000:{port:04X}",  # 0.0.0.0 also answers on loopback
+        f"00000000000000000000000000000000:{port:04X}",
+    }
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1] in wanted and fields[3] == "0A":  # 0A: LISTEN
+                found.add(fields[9])
+    return found
+
+
+def members(leader: int) -> list[int]:
+    """Processes of the session that `leader` started (its children and theirs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and session(int(entry.name)) == leader:
+            found.append(int(entry.name))
+    return found
+
+
+def listening(run: Path, name: str, port: int) -> bool:
+    """True when the socket listening on PORT belongs to the recorded process or its session:
+    the server that answers there is ours, and our clients' credentials go to it."""
+    record = read_record(run, name)
+    if not is_ours(record, home()):
+        return False
+    inodes = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    if not inodes:
+        return False
+    for pid in members(int(record["pid"])):
+        try:
+            links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+        except OSError:
+            continue
+        if links & inodes:
+            return True
+    return False
+
+
+def _signal_ours(pids: list[int], leader_start: int, stack_home: str, sig: int) -> None:
+    """Signals each pid through a pidfd opened before its identity is checked: the check and
+    the signal reach the same process even if it exits and its pid is reused in between."""
+    for pid in pids:
+        try:
+            descriptor = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            started = start_time(pid)
+            if started is None or started < leader_start:
+                continue  # younger than its session leader, or the pid was reused meanwhile
+            if environment(pid).get("TRICKFLOW_HOME", stack_home) != stack_home:
+                continue  # a child that named another stack: not ours to end
+            signal.pidfd_send_signal(descriptor, sig)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+
+
+def stop(run: Path, name: str, patience: float = 10.0) -> str:
+    """Ends the recorded process and its session: TERM, then KILL for what outlives `patience`
+    (a worker can ignore the first TERM while it winds down), and checks that all are gone."""
+    stack_home = home()
+    record = read_record(run, name)
+    path = pid_file(run, name)
+    if not is_ours(record, stack_home):
+        path.unlink(missing_ok=True)  # stale, or another process's pid by now: not ours
+        return "not running"
+    leader, leader_start = int(record["pid"]), record["start_time"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        _signal_ours(members(leader), leader_start, stack_home, sig)
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            if not [pid for pid in members(leader) if running(pid)]:
+                path.unlink(missing_ok=True)
+                return "stopped"
+            time.sleep(0.2)
+    left = [pid for pid in members(leader) if running(pid)]
+    raise SystemExit(f"{name}: pids {left} would not stop")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    action, run, name = argv[0], Path(argv[1]), argv[2]
+    if action == "launch":
+        if len(argv) < 6 or argv[4] != "--":
+            raise SystemExit("usage: processes.py launch RUN NAME LOG -- COMMAND...")
+        print(launch(run, name, Path(argv[3]), argv[5:]))
+        return 0
+    if action == "alive":
+        return 0 if alive(run, name) else 1
+    if action == "listening":
+        return 0 if listening(run, name, int(argv[3])) else 1
+    if action == "pid":
+        record = read_record(run, name)
+        if not is_ours(record, home()):
+            return 1
+        print(record["pid"])
+        return 0
+    if action == "stop":
+        outcome = stop(run, name)
+        if outcome == "stopped":
+            print(f"stopped {name}")
+        return 0
+    raise SystemExit(f"processes.py: unknown action {action!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
