@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from urllib.parse import quote
 
 from prefect.artifacts import (
     create_link_artifact,
@@ -12,7 +13,15 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.markdown import code, link, text
+
 QUARANTINE_ROWS_SHOWN = 200
+
+
+def cells(rows: list[dict]) -> list[dict]:
+    """Table rows with every string made literal: the UI renders each cell as markdown, and
+    paths, class names, span names and reasons come from data (flows/markdown.py)."""
+    return [{k: text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
 
 
 def publish_ingest(metadata: dict, quarantine: list[dict]) -> None:
@@ -34,15 +43,15 @@ def publish_ingest(metadata: dict, quarantine: list[dict]) -> None:
     create_table_artifact(
         rows,
         key="ingest-counts",
-        description=f"Ingestion of {metadata['source']}{note}: "
+        description=f"Ingestion of {code(metadata['source'])}{note}: "
         f"{metadata['num_classes']} classes, layout "
-        f"{metadata['layout']}; written + quarantined = every entry under the split folders"
-        + (f"; not read: {'; '.join(not_read)}" if not_read else ""),
+        f"{text(metadata['layout'])}; written + quarantined = every entry under the split folders"
+        + (f"; not read: {text('; '.join(not_read))}" if not_read else ""),
     )
     shown = quarantine[:QUARANTINE_ROWS_SHOWN]
     more = len(quarantine) - len(shown)
     create_table_artifact(
-        shown or [{"path": "-", "split": "-", "reason": "nothing quarantined"}],
+        cells(shown) or [{"path": "-", "split": "-", "reason": "nothing quarantined"}],
         key="ingest-quarantine",
         description=f"{len(quarantine)} files quarantined"
         + (f"; {more} more in quarantine.jsonl" if more > 0 else ""),
@@ -54,7 +63,7 @@ def _statistics_line(report: dict) -> str:
     if not page:
         return ""
     return (
-        f"\n\nStatistics of both splits side by side (TFDV's Facets page): `{page}`; with a "
+        f"\n\nStatistics of both splits side by side (TFDV's Facets page): {code(page)}; with a "
         "tracking server, the run summary links to its copy in the MLflow run, which any "
         "browser that reaches the server opens."
     )
@@ -66,7 +75,7 @@ def publish_validation(report: dict) -> None:
         drifted = [row for row in drift if row["drifted"]]
         stops = "" if report.get("passed", True) or report["anomalies"] else ": the run stops"
         create_table_artifact(
-            drift,
+            cells(drift),
             key="validation-drift",
             description=(
                 f"{len(drifted)} of {len(drift)} distances past their thresholds{stops}"
@@ -78,13 +87,15 @@ def publish_validation(report: dict) -> None:
         )
     if report["anomalies"]:
         create_table_artifact(
-            report["anomalies"],
+            cells(report["anomalies"]),
             key="validation-anomalies",
             description=f"{len(report['anomalies'])} anomalies: the run stops"
             + _statistics_line(report),
         )
     elif "splits" in report:  # a run stopped by drift alone has no anomalies and no counts here
-        counts = ", ".join(f"{s}: {v['examples']} examples" for s, v in report["splits"].items())
+        counts = ", ".join(
+            f"{text(s)}: {v['examples']} examples" for s, v in report["splits"].items()
+        )
         create_markdown_artifact(
             f"**No anomalies** against the reviewed schema ({counts}; "
             f"label domain [0, {report['num_classes']}))." + _statistics_line(report),
@@ -137,8 +148,8 @@ class TrainingProgress:
 
 def publish_evaluation(metrics: dict, gate: dict) -> None:
     worst = "\n".join(
-        f"| {w['name']} | {w['accuracy']:.3f} | {w['support']} | "
-        + ", ".join(f"{c['name']} ({c['count']})" for c in w["confused_with"])
+        f"| {text(w['name'])} | {w['accuracy']:.3f} | {w['support']} | "
+        + ", ".join(f"{text(c['name'])} ({c['count']})" for c in w["confused_with"])
         + " |"
         for w in metrics["worst_classes"]
     )
@@ -146,10 +157,10 @@ def publish_evaluation(metrics: dict, gate: dict) -> None:
     create_markdown_artifact(
         f"## Center-crop evaluation\n\ntop-1 **{metrics['top1']:.4f}**, "
         f"top-{metrics['top5_k']} **{metrics['top5']:.4f}** on {metrics['count']} images\n\n"
-        f"### Gate {verdict}\n\n{gate['reason']}\n\n### Worst classes\n\n"
+        f"### Gate {verdict}\n\n{text(gate['reason'])}\n\n### Worst classes\n\n"
         f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n"
         + (
-            f"\nPer-class accuracy and the worst classes' confusions: `{metrics['figure']}`, "
+            f"\nPer-class accuracy and the worst classes' confusions: {code(metrics['figure'])}, "
             "with a tracking server also linked from the run summary (its copy in the MLflow run)\n"
             if metrics.get("figure")
             else ""
@@ -162,26 +173,27 @@ def publish_evaluation(metrics: dict, gate: dict) -> None:
 def publish_registration(result: dict, ui_url: str | None) -> None:
     if result["version"] is None:
         create_markdown_artifact(
-            f"Not registered: {result['gate']['reason']}", key="registered-model"
+            f"Not registered: {text(result['gate']['reason'])}", key="registered-model"
         )
         return
     name, version = result["model_name"], result["version"]
     if ui_url:
         create_link_artifact(
-            f"{ui_url.rstrip('/')}/#/models/{name}/versions/{version}",
-            link_text=f"{name} v{version} (@champion)",
+            f"{ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}",
+            link_text=text(f"{name} v{version} (@champion)"),
             key="registered-model",
             description="the new champion in the MLflow Model Registry",
         )
     else:
         create_markdown_artifact(
-            f"Registered **{name} v{version}** as `@champion` in `{result['tracking_uri']}`",
+            f"Registered **{text(name)} v{version}** as `@champion` in "
+            f"{code(result['tracking_uri'])}",
             key="registered-model",
         )
 
 
 def _link(label: str, url: str | None) -> str:
-    return f"[{label}]({url})" if url else label
+    return link(label, url) if url else text(label)
 
 
 def publish_summary(report: dict, mlflow_ui: str | None) -> None:
@@ -192,7 +204,7 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
     rows = []
     for stage, outcome in stage_outcomes(report):
         time = f"{seconds[stage]:.1f} s" if stage in seconds else ""
-        rows.append(f"| {stage} | {outcome} | {time} |")
+        rows.append(f"| {stage} | {text(outcome)} | {time} |")
     registry = report.get("registry") or {}
     name, version = registry.get("model_name"), registry.get("version")
     train = report.get("train") or {}
@@ -202,8 +214,10 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
     lines = [
         f"## {title}",
         "",
-        f"**{failed['reason']}**" if failed else (f"**{decision['reason']}**" if skipped else ""),
-        f"\nWhat to do: {failed['hint']}" if failed.get("hint") else "",
+        f"**{text(failed['reason'])}**"
+        if failed
+        else (f"**{text(decision['reason'])}**" if skipped else ""),
+        f"\nWhat to do: {text(failed['hint'])}" if failed.get("hint") else "",
         "",
         "| stage | outcome | time |",
         "|---|---|---|",
@@ -219,7 +233,7 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
     elif links.get("run"):
         lines.append(f"- MLflow run (this run's pages): {_link('open', links['run'])}")
     if version:
-        model_url = f"{ui}/#/models/{name}/versions/{version}" if ui else None
+        model_url = f"{ui}/#/models/{quote(name, safe='')}/versions/{version}" if ui else None
         lines.append(f"- Registered model: {_link(f'{name} v{version}', model_url)}")
     # Over HTTP from the MLflow server when it took them; otherwise where they lie.
     page = (report.get("validate") or {}).get("statistics_html")
@@ -233,11 +247,11 @@ def publish_summary(report: dict, mlflow_ui: str | None) -> None:
         if links.get(key):
             lines.append(f"- {label}: {_link('open', links[key])}")
         elif fallback:
-            lines.append(f"- {label}: `{fallback}`")
+            lines.append(f"- {label}: {code(fallback)}")
     create_markdown_artifact(
         "\n".join(lines),
         key="run-summary",
-        description=failed.get("reason", "") or summary_line(report),
+        description=text(failed.get("reason", "") or summary_line(report)),
     )
 
 

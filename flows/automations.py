@@ -36,6 +36,10 @@ NAME = "trickflow: crash zombie flow runs"
 NOTIFY_NAME = "trickflow: notify on failed runs"
 NOTIFY_BLOCK = "trickflow-failures"
 FLOW = "train-imagenet"
+# The run's message names paths, classes and spans from data: Slack and Mattermost read `<...>`
+# as a mention (`<!channel>`) or a link (`<https://x|text>`), so `&`, `<` and `>` go as the
+# entities their message format asks for.
+SLACK_ESCAPED = " | replace('&', '&amp;') | replace('<', '&lt;') | replace('>', '&gt;')"
 DEFAULT_WINDOW = 120  # seconds; four heartbeats at the stack's 30 s frequency
 
 
@@ -96,8 +100,9 @@ def failure_automation(block_document_id) -> Automation:
                 subject=f"{FLOW} run {{{{ flow_run.name }}}} {{{{ flow_run.state.name }}}}",
                 body=(
                     "{{ flow_run.name }} ({{ deployment.name if deployment else 'no deployment' "
-                    "}}) ended {{ flow_run.state.name }}: {{ flow_run.state.message }}\n"
-                    "flow run id: {{ flow_run.id }}"
+                    "}}) ended {{ flow_run.state.name }}: {{ flow_run.state.message"
+                    + SLACK_ESCAPED
+                    + " }}\nflow run id: {{ flow_run.id }}"
                 ),
             )
         ],

@@ -81,8 +81,8 @@ class Browser:
         """Navigates to `url` and waits until the page's text (its frames' included) holds
         `wait_for`; returns {"status": the document's HTTP status, "text": the text, "then":
         the value of the JavaScript expression `then` evaluated in the page afterwards (a
-        promise is awaited)}. Raises AssertionError with what the page showed if it never
-        does."""
+        promise is awaited), "requested": every URL the page asked for meanwhile}. Raises
+        AssertionError with what the page showed if it never does."""
         return asyncio.run(self._open(url, wait_for, timeout, screenshot, then))
 
     async def _open(self, url, wait_for, timeout, screenshot, then) -> dict:
@@ -152,6 +152,11 @@ class Browser:
                     "Runtime.evaluate", expression=then, returnByValue=True, awaitPromise=True
                 )
                 value = found.get("result", {}).get("value")
+            requested = [
+                e["params"]["request"]["url"]
+                for e in events
+                if e.get("method") == "Network.requestWillBeSent"
+            ]
             with contextlib.suppress(Exception):
                 await call("Page.navigate", url="about:blank")
-            return {"status": status, "text": text, "then": value}
+            return {"status": status, "text": text, "then": value, "requested": requested}

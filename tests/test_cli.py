@@ -245,7 +245,22 @@ def test_failed_runs_are_posted_with_their_stage_and_reason() -> None:
     assert trigger.posture == Posture.Reactive and trigger.threshold == 1
     assert trigger.match_related.root["prefect.resource.name"] == "train-imagenet"
     (action,) = automation.actions
-    assert "{{ flow_run.state.message }}" in action.body  # "validate failed: ... (what to do)"
+    # "validate failed: ... (what to do)", rendered as the server renders it: what came from
+    # data (a class folder named `<!channel>`, a link in Slack's format) stays text.
+    from types import SimpleNamespace
+
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    message = "validate failed: class <!channel> and <https://x.example|sign in> & more"
+    run = SimpleNamespace(name="quiet-fox", id="r1",
+                          state=SimpleNamespace(name="Failed", message=message))  # fmt: skip
+    body = render_user_template_sync(
+        action.body, {"flow_run": run, "deployment": SimpleNamespace(name="demo")}
+    )
+    assert body == (
+        "quiet-fox (demo) ended Failed: validate failed: class &lt;!channel&gt; and "
+        "&lt;https://x.example|sign in&gt; &amp; more\nflow run id: r1"
+    )
 
 
 def test_watch_announces_each_complete_span_once(tmp_path, monkeypatch) -> None:
