@@ -62,6 +62,12 @@ class PipelineConfig(BaseModel):
         "champion's ends without training; always: train anyway (a new recipe, a manual rerun)",
     )
     warm: WarmStart = WarmStart()
+    model_name_suffix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.\-]*$",
+        description="added to the default registry name (<model>-<data name>): a preset for "
+        "tests registers apart from the models people use",
+    )
 
 
 def demo() -> PipelineConfig:
@@ -91,9 +97,12 @@ def smoke() -> PipelineConfig:
     """The demo's code path in seconds: a 1/8-width Darknet53 for 6 steps. For tests.
 
     Run: `prefect deployment run train-imagenet/demo -p preset=smoke`. Reaches nothing useful
-    (top-1 near chance); the gate floor is 0 so that the registration path runs.
+    (top-1 near chance); the gate's floor is 0 and its margins 1 so that the registration path
+    runs, so it registers under its own name (`<model>-<data>-smoke`) and never moves a
+    champion it did not make (a gate that waives its margins moves none).
     """
     return PipelineConfig(
+        model_name_suffix="-smoke",
         train=TrainConfig(
             width=0.125,
             image_size=32,

@@ -66,6 +66,10 @@ class Overrides(BaseModel):
     allow_label_change: bool | None = Field(
         None, description="replace a champion trained on another label set"
     )
+    promote_waived: bool | None = Field(
+        None,
+        description="move the champion even when a margin of 1 waives the comparison (logged)",
+    )
     mixup_alpha: float | None = Field(
         None, ge=0, description="mixup's Beta(α, α); the paper: 0.2, with 200 epochs; 0: off"
     )
@@ -130,6 +134,7 @@ OVERRIDDEN = {
     "max_regression": "gate.max_regression",
     "max_drop_from_best": "gate.max_drop_from_best",
     "allow_label_change": "gate.allow_label_change",
+    "promote_waived": "gate.promote_waived",
     "beam_args": "ingest.beam_args",
     "spans": "spans",
     "retrain": "retrain",
@@ -211,11 +216,15 @@ def validate_task(
 
 @task(name="champion", retries=2, retry_delay_seconds=10)
 def champion_task(model_name: str) -> dict | None:
-    """The champion's version and what it was trained on (its tags), or None."""
-    version = Registry().champion(model_name)
+    """The champion's version and what it was trained on (the tags the gate sealed on it), or
+    None. A champion whose seal does not verify has no tags here (`sealed` False): nothing is
+    skipped or started from on its word."""
+    registry = Registry()
+    version = registry.champion(model_name)
     if version is None:
         return None
-    return {"version": str(version.version), "tags": dict(version.tags)}
+    tags = registry.sealed_tags(version)
+    return {"version": str(version.version), "tags": tags or {}, "sealed": tags is not None}
 
 
 # No retries: no champion, another label set or an old version do not change by asking again.
@@ -578,6 +587,11 @@ def resolve_stage(
         note = None
         if overrides.init_from == "champion" and champion is None:
             note = "no champion yet: from scratch"
+        elif overrides.init_from == "champion" and not champion.get("sealed", True):
+            note = (
+                f"champion v{champion['version']} is not sealed by this pipeline's gate (see "
+                "the warning above): from scratch, not from weights nobody verified"
+            )
         elif overrides.init_from == "champion":
             labels = champion["tags"].get(LABELS_TAG)
             if labels is None:
@@ -798,7 +812,9 @@ def train_imagenet(
         run_dir / "config.json",
         settings.redacted({"preset": preset, "data_dir": data_dir, **config.model_dump()}),
     )
-    model_name = overrides.model_name or default_model_name(config.train.model, data_dir)
+    model_name = overrides.model_name or (
+        default_model_name(config.train.model, data_dir) + config.model_name_suffix
+    )
     report = RunReport(
         flow_run_id=run_id,
         preset=preset,

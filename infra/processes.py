@@ -85,12 +85,17 @@ def pid_file(run: Path, name: str) -> Path:
 
 
 def read_record(run: Path, name: str) -> dict | None:
-    """The launch record, or None when there is none or it is not one (an old plain pid file
-    names no start time: it cannot be told from a recycled pid, so it is not trusted)."""
+    """The launch record, or None when there is none or it is not one. A plain pid (the format
+    before records) is taken for the process only if that process's environment names this
+    stack's home, as the stack's own processes always had it: a stack started before can still
+    be stopped, and a recycled pid is not."""
     try:
         record = json.loads(pid_file(run, name).read_text())
     except (FileNotFoundError, ValueError):
         return None
+    if isinstance(record, int) and environment(record).get("TRICKFLOW_HOME") == home():
+        return {"pid": record, "start_time": start_time(record), "boot_id": boot_id(),
+                "home": home()}  # fmt: skip
     if not isinstance(record, dict) or not {"pid", "start_time", "boot_id", "home"} <= set(record):
         return None
     return record

@@ -160,20 +160,30 @@ database_urls() {  # sets PREFECT_DB, MLFLOW_DB, MLFLOW_AUTH_DB for the servers
       PREFECT_DB=""  # Prefect's own default: $PREFECT_HOME/prefect.db
       MLFLOW_DB="sqlite:///$STATE/mlflow/mlflow.db"
       MLFLOW_AUTH_DB="sqlite:///$STATE/mlflow/auth.db" ;;
-    postgres|postgresql://*)
-      local server
+    postgres|postgresql://*|postgres://*)
+      # URLs hold passwords: they travel by environment (readable by this user alone), never
+      # as arguments (`ps` shows those to every local user), and are never echoed.
       if [ "$DB" = postgres ]; then
-        server="postgresql://trickflow:$(pg_password)@127.0.0.1:$PG_PORT"
+        PG_SERVER="postgresql://trickflow:$(pg_password)@127.0.0.1:$PG_PORT"
       else
-        server=$("$BIN/python" -c 'import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1])
-sys.exit(f"TRICKFLOW_DB={sys.argv[1]!r}: give postgresql://USER:PASSWORD@HOST:PORT") if not p.hostname else print(f"postgresql://{p.netloc}")' "$DB")
+        PG_SERVER=$DB
       fi
-      PG_SERVER=$server
-      PREFECT_DB="${server/postgresql:/postgresql+asyncpg:}/trickflow_prefect"
-      MLFLOW_DB="${server/postgresql:/postgresql+psycopg2:}/trickflow_mlflow"
-      MLFLOW_AUTH_DB="${server/postgresql:/postgresql+psycopg2:}/trickflow_mlflow_auth" ;;
-    *) echo "TRICKFLOW_DB=$DB: use sqlite, postgres or postgresql://USER:PASSWORD@HOST:PORT" >&2
+      local urls
+      urls=$(PG_SERVER=$PG_SERVER "$BIN/python" - <<'PY'
+import os, sys, urllib.parse as u
+server = u.urlsplit(os.environ["PG_SERVER"])
+if not server.hostname:
+    sys.exit("TRICKFLOW_DB: give postgresql://USER:PASSWORD@HOST:PORT[?OPTIONS] (not repeated "
+             "here: it may hold a password)")
+for driver, database in (("postgresql", ""), ("postgresql+asyncpg", "trickflow_prefect"),
+                         ("postgresql+psycopg2", "trickflow_mlflow"),
+                         ("postgresql+psycopg2", "trickflow_mlflow_auth")):
+    # The query string (sslmode=verify-full&sslrootcert=...) is kept for every database.
+    print(u.urlunsplit((driver, server.netloc, "/" + database if database else "", server.query, "")))
+PY
+)
+      { read -r PG_SERVER; read -r PREFECT_DB; read -r MLFLOW_DB; read -r MLFLOW_AUTH_DB; } <<<"$urls" ;;
+    *) echo "TRICKFLOW_DB=${DB%%:*}…: use sqlite, postgres or postgresql://USER:PASSWORD@HOST:PORT" >&2
        exit 2 ;;
   esac
 }
@@ -200,11 +210,13 @@ as_db_owner() {
 
 pg_running() { [ -f "$PG_DATA/data/PG_VERSION" ] && as_db_owner pg_ctl -D "$PG_DATA/data" status >/dev/null 2>&1; }
 
-psql_server() {  # DATABASE SQL: run SQL on the server as the URL's user
-  "$BIN/python" - "$PG_SERVER/$1" "$2" <<'PY'
-import sys
+psql_server() {  # DATABASE SQL: run SQL on the server as the URL's user (URL by environment)
+  PG_SERVER=$PG_SERVER "$BIN/python" - "$1" "$2" <<'PY'
+import os, sys, urllib.parse as u
 import psycopg2
-connection = psycopg2.connect(sys.argv[1], connect_timeout=10)
+server = u.urlsplit(os.environ["PG_SERVER"])
+url = u.urlunsplit(("postgresql", server.netloc, "/" + sys.argv[1], server.query, ""))
+connection = psycopg2.connect(url, connect_timeout=10)
 connection.autocommit = True
 with connection.cursor() as cursor:
     cursor.execute(sys.argv[2])

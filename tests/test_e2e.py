@@ -290,7 +290,7 @@ def test_deployment_run_registers_a_champion(
         assert "gate_and_register passed" in " ".join(result.stdout.split())
         # the task's own line, which reaches the server after the run's final state
         assert "gate passed: first model" in result.stdout
-        assert "registered: darknet53-src v1 (@champion)" in result.stdout
+        assert "registered: darknet53-src-smoke v1 (@champion)" in result.stdout
         assert "prefect.task-run" not in result.stdout and "prefect.flow-run" not in result.stdout
         (report_path,) = (work / "runs").glob("*/report.json")
         report = json.loads(report_path.read_text())

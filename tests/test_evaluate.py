@@ -207,7 +207,7 @@ def test_register_then_compare_against_the_champion(
 
     import mlflow
 
-    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    model = registry.load_pyfunc("tiny")  # verified first; the champion by default
     import tensorflow as tf
 
     record = next(iter(tf.data.TFRecordDataset(str(ingested / "validation-00000-of-00001"))))
@@ -258,21 +258,29 @@ def test_register_then_compare_against_the_champion(
 
     # The gate runs the champion's graph: a champion whose files were changed in the registry
     # (anyone who can write there could plant a SavedModel) is refused before it is loaded, and
-    # so is one registered without a digest.
-    assert len(registry.client.get_model_version("tiny", orphan).tags["servable_sha256"]) == 64
+    # so is one the gate never sealed.
+    from components.evaluate import seal
+
+    tags = registry.client.get_model_version("tiny", orphan).tags
+    manifest = json.loads(tags[seal.MANIFEST_TAG])
+    assert tags[seal.SEAL_TAG].startswith("sha256:")  # no key in this process yet
+    assert {"model/MLmodel", "model/tf2model/saved_model.pb", "keras/model.keras"} <= set(
+        manifest["files"]
+    )
+    assert manifest["tags"]["gate_passed"] == "True" and manifest["tags"]["top1"] == tags["top1"]
     stored = list((tmp_path / "mlflow" / "artifacts").rglob("tf2model/saved_model.pb"))
     assert stored
     originals = {path: path.read_bytes() for path in stored}
     for path, data in originals.items():
         path.write_bytes(data + b"\0")
-    with pytest.raises(RegistryError, match="does not match the .* recorded at registration"):
+    with pytest.raises(RegistryError, match="files differ from those sealed at registration"):
         gate_and_register(
             str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
         )
     for path, data in originals.items():
         path.write_bytes(data)
-    registry.client.delete_model_version_tag("tiny", orphan, "servable_sha256")
-    with pytest.raises(RegistryError, match="has no recorded servable digest"):
+    registry.client.delete_model_version_tag("tiny", orphan, seal.SEAL_TAG)
+    with pytest.raises(RegistryError, match="carries no seal"):
         gate_and_register(
             str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
         )
@@ -285,20 +293,66 @@ def test_register_then_compare_against_the_champion(
         str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
     )
 
-    # With the stack's registry key, a digest anyone could compute (the plain SHA-256 above) no
+    # With the stack's registry key, a seal anyone could compute (the plain SHA-256 above) no
     # longer passes: only a holder of the key can vouch.
     champion = str(registry.champion("tiny").version)
     monkeypatch.setenv("TRICKFLOW_REGISTRY_KEY", "a-secret")
-    with pytest.raises(RegistryError, match="not written by a holder"):
+    with pytest.raises(RegistryError, match="its seal was made without a key"):
         gate_and_register(
             str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
         )
     assert trust.main(["--model-name", "tiny", "--version", champion]) == 0
-    tag = registry.client.get_model_version("tiny", champion).tags["servable_sha256"]
+    tag = registry.client.get_model_version("tiny", champion).tags[seal.SEAL_TAG]
     assert tag.startswith("hmac-sha256:")
-    gate_and_register(
-        str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+    lenient = GateConfig(max_drop_from_best=1.0)  # v3 claimed 0.2 more than the model has
+    sealed_run = gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", lenient
     )
+    assert sealed_run["gate"]["passed"], sealed_run["gate"]
+    honest = sealed_run["version"]
+    gate_and_register(  # a newer champion: `honest` is now just a sealed version
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", lenient
+    )
+
+    # Someone with write access plants a version tagged as a passed, settled-to-be, perfect
+    # model on this data (the files are a real model's: only the seal is missing), and forges a
+    # perfect top-1 on an honest version. The next gate neither promotes the plant (reconcile)
+    # nor measures against the forged best-ever; nothing loads the plant.
+
+    planted_tags = {
+        **{k: v for k, v in registry.client.get_model_version("tiny", honest).tags.items()
+           if k not in seal.UNSEALED},
+        "top1": "1.0000", "gate_passed": "True", "settle_after": "0",
+    }  # fmt: skip
+    planted = str(
+        mlflow.register_model(f"runs:/{sealed_run['run_id']}/model", "tiny", tags=planted_tags)
+        .version
+    )  # fmt: skip
+    registry.client.set_model_version_tag("tiny", honest, "top1", "1.0000")
+    # v3's claimed 0.53 is within 0.3 of this model's 0.33; the forged 1.0 would not be
+    strict = GateConfig(max_regression=0.5, max_drop_from_best=0.3)
+    judged = gate_and_register(
+        str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", strict
+    )
+    assert judged["gate"]["passed"], judged["gate"]  # no forged 1.0 as the best ever
+    assert str(registry.champion("tiny").version) == judged["version"] != planted
+    assert registry.best("tiny", {}).version not in (planted, honest)
+    labels = manifest["tags"]["label_fingerprint"]
+    for load in (
+        lambda: registry.teacher_file("tiny", planted, labels, str(tmp_path / "t.keras"), "start"),
+        lambda: registry.load_pyfunc("tiny", planted),
+        lambda: registry.teacher_file("tiny", honest, labels, str(tmp_path / "t.keras")),
+    ):
+        with pytest.raises(RegistryError, match="is not loaded: (it carries no seal|its tags)"):
+            load()
+    assert not (tmp_path / "t.keras").exists()
+    registry.client.set_registered_model_alias("tiny", "champion", planted)  # moved by hand
+    with pytest.raises(RegistryError, match=f"'tiny' v{planted} .* is not loaded"):
+        gate_and_register(
+            str(ingested), servable, str(tmp_path / "eval"), metrics, "tiny", GateConfig()
+        )
+    served = registry.load_pyfunc("tiny", judged["version"])  # a sealed one serves
+    assert served.predict(np.array([jpeg["image"].numpy()], dtype=object)).shape == (1, 3)
 
 
 def test_no_champion_only_when_the_registry_says_so(tmp_path: Path) -> None:
@@ -368,7 +422,7 @@ def test_a_registered_version_keeps_its_keras_file_for_teachers(
 
 
 def test_teacher_file_refuses_what_cannot_be_a_teacher(tmp_path: Path) -> None:
-    from components.evaluate import RegistryError
+    from components.evaluate import RegistryError, seal
     from components.evaluate.registry import CHAMPION, KERAS_TAG, LABELS_TAG, Registry
 
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -384,15 +438,22 @@ def test_teacher_file_refuses_what_cannot_be_a_teacher(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'champion' or a version number"):
         registry.teacher_file("m", "latest", "L", destination)
 
+    def sealed(tags: dict) -> dict:
+        return {**tags, **seal.sealed_tags("m", None, {}, tags)}
+
     old = {LABELS_TAG: "L"}  # registered before Keras files were kept
-    client.create_model_version("m", source=str(tmp_path), tags=old)
+    client.create_model_version("m", source=str(tmp_path), tags=sealed(old))
     with pytest.raises(RegistryError, match="version 1 of 'm' was registered before Keras files"):
         registry.teacher_file("m", "1", "L", destination)
     other = {LABELS_TAG: "OTHER", KERAS_TAG: "keras/model.keras"}
-    client.create_model_version("m", source=str(tmp_path), tags=other)
+    client.create_model_version("m", source=str(tmp_path), tags=sealed(other))
     client.set_registered_model_alias("m", CHAMPION, "2")
     with pytest.raises(RegistryError, match="champion v2 of 'm' was trained on another label set"):
         registry.teacher_file("m", "champion", "L", destination)
+    unsealed = {LABELS_TAG: "L", KERAS_TAG: "keras/model.keras"}  # right labels, no seal
+    client.create_model_version("m", source=str(tmp_path), tags=unsealed)
+    with pytest.raises(RegistryError, match="'m' v3 .* is not loaded: it carries no seal"):
+        registry.teacher_file("m", "3", "L", destination)
     assert not Path(destination).exists()
 
 
@@ -491,6 +552,7 @@ def test_command_line_exits_non_zero_on_a_registry_fault(tmp_path: Path, capsys)
 
 
 def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_path: Path) -> None:
+    from components.evaluate import seal
     from components.evaluate.registry import CHAMPION, Registry
 
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -498,14 +560,17 @@ def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_pa
     client.create_registered_model("m")
     same = {"validation_fingerprint": "V", "label_fingerprint": "L"}
 
-    def version(top1: float, tags: dict) -> str:
+    def version(top1: float, tags: dict, sealed: bool = True) -> str:
         tags = {**tags, "gate_passed": "True", "top1": str(top1)}
+        if sealed:  # as the gate registers them
+            tags.update(seal.sealed_tags("m", None, {}, tags))
         return str(client.create_model_version("m", source=str(tmp_path), tags=tags).version)
 
     v1 = version(0.70, same)
     client.set_registered_model_alias("m", CHAMPION, v1)
     version(0.72, same)  # v2 and v3 raced after v1
     v3 = version(0.75, same)
+    version(0.99, same, sealed=False)  # planted by someone who can write to the registry
     assert registry.settle("m", after=1, same=same) == v3
     assert str(registry.champion("m").version) == v3
     other = version(0.60, {**same, "validation_fingerprint": "NEW"})  # promoted meanwhile
@@ -516,6 +581,7 @@ def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_pa
 def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: Path) -> None:
     """Once such a version stayed out of the champion's place for good and, through the drift
     floor, blocked every later model."""
+    from components.evaluate import seal
     from components.evaluate.registry import CHAMPION, Registry
 
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -523,8 +589,10 @@ def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: P
     client.create_registered_model("m")
     same = {"validation_fingerprint": "V", "label_fingerprint": "L"}
 
-    def version(top1: float, **tags: str) -> str:
+    def version(top1: float, sealed: bool = True, **tags: str) -> str:
         tags = {**same, "gate_passed": "True", "top1": str(top1), **tags}
+        if sealed:  # as the gate registers them
+            tags.update(seal.sealed_tags("m", None, {}, tags))
         return str(client.create_model_version("m", source=str(tmp_path), tags=tags).version)
 
     legacy = version(0.60)  # registered before settling was recorded: left alone
@@ -532,6 +600,11 @@ def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: P
     client.set_registered_model_alias("m", CHAMPION, v2)
     orphan = version(0.90, settle_after="2")  # its process died before settling
     version(0.50, settle_after="2", gate_passed="False")  # refused: nothing to settle
+    # Planted by someone who can write to the registry, tagged as a passed, unsettled, better
+    # version: never promoted (a sealed one whose tag was changed afterwards, neither).
+    version(0.99, sealed=False, settle_after="2")
+    forged = version(0.40, settle_after="2", gate_passed="False")
+    client.set_model_version_tag("m", forged, "gate_passed", "True")
     assert registry.reconcile("m") == [orphan]
     assert str(registry.champion("m").version) == orphan
     assert client.get_model_version("m", orphan).tags["settled"] == "True"

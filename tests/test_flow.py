@@ -35,7 +35,7 @@ def test_flow_runs_every_stage_and_writes_the_report(
     assert page.exists() and "facets" in page.read_text().lower()
     assert 0 <= saved["evaluate"]["top1"] <= 1 and 0 <= saved["evaluate"]["top5"] <= 1
     assert saved["gate"]["passed"] is True and saved["gate"]["reason"]
-    assert saved["registry"]["model_name"] == "darknet53-src"
+    assert saved["registry"]["model_name"] == "darknet53-src-smoke"
     assert saved["registry"]["version"] == "1"
     config = json.loads((work / "runs" / report["flow_run_id"] / "config.json").read_text())
     assert config["preset"] == "smoke" and config["train"]["max_steps"] == 6
@@ -57,7 +57,7 @@ def test_flow_runs_every_stage_and_writes_the_report(
     assert run.data.tags["gate_passed"] == "True" and run.info.status == "FINISHED"
     logged = [a.path for a in registry.client.list_artifacts(run.info.run_id, "data")]
     assert logged == ["data/statistics.html"]
-    version = registry.client.get_model_version("darknet53-src", "1")
+    version = registry.client.get_model_version("darknet53-src-smoke", "1")
     assert version.run_id == run.info.run_id
 
     from prefect.client.orchestration import get_client
@@ -85,7 +85,7 @@ def test_flow_runs_every_stage_and_writes_the_report(
     assert again["train"] is None and again["validate"] is None and again["ingest"]["reused"]
     assert not (work / "runs" / again["flow_run_id"] / "train").exists()
     assert json.loads(Path(again["report_path"]).read_text())["decision"]["train"] is False
-    version = registry.client.get_model_version("darknet53-src", "1")
+    version = registry.client.get_model_version("darknet53-src-smoke", "1")
     assert version.tags["spans"].startswith(f"{class_folders.name}=")
     assert version.tags["code_version"] and version.tags["train_settings"]
     with get_client(sync_client=True) as client:
@@ -116,15 +116,15 @@ def test_flow_distills_from_the_champion_of_the_same_label_set(
     second = train_imagenet(
         data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=warm
     )
-    assert second["init_from"] == {"model_name": "darknet53-src", "version": "1",
+    assert second["init_from"] == {"model_name": "darknet53-src-smoke", "version": "1",
                                    "reference": "champion"}  # fmt: skip
-    assert second["train"]["init_from"] == "models:/darknet53-src/1"
+    assert second["train"]["init_from"] == "models:/darknet53-src-smoke/1"
     assert second["teacher"] == {
-        "model_name": "darknet53-src",
+        "model_name": "darknet53-src-smoke",
         "version": "1",
         "reference": "champion",
     }
-    assert second["train"]["teacher"] == "models:/darknet53-src/1"
+    assert second["train"]["teacher"] == "models:/darknet53-src-smoke/1"
     folder = Path(second["train"]["folder"])
     assert folder != Path(first["train"]["folder"])
     trained = json.loads((folder / "config.json").read_text())
@@ -135,9 +135,26 @@ def test_flow_distills_from_the_champion_of_the_same_label_set(
 
     from components.evaluate.registry import Registry
 
-    version = Registry().client.get_model_version("darknet53-src", second["registry"]["version"])
-    assert version.tags["teacher"] == "models:/darknet53-src/1"
-    assert version.tags["parent"] == "models:/darknet53-src/1"
+    registry = Registry()
+    version = registry.client.get_model_version(
+        "darknet53-src-smoke", second["registry"]["version"]
+    )
+    assert version.tags["teacher"] == "models:/darknet53-src-smoke/1"
+    assert version.tags["parent"] == "models:/darknet53-src-smoke/1"
+    # The smoke preset's gate waives its margins: a second model is registered but moves no
+    # champion (a test run cannot demote the model people use) unless told to, which is logged.
+    assert second["registry"]["version"] == "2" and second["registry"]["alias"] is None
+    assert (
+        "without moving the champion: this gate waives max_regression 1"
+        in (second["gate"]["reason"])
+    )
+    assert str(registry.champion("darknet53-src-smoke").version) == "1"
+    forced = Overrides(promote_waived=True, retrain="always")
+    third = train_imagenet(
+        data_dir=str(class_folders), work_dir=str(work), preset="smoke", overrides=forced
+    )
+    assert third["registry"]["alias"] == "champion"
+    assert str(registry.champion("darknet53-src-smoke").version) == third["registry"]["version"]
 
 
 def test_flow_stops_on_anomalies_and_still_reports(

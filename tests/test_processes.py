@@ -76,6 +76,25 @@ def test_stop_never_signals_a_decoy_under_a_recycled_pid_file(
         decoy.wait()
 
 
+def test_a_plain_pid_file_of_the_stack_before_records_is_still_stopped(
+    home: Path, tmp_path: Path
+) -> None:
+    """A stack started before pid files held records: its processes' environment names its
+    home, so `stop` still reaches them (and only them: see the decoy test above)."""
+    env = {**os.environ, "TRICKFLOW_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env,
+                              start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(0.3)
+        (home / "run" / "mlflow-server.pid").write_text(str(server.pid))
+        assert processes.alive(home / "run", "mlflow-server")
+        assert processes.stop(home / "run", "mlflow-server") == "stopped"
+        assert server.wait(timeout=10) is not None
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_launch_records_the_program_itself_and_stop_ends_its_session(
     home: Path, tmp_path: Path
 ) -> None:

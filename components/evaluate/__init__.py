@@ -24,6 +24,7 @@ from components.evaluate.figures import draw_evaluation
 from components.evaluate.gate import GateConfig, GateDecision, decide
 from components.evaluate.registry import (
     CHAMPION,
+    PROMOTE_TAG,
     SETTLE_AFTER_TAG,
     Registry,
     RegistryError,
@@ -172,8 +173,8 @@ def _gate_and_register(
         return result
     started_after = registry.latest_version(model_name)
 
-    def champion_top1(version) -> float | None:
-        if version.tags.get("label_fingerprint") != labels_id:
+    def champion_top1(version, sealed: dict) -> float | None:
+        if sealed.get("label_fingerprint") != labels_id:
             return None  # a different label set: not comparable, decide() says why
         with registry.load_version(model_name, version.version) as servable:
             return evaluate_servable(servable, data_dir, names)["top1"]
@@ -224,12 +225,23 @@ def _gate_and_register(
         run_id=run_id,
     )
     version = champion_now = None
+    # A gate whose margins are waived (the smoke preset) registers its model but moves no
+    # champion: a test run cannot demote the model people use. The first model of a name has
+    # no champion to demote.
+    holds = decision.passed and gate.waived and decision.champion_version is not None
+    if holds and gate.promote_waived:
+        log.warning(
+            "promote_waived: moving the champion of %r under a gate that waives %s",
+            model_name, gate.waived,
+        )  # fmt: skip
+        holds = False
     if decision.passed:
         version_tags = {
             **run_tags,
             "top1": f"{metrics['top1']:.4f}",
             "top5": f"{metrics['top5']:.4f}",
             SETTLE_AFTER_TAG: str(started_after),
+            PROMOTE_TAG: str(not holds),
         }
         model_file = keras_file_beside(servable_path)
         if model_file is None:
@@ -246,7 +258,16 @@ def _gate_and_register(
         except RegistryError as err:
             err.version = version  # registered; only the alias could not be settled
             raise
-        if champion_now != version:
+        if holds:
+            decision = GateDecision(
+                True,
+                f"{decision.reason}; registered as v{version} without moving the champion: "
+                f"this gate waives {gate.waived}, so v{champion_now} stays champion (a gate at "
+                "its rules moves it; overrides.promote_waived: true moves it anyway, logged)",
+                decision.champion_version,
+                decision.champion_top1,
+            )
+        elif champion_now != version:
             decision = GateDecision(
                 True,
                 f"{decision.reason}; registered as v{version}, but v{champion_now}, promoted by "

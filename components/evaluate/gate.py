@@ -28,6 +28,20 @@ class GateConfig(BaseModel):
     allow_label_change: bool = Field(
         False, description="replace a champion trained on a different label set"
     )
+    promote_waived: bool = Field(
+        False,
+        description="move the champion alias even when a margin of 1 waives the comparison "
+        "(logged); otherwise such a run registers its model without moving the alias",
+    )
+
+    @property
+    def waived(self) -> str | None:
+        """The rule a margin of 1 switches off (any challenger passes it), or None: a gate
+        like that is for trying the code path, and must not replace a champion."""
+        for name in ("max_regression", "max_drop_from_best"):
+            if getattr(self, name) >= 1.0:
+                return f"{name} {getattr(self, name):g}"
+        return None
 
 
 @dataclass(frozen=True)

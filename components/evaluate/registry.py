@@ -17,7 +17,6 @@ registered.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 import re
@@ -32,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components import dataset
+from components.evaluate import seal
 from components.evaluate.gate import Best, Champion
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,12 @@ KERAS_FOLDER = "keras"
 # set once the alias is settled. A passed version with the first and not the second was
 # orphaned by a process that died in between; the next gate settles it (`reconcile`).
 SETTLE_AFTER_TAG = "settle_after"
-# SHA-256 over the servable as the registry stores it, recorded at registration and checked
-# before a champion is loaded (`servable_digest`), sealed with TRICKFLOW_REGISTRY_KEY when it is
-# set (the local stack makes one): then whoever can write to the registry but does not hold the
-# key cannot forge the tag of a SavedModel they planted.
-DIGEST_TAG = "servable_sha256"
+# "False" on a version whose gate waived a rule: registered, never moved to champion by settling.
+PROMOTE_TAG = "promote"
+# Every version the gate registers is sealed (components/evaluate/seal.py): its files and tags
+# under an HMAC with TRICKFLOW_REGISTRY_KEY. Only sealed versions are loaded or acted on.
 SOURCE_TAG = "source_sha256"  # the exported servable folder it was registered from
-KEY_VARIABLE = "TRICKFLOW_REGISTRY_KEY"
+KEY_VARIABLE = seal.KEY_VARIABLE
 SETTLED_TAG = "settled"
 PROJECT_STATE = Path(__file__).resolve().parents[2] / ".trickflow"
 
@@ -106,15 +105,6 @@ def _local_digest(servable_path: str) -> str | None:
     return None if "://" in servable_path else servable_digest(Path(servable_path))
 
 
-def sealed(digest: str) -> str:
-    """The tag value that records `digest`: an HMAC of it under the registry key when one is set
-    (`hmac-sha256:...`), else the digest itself."""
-    key = os.environ.get(KEY_VARIABLE)
-    if not key:
-        return digest
-    return "hmac-sha256:" + hmac.new(key.encode(), digest.encode(), hashlib.sha256).hexdigest()
-
-
 def servable_digest(folder: Path) -> str:
     """SHA-256 over every file under `folder`: relative paths in order, each with its bytes'
     own SHA-256, so that a file added, removed, renamed or changed changes the digest."""
@@ -148,9 +138,9 @@ def label_fingerprint(data_dir: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _scored_on(version, tags: dict[str, str]) -> bool:
-    """Whether a version has a recorded top-1 on the data that `tags` identify."""
-    return "top1" in version.tags and all(version.tags.get(k) == v for k, v in tags.items())
+def _scored_on(sealed: dict[str, str], tags: dict[str, str]) -> bool:
+    """Whether a version's sealed tags record a top-1 on the data that `tags` identify."""
+    return "top1" in sealed and all(sealed.get(k) == v for k, v in tags.items())
 
 
 class _Servable(tf.Module):
@@ -194,6 +184,26 @@ class Registry:
         version = self.champion(model_name)
         return None if version is None else str(version.version)
 
+    def sealed_tags(self, version) -> dict[str, str] | None:
+        """The tags the gate sealed on `version` (the ones to act on), or None with a warning
+        naming the version when it is not sealed or its seal does not verify."""
+        body, why = seal.verify(version)
+        if body is None:
+            log.warning(
+                "ignoring %s v%s in %s: %s", version.name, version.version, self.tracking_uri, why
+            )
+            return None
+        return body["tags"]
+
+    def _sealed_versions(self, model_name: str) -> list[tuple]:
+        """(version, its sealed tags) for every version of the name whose seal verifies."""
+        found = []
+        for version in self._versions(model_name):
+            tags = self.sealed_tags(version)
+            if tags is not None:
+                found.append((version, tags))
+        return found
+
     def _versions(self, model_name: str) -> list:
         _quoted(model_name)  # a name no filter can hold is bad input, not a registry fault
         try:
@@ -205,9 +215,9 @@ class Registry:
         """The registered version with the highest recorded top-1 among those whose tags match
         `tags` (the same validation data and label set), or None."""
         scored = [
-            Best(str(v.version), float(v.tags["top1"]))
-            for v in self._versions(model_name)
-            if _scored_on(v, tags)
+            Best(str(v.version), float(sealed["top1"]))
+            for v, sealed in self._sealed_versions(model_name)
+            if _scored_on(sealed, tags)
         ]
         return max(scored, key=lambda b: b.top1, default=None)
 
@@ -215,70 +225,85 @@ class Registry:
     def load_version(self, model_name: str, version: str) -> Iterator:
         """A registered version's servable (JPEG bytes [N] -> probabilities [N, K]); its
         downloaded copy is removed when the block ends."""
-        with tempfile.TemporaryDirectory(prefix="champion-") as folder:
+        with self._verified_model(model_name, version, "champion-") as local:
+            yield tf.saved_model.load(str(local / "tf2model"))
+
+    @contextmanager
+    def _verified_model(self, model_name: str, version: str, prefix: str) -> Iterator[Path]:
+        """The version's logged model folder, downloaded, once its seal and every file in it
+        are the ones the gate sealed (loading a SavedModel runs its graph)."""
+        with tempfile.TemporaryDirectory(prefix=prefix) as folder:
             try:
-                recorded = self.client.get_model_version(model_name, version).tags
+                found = self.client.get_model_version(model_name, version)
                 local = mlflow.artifacts.download_artifacts(
                     f"models:/{model_name}/{version}", dst_path=folder
                 )
             except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
                 raise self._fault(f"downloading {model_name!r} v{version}", err) from err
-            saved_model = Path(local) / "tf2model"
-            self._verify(model_name, version, recorded.get(DIGEST_TAG), saved_model)
-            yield tf.saved_model.load(str(saved_model))
+            body, why = seal.verify(found)
+            if body is not None:
+                why = seal.check_files(body, seal.folder_digests(Path(local)), seal.MODEL_FOLDER)
+            if why:
+                raise self._unsealed(model_name, version, why)
+            yield Path(local)
 
-    def record_digest(self, model_name: str, version: str) -> str:
-        """Records the digest of a version's servable as the registry holds it now: a person
-        vouching for a version registered before digests were kept. Returns the digest."""
+    def _unsealed(self, model_name: str, version: str, why: str) -> RegistryError:
+        return RegistryError(
+            f"{model_name!r} v{version} in {self.tracking_uri} is not loaded: {why}. Loading a "
+            "model runs its code: only versions this pipeline's gate sealed are loaded. If you "
+            "know the version is yours, seal it as it is with `python -m "
+            f"components.evaluate.trust --model-name {model_name} --version {version}` (with "
+            f"the stack's {KEY_VARIABLE}); otherwise move the champion alias to a sealed "
+            "version, or delete this one"
+        )
+
+    def load_pyfunc(self, model_name: str, reference: str = CHAMPION):
+        """The version `reference` names ("champion" or a number) as an MLflow pyfunc model, for
+        serving (JPEG bytes -> probabilities), loaded only once its seal and files verify:
+        `mlflow.pyfunc.load_model("models:/...")` itself checks nothing."""
+        import mlflow.pyfunc
+
+        version = str(self._version(model_name, reference, "serve").version)
+        with self._verified_model(model_name, version, "serve-") as local:
+            return mlflow.pyfunc.load_model(str(local))
+
+    def vouch(self, model_name: str, version: str) -> str:
+        """Seals a version as the registry holds it now (its files and tags): a person vouching
+        for a version registered before seals were kept, or by hand. Returns the seal."""
         with tempfile.TemporaryDirectory(prefix="trust-") as folder:
             try:
+                found = self.client.get_model_version(model_name, version)
                 local = mlflow.artifacts.download_artifacts(
                     f"models:/{model_name}/{version}", dst_path=folder
                 )
-                digest = sealed(servable_digest(Path(local) / "tf2model"))
-                self.client.set_model_version_tag(model_name, version, DIGEST_TAG, digest)
+                files = seal.folder_digests(Path(local))
+                artifact = found.tags.get(KERAS_TAG)
+                if artifact:
+                    keras = mlflow.artifacts.download_artifacts(
+                        run_id=found.run_id, artifact_path=artifact, dst_path=f"{folder}/keras"
+                    )
+                    files[artifact] = seal.file_digest(Path(keras))
+                tags = seal.sealed_tags(model_name, found.run_id, files, dict(found.tags))
+                for key, value in tags.items():
+                    self.client.set_model_version_tag(model_name, version, key, value)
             except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
-                call = f"recording the digest of {model_name!r} v{version}"
+                call = f"sealing {model_name!r} v{version}"
                 raise self._fault(call, err) from err
-        return digest
-
-    def _verify(self, model_name: str, version: str, recorded: str | None, folder: Path) -> None:
-        """Loading a SavedModel runs its graph: only the bytes this pipeline registered load."""
-        where = f"{model_name!r} v{version} in {self.tracking_uri}"
-        if not recorded:
-            raise RegistryError(
-                f"{where} has no recorded servable digest ({DIGEST_TAG}): it was registered "
-                "outside this pipeline or by a version before digests were kept, and loading it "
-                "would run code nobody verified. If you know it is yours, record its digest with "
-                f"`python -m components.evaluate.trust --model-name {model_name} --version "
-                f"{version}`; otherwise move the champion alias to a version this pipeline "
-                "registered, or delete it"
-            )
-        found = sealed(servable_digest(folder))
-        if not hmac.compare_digest(found.encode(), recorded.encode()):
-            if os.environ.get(KEY_VARIABLE):
-                why = (
-                    "its files were changed in the registry, or its tag was not written by a "
-                    f"holder of this stack's {KEY_VARIABLE}"
-                )
-            elif recorded.startswith("hmac-"):
-                why = f"it is sealed with a {KEY_VARIABLE} this process does not have"
-            else:
-                why = "its files were changed in the registry"
-            raise RegistryError(
-                f"{where}: the servable's digest {found[:24]}... does not match the "
-                f"{recorded[:24]}... recorded at registration ({why}), so it is not loaded"
-            )
+        return tags[seal.SEAL_TAG]
 
     def champion_info(self, model_name: str, top1_on_this_data) -> Champion | None:
-        """The champion, with its top-1 on this data by `top1_on_this_data` (None: no baseline)."""
+        """The champion, with its top-1 on this data by `top1_on_this_data(version, sealed
+        tags)` (None: no baseline). A champion whose seal does not verify is refused."""
         version = self.champion(model_name)
         if version is None:
             return None
+        sealed = self.sealed_tags(version)
+        if sealed is None:
+            raise self._unsealed(model_name, str(version.version), seal.verify(version)[1])
         return Champion(
             str(version.version),
-            version.tags.get(LABELS_TAG, ""),
-            top1_on_this_data(version),
+            sealed.get(LABELS_TAG, ""),
+            top1_on_this_data(version, sealed),
         )
 
     def _artifact_root(self) -> str | None:
@@ -347,17 +372,18 @@ class Registry:
             for _ in range(5):
                 current = self.champion(model_name)
                 racers = [
-                    v
-                    for v in self._versions(model_name)
+                    (v, sealed)
+                    for v, sealed in self._sealed_versions(model_name)
                     if int(v.version) > after
-                    and v.tags.get("gate_passed") == "True"
-                    and _scored_on(v, same)
+                    and sealed.get("gate_passed") == "True"
+                    and sealed.get(PROMOTE_TAG, "True") == "True"
+                    and _scored_on(sealed, same)
                 ]
                 if not racers:
                     return None if current is None else str(current.version)
-                best = max(racers, key=lambda v: (float(v.tags["top1"]), int(v.version)))
+                best = max(racers, key=lambda r: (float(r[1]["top1"]), int(r[0].version)))[0]
                 if current is not None and int(current.version) > after:
-                    if str(current.version) not in {str(v.version) for v in racers}:
+                    if str(current.version) not in {str(v.version) for v, _ in racers}:
                         return str(current.version)  # promoted meanwhile on other data: stays
                 if current is not None and str(current.version) == str(best.version):
                     return str(best.version)
@@ -374,8 +400,8 @@ class Registry:
         here = _local_digest(servable_path)
         found = [
             int(v.version)
-            for v in self._versions(model_name)
-            if v.run_id == run_id and here is not None and v.tags.get(SOURCE_TAG) == here
+            for v, sealed in self._sealed_versions(model_name)
+            if v.run_id == run_id and here is not None and sealed.get(SOURCE_TAG) == here
         ]
         return str(max(found)) if found else None
 
@@ -394,21 +420,21 @@ class Registry:
         Versions registered before settling was recorded carry no `settle_after` tag: settled.
         """
         orphans = [
-            v
-            for v in self._versions(model_name)
-            if v.tags.get("gate_passed") == "True"
-            and SETTLE_AFTER_TAG in v.tags
+            (v, sealed)
+            for v, sealed in self._sealed_versions(model_name)
+            if sealed.get("gate_passed") == "True"
+            and SETTLE_AFTER_TAG in sealed
             and v.tags.get(SETTLED_TAG) != "True"
         ]
-        for version in sorted(orphans, key=lambda v: int(v.version)):
-            same = {k: version.tags.get(k, "") for k in ("validation_fingerprint", LABELS_TAG)}
-            champion = self.settle(model_name, int(version.tags[SETTLE_AFTER_TAG]), same)
+        for version, sealed in sorted(orphans, key=lambda o: int(o[0].version)):
+            same = {k: sealed.get(k, "") for k in ("validation_fingerprint", LABELS_TAG)}
+            champion = self.settle(model_name, int(sealed[SETTLE_AFTER_TAG]), same)
             self.mark_settled(model_name, str(version.version))
             log.warning(
                 "%s v%s passed its gate but was never settled (its run died); settled now: "
                 "v%s is champion", model_name, version.version, champion,
             )  # fmt: skip
-        return [str(v.version) for v in orphans]
+        return [str(v.version) for v, _ in orphans]
 
     def register(
         self,
@@ -432,13 +458,16 @@ class Registry:
                     name="model",
                     pip_requirements=[f"tensorflow=={tf.__version__}"],
                 )
+                files = {}
                 if model_file is not None:
                     with _local_copy(model_file) as local:
                         mlflow.log_artifact(local, artifact_path=KERAS_FOLDER)
-                    tags[KERAS_TAG] = f"{KERAS_FOLDER}/{Path(local).name}"
+                        tags[KERAS_TAG] = f"{KERAS_FOLDER}/{Path(local).name}"
+                        files[tags[KERAS_TAG]] = seal.file_digest(Path(local))
                 with tempfile.TemporaryDirectory(prefix="logged-") as logged:  # as it was stored
                     copy = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=logged)
-                    tags[DIGEST_TAG] = sealed(servable_digest(Path(copy) / "tf2model"))
+                    files.update(seal.folder_digests(Path(copy)))
+                tags.update(seal.sealed_tags(model_name, run_id, files, tags))
             version = mlflow.register_model(info.model_uri, model_name, tags=tags)
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err
@@ -488,7 +517,10 @@ class Registry:
         version = self._version(model_name, reference, purpose)
         number = str(version.version)
         which = f"{CHAMPION} v{number}" if reference == CHAMPION else f"version {number}"
-        labels = version.tags.get(LABELS_TAG)
+        body, why = seal.verify(version)
+        if body is None:
+            raise self._unsealed(model_name, number, why)
+        labels = body["tags"].get(LABELS_TAG)
         if labels != labels_fingerprint:
             trained_on = "another label set" if labels else "a label set it did not record"
             raise RegistryError(
@@ -496,7 +528,7 @@ class Registry:
                 f"{labels or 'missing'}, this data's: {labels_fingerprint}); a model to "
                 f"{purpose} must mean the same classes: pick a version trained on these labels"
             )
-        artifact = version.tags.get(KERAS_TAG)
+        artifact = body["tags"].get(KERAS_TAG)
         if not artifact:
             raise RegistryError(
                 f"{which} of {model_name!r} was registered before Keras files were kept, so it "
@@ -515,6 +547,9 @@ class Registry:
                 raise self._fault(
                     f"downloading {artifact} of {model_name!r} v{number}", err
                 ) from err
+            if seal.file_digest(Path(local)) != body["files"].get(artifact):
+                why = f"its {artifact} differs from the one sealed at registration"
+                raise self._unsealed(model_name, number, why)
             os.replace(local, target)
         log.info("teacher: %s v%s of %s -> %s", model_name, number, self.tracking_uri, target)
         return str(target), number

@@ -1,11 +1,13 @@
-"""Vouching for a registered version: its servable's digest, recorded as the registry holds it now.
+"""Vouching for a registered version: sealing it as the registry holds it now.
 
     python -m components.evaluate.trust --model-name NAME --version N
 
-The gate loads a champion only if its servable matches the SHA-256 recorded when it was
-registered (loading a SavedModel runs its graph). Versions registered before digests were kept
-have none, and are refused until a person who knows the version is theirs records it here.
-Exit status 0 when recorded, 2 when the registry fails (the error names it).
+The pipeline loads and acts on only the versions its gate sealed (components/evaluate/seal.py):
+their files and tags under an HMAC with the stack's TRICKFLOW_REGISTRY_KEY. Versions registered
+before seals were kept, or by hand, are ignored (a champion among them is refused) until a person
+who knows the version is theirs seals it here, with the stack's key in the environment
+(`eval "$(infra/stack.sh env)"`). Its files and tags are sealed as they are now: look at them
+first. Exit status 0 when sealed, 2 when the registry fails (the error names it).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     registry = Registry()
     try:
-        digest = registry.record_digest(args.model_name, args.version.lstrip("v"))
+        sealed = registry.vouch(args.model_name, args.version.lstrip("v"))
     except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.model_name} v{args.version} in {registry.tracking_uri}: servable sha256 {digest}")
+    where = f"{args.model_name} v{args.version} in {registry.tracking_uri}"
+    print(f"{where}: sealed ({sealed[:24]}...)")
     return 0
 
 
