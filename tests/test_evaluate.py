@@ -624,3 +624,28 @@ def test_a_model_name_with_a_quote_is_found_not_a_registry_fault(tmp_path: Path)
         assert registry.champion(name) is None
     with pytest.raises(ValueError, match="holds both"):
         registry.latest_version("""it's "odd\"""")
+
+
+def test_registry_calls_are_bounded_against_a_server_that_never_answers(monkeypatch) -> None:
+    """MLflow's defaults would wait ~18 minutes on one call (7 retries of 120 s); the registry
+    bounds every call of the process unless the environment says otherwise."""
+    import socket
+    import time
+
+    from components.evaluate import RegistryError
+    from components.evaluate.registry import BOUNDED_CALLS, Registry
+
+    for name in BOUNDED_CALLS:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        registry = Registry(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        import os
+
+        assert {name: os.environ[name] for name in BOUNDED_CALLS} == BOUNDED_CALLS
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # the bound is read per call
+        began = time.monotonic()
+        with pytest.raises(RegistryError, match="get_model_version_by_alias"):
+            registry.champion("m")
+        assert time.monotonic() - began < 20  # three tries of 1 s, 1 s and 2 s apart

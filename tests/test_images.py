@@ -264,3 +264,17 @@ def test_running_out_of_memory_is_never_a_verdict_on_the_file(monkeypatch) -> No
     monkeypatch.setattr(images, "_to_rgb", no_memory)
     with pytest.raises(MemoryError):
         to_stored_image(ODD["gray16.png"])
+
+
+@pytest.mark.parametrize("name", ["gray16.png", "cmyk.JPEG", "progressive.JPEG"])
+def test_a_decoder_out_of_memory_inside_load_is_never_a_verdict_either(monkeypatch, name) -> None:
+    """A decoder that cannot allocate reports it as Pillow's OSError("out of memory when
+    reading image file"), raised from image.load(): still the machine's limit, not the file's."""
+    from PIL import ImageFile
+
+    def no_memory(self):  # noqa: ANN001, ANN202
+        raise ImageFile._get_oserror(-9, encoder=False)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    with pytest.raises(MemoryError, match="out of memory when reading image file"):
+        to_stored_image(ODD[name])

@@ -160,8 +160,26 @@ class _Servable(tf.Module):
         return self.loaded(jpeg_bytes)
 
 
+# MLflow's own defaults retry a call 7 times with growing pauses, each try waiting up to 120 s:
+# against a server that accepts connections and never answers, one call holds a stage for about
+# 18 minutes. Bounded for the whole process (every MLflow call reads them as it is made), unless
+# the environment sets them: three tries of 30 s, 1 s and 2 s apart. (The training curves have a
+# tighter, non-blocking path of their own: tracking.py.)
+BOUNDED_CALLS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def bound_mlflow_calls() -> None:
+    for name, value in BOUNDED_CALLS.items():
+        os.environ.setdefault(name, value)
+
+
 class Registry:
     def __init__(self, tracking_uri: str | None = None):
+        bound_mlflow_calls()
         self.tracking_uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)

@@ -179,6 +179,10 @@ def to_stored_image(
     except Image.UnidentifiedImageError as err:
         raise BadImage(_sniff_reason(data)) from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
+        if "out of memory" in str(err):
+            # Pillow's decoders report a failed allocation as OSError("out of memory
+            # when reading image file"): the machine's limit, like a MemoryError.
+            raise MemoryError(f"decoding a {source_format_of(data)}: {err}") from err
         raise BadImage(f"corrupt or truncated {source_format_of(data)}: {err}") from err
     except MemoryError:  # this machine's limit, not the file's fault: fail, never quarantine
         raise
