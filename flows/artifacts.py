@@ -177,17 +177,21 @@ def publish_registration(result: dict, ui_url: str | None) -> None:
         )
         return
     name, version = result["model_name"], result["version"]
+    champion = result.get("alias") == "champion"
     if ui_url:
         create_link_artifact(
             f"{ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}",
-            link_text=text(f"{name} v{version} (@champion)"),
+            link_text=text(f"{name} v{version}" + (" (@champion)" if champion else "")),
             key="registered-model",
-            description="the new champion in the MLflow Model Registry",
+            description="the new champion in the MLflow Model Registry"
+            if champion
+            else "registered in the MLflow Model Registry; the champion stays (see the gate)",
         )
     else:
         create_markdown_artifact(
-            f"Registered **{text(name)} v{version}** as `@champion` in "
-            f"{code(result['tracking_uri'])}",
+            f"Registered **{text(name)} v{version}**"
+            + (" as `@champion`" if champion else ", not as champion,")
+            + f" in {code(result['tracking_uri'])}",
             key="registered-model",
         )
 

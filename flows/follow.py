@@ -170,12 +170,14 @@ def report_path(flow_run, pull_steps: list | None) -> Path:
     taken from the folder the deployment's pull step runs the flow in (as the flow does)."""
     work_dir = Path(str(flow_run.parameters.get("work_dir") or "."))
     if not work_dir.is_absolute():
-        for step in pull_steps or []:
+        where = Path.cwd()
+        for step in pull_steps or []:  # each step moves on from where the last one left
             folder = (step.get("prefect.deployments.steps.set_working_directory") or {}).get(
                 "directory"
             )
-            if folder:
-                work_dir = Path(folder) / work_dir
+            if folder and "{{" not in folder:  # a template of another step's output: unknown
+                where = where / folder
+        work_dir = where / work_dir
     return work_dir.resolve() / "runs" / str(flow_run.id) / "report.json"
 
 
@@ -205,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = parameters(args.param)
     try:
+        with get_client(sync_client=True) as client:  # before starting: no run is started twice
+            deployment = client.read_deployment_by_name(args.deployment)
         # The deployment's own parameters, `-p` overriding them (the server merges them so).
         flow_run = run_deployment(args.deployment, parameters=params, timeout=0)
-        with get_client(sync_client=True) as client:
-            deployment = client.read_deployment(flow_run.deployment_id)
     except Exception as err:  # noqa: BLE001 - one clear line for a missing deployment or server
         print(f"error: could not start {args.deployment}: {err}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from components import atomic, dataset, events, settings, spans
-from components.evaluate import RegistryError, evaluate, gate_and_register
+from components.evaluate import RegistryError, evaluate, gate_and_register, seal
 from components.evaluate.registry import (
     LABELS_TAG,
     Registry,
@@ -217,14 +217,16 @@ def validate_task(
 @task(name="champion", retries=2, retry_delay_seconds=10)
 def champion_task(model_name: str) -> dict | None:
     """The champion's version and what it was trained on (the tags the gate sealed on it), or
-    None. A champion whose seal does not verify has no tags here (`sealed` False): nothing is
-    skipped or started from on its word."""
+    None. A champion whose seal does not verify stops the run here, before any training: the
+    gate would refuse to compare with it, and nothing is skipped or started from on its word."""
     registry = Registry()
     version = registry.champion(model_name)
     if version is None:
         return None
     tags = registry.sealed_tags(version)
-    return {"version": str(version.version), "tags": tags or {}, "sealed": tags is not None}
+    if tags is None:  # the gate would refuse it after a whole training: say so now
+        raise registry.unsealed(model_name, str(version.version), seal.verify(version)[1])
+    return {"version": str(version.version), "tags": tags}
 
 
 # No retries: no champion, another label set or an old version do not change by asking again.
@@ -587,11 +589,6 @@ def resolve_stage(
         note = None
         if overrides.init_from == "champion" and champion is None:
             note = "no champion yet: from scratch"
-        elif overrides.init_from == "champion" and not champion.get("sealed", True):
-            note = (
-                f"champion v{champion['version']} is not sealed by this pipeline's gate (see "
-                "the warning above): from scratch, not from weights nobody verified"
-            )
         elif overrides.init_from == "champion":
             labels = champion["tags"].get(LABELS_TAG)
             if labels is None:

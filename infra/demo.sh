@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: make the digits data, start the stack, deploy, run train-imagenet/demo, summarise.
 set -euo pipefail
+umask 077  # the demo's data and logs are the stack owner's alone, like the rest of its home
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 STATE=$(realpath -m "${TRICKFLOW_HOME:-$REPO/.trickflow}")

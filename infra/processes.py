@@ -15,6 +15,7 @@ decoy process under a recycled pid is left alone, and its pid file is only remov
     python infra/processes.py listening RUN NAME PORT            exit 0 if ours listens on PORT
     python infra/processes.py stop RUN NAME                      TERM, wait, KILL, verify
     python infra/processes.py pid RUN NAME                       the recorded pid, if ours
+    python infra/processes.py stop-flow-runs                     end the stack's flow runs
 
 The stack's home is read from TRICKFLOW_HOME in this process's environment (stack.sh exports it).
 """
@@ -147,7 +148,7 @@ def listening_inodes(port: int) -> set[str]:
     """Socket inodes listening on 127.0.0.1:PORT (IPv4, or IPv6's mapped and loopback forms)."""
     wanted = {
         f"0100007F:{port:04X}",  # 127.0.0.1, little-endian
-        f"00000000000000000000FFFF0100007F:{port:04X}",  # ::ffff:127.0.0.1
+        f"0000000000000000FFFF00000100007F:{port:04X}",  # ::ffff:127.0.0.1, as tcp6 shows it
         f"00000000000000000000000001000000:{port:04X}",  # ::1
         f"00000000:{port:04X}",  # 0.0.0.0 also answers on loopback
         f"00000000000000000000000000000000:{port:04X}",
@@ -195,25 +196,33 @@ def listening(run: Path, name: str, port: int) -> bool:
     return False
 
 
-def _signal_ours(pids: list[int], leader_start: int, stack_home: str, sig: int) -> None:
-    """Signals each pid through a pidfd opened before its identity is checked: the check and
-    the signal reach the same process even if it exits and its pid is reused in between."""
+def _signal_ours(pids: list[int], not_before: int, stack_home: str, sig: int) -> None:
+    """Signals each pid that started no earlier than `not_before` (clock ticks since boot) and
+    whose environment names this stack's home. Through a pidfd opened before the checks where
+    the kernel has them, so the checks and the signal reach the same process even if it exits
+    and its pid is reused in between; elsewhere by pid, right after the checks."""
     for pid in pids:
         try:
             descriptor = os.pidfd_open(pid)
-        except OSError:
+        except ProcessLookupError:
             continue
+        except OSError:  # no pidfd here (an old kernel, a sandbox)
+            descriptor = None
         try:
             started = start_time(pid)
-            if started is None or started < leader_start:
-                continue  # younger than its session leader, or the pid was reused meanwhile
-            if environment(pid).get("TRICKFLOW_HOME", stack_home) != stack_home:
-                continue  # a child that named another stack: not ours to end
-            signal.pidfd_send_signal(descriptor, sig)
+            if started is None or started < not_before:
+                continue  # older than the process we started: the pid was reused
+            if environment(pid).get("TRICKFLOW_HOME") != stack_home:
+                continue  # another stack's, or one we cannot read: not ours to end
+            if descriptor is None:
+                os.kill(pid, sig)
+            else:
+                signal.pidfd_send_signal(descriptor, sig)
         except OSError:
             pass
         finally:
-            os.close(descriptor)
+            if descriptor is not None:
+                os.close(descriptor)
 
 
 def stop(run: Path, name: str, patience: float = 10.0) -> str:
@@ -222,23 +231,74 @@ def stop(run: Path, name: str, patience: float = 10.0) -> str:
     stack_home = home()
     record = read_record(run, name)
     path = pid_file(run, name)
-    if not is_ours(record, stack_home):
+    if record is None or record["home"] != stack_home or record["boot_id"] != boot_id():
         path.unlink(missing_ok=True)  # stale, or another process's pid by now: not ours
         return "not running"
+    # The leader may have died while its children (a server's workers) hold on: the session id
+    # stays taken while any member lives, so its members are still the ones we started.
     leader, leader_start = int(record["pid"]), record["start_time"]
+    if not is_ours(record, stack_home) and not _live(members(leader), leader_start, stack_home):
+        path.unlink(missing_ok=True)
+        return "not running"
+    outcome = _end(lambda: members(leader), leader_start, stack_home, patience)
+    if outcome:
+        raise SystemExit(f"{name}: {outcome}")
+    path.unlink(missing_ok=True)
+    return "stopped"
+
+
+def _live(pids: list[int], not_before: int, stack_home: str) -> list[int]:
+    return [
+        pid
+        for pid in pids
+        if running(pid)
+        and (start_time(pid) or 0) >= not_before
+        and environment(pid).get("TRICKFLOW_HOME") == stack_home
+    ]
+
+
+def _end(find, not_before: int, stack_home: str, patience: float) -> str:
+    """TERM, then KILL for what outlives `patience`; "" once none of `find()` is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        _signal_ours(members(leader), leader_start, stack_home, sig)
+        _signal_ours(find(), not_before, stack_home, sig)
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            if not [pid for pid in members(leader) if running(pid)]:
-                path.unlink(missing_ok=True)
-                return "stopped"
+            if not _live(find(), not_before, stack_home):
+                return ""
             time.sleep(0.2)
-    left = [pid for pid in members(leader) if running(pid)]
-    raise SystemExit(f"{name}: pids {left} would not stop")
+    return f"pids {_live(find(), not_before, stack_home)} would not stop"
+
+
+def flow_runs(stack_home: str) -> list[int]:
+    """Flow-run processes of this stack: the worker starts each in a session of its own (so
+    stopping the worker misses them); their environment names this stack and a flow run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            environ = environment(int(entry.name))
+            if environ.get("TRICKFLOW_HOME") == stack_home and "PREFECT__FLOW_RUN_ID" in environ:
+                found.append(int(entry.name))
+    return found
+
+
+def stop_flow_runs(patience: float = 10.0) -> str:
+    """Ends this stack's flow runs (TERM, wait, KILL), each checked by its environment and
+    start time just before its signal; "" when there were none."""
+    stack_home = home()
+    if not flow_runs(stack_home):
+        return ""
+    outcome = _end(lambda: flow_runs(stack_home), 0, stack_home, patience)
+    if outcome:
+        raise SystemExit(f"flow runs: {outcome}")
+    return "stopped the flow runs the worker had started"
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["stop-flow-runs"]:
+        said = stop_flow_runs()
+        if said:
+            print(said)
+        return 0
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2

@@ -72,12 +72,10 @@ export TRICKFLOW_HEARTBEAT_WINDOW=${TRICKFLOW_HEARTBEAT_WINDOW:-120}
 CREDENTIALS=$STATE/credentials.env
 
 mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow/artifacts"
-# A home made before the umask above may hold files others can read: close the stack's own.
 chmod 700 "$STATE"
 if [ "$DB" = postgres ] && [ "$(id -u)" = 0 ] && [[ "$PG_DATA" == "$STATE"/* ]]; then
   chmod 711 "$STATE"  # PostgreSQL runs as `postgres`: it may pass through to its data, not list
 fi
-chmod -R go-rwx "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow" 2>/dev/null || true
 
 # Credentials: made once (random, 0600) by `credentials`, which start, deploy and env call; stop
 # and status need none. The Prefect CLI run from the checkout finds them in the stack's profile;
@@ -108,7 +106,7 @@ wanted = {
     "MLFLOW_TRACKING_USERNAME": "admin",
     "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(24),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),  # the auth app's CSRF key
-    "TRICKFLOW_REGISTRY_KEY": secrets.token_urlsafe(32),  # seals the servables' digests
+    "TRICKFLOW_REGISTRY_KEY": secrets.token_urlsafe(32),  # seals registered versions
 }
 merged = {**wanted, **have}
 if merged != have:
@@ -204,8 +202,11 @@ pg_password() {
   cat "$PG_DATA/password"
 }
 
-as_db_owner() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+as_db_owner() {  # COMMAND...: PostgreSQL's programs, with none of the stack's secrets
+  # runuser passes the whole environment on (the clients' credentials and the registry key
+  # among it): the database server gets a clean one.
+  local clean=(env -i "PATH=$PATH" LANG=C.UTF-8)
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "${clean[@]}" "$@"; else "${clean[@]}" "$@"; fi
 }
 
 pg_running() { [ -f "$PG_DATA/data/PG_VERSION" ] && as_db_owner pg_ctl -D "$PG_DATA/data" status >/dev/null 2>&1; }
@@ -345,10 +346,12 @@ taken() {  # NAME URL PORT: a server answers on a port this stack has no live pr
 
 start() {
   trap undo_launches EXIT
+  # A home made before the umask above may hold files others can read: close the stack's own.
+  chmod -R go-rwx "$RUN" "$LOGS" "$PREFECT_HOME" "$STATE/mlflow" 2>/dev/null || true
   credentials create
   if [ -s "$RUN/db" ] && [ "$(cat "$RUN/db")" != "$DB" ] \
      && { alive prefect-server || alive mlflow-server; }; then
-    echo "this stack runs on $(cat "$RUN/db" | sed 's|//.*@|//…@|'), not TRICKFLOW_DB=$DB:" \
+    echo "this stack runs on $(sed 's|//.*@|//…@|' "$RUN/db"), not TRICKFLOW_DB=$(sed 's|//.*@|//…@|' <<<"$DB"):" \
       "\`$0 stop\` first" >&2
     return 1
   fi
@@ -367,7 +370,8 @@ start() {
     export PREFECT_SERVER_API_AUTH_STRING
     [ -z "$PREFECT_DB" ] || export PREFECT_SERVER_DATABASE_CONNECTION_URL=$PREFECT_DB
     # The registry key seals models: only the clients that register and load them hold it.
-    launch prefect-server env -u TRICKFLOW_REGISTRY_KEY "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+    launch prefect-server env -u TRICKFLOW_REGISTRY_KEY -u MLFLOW_TRACKING_USERNAME \
+      -u MLFLOW_TRACKING_PASSWORD "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
     export -n PREFECT_SERVER_API_AUTH_STRING PREFECT_SERVER_DATABASE_CONNECTION_URL
     wait_healthy prefect-server "$PREFECT_API_URL/health" "$PREFECT_PORT" 300
   fi
@@ -432,35 +436,8 @@ stop_one() {  # NAME: TERM its session, wait, KILL if needed, and check that it 
   "${PROCESSES[@]}" stop "$RUN" "$1"
 }
 
-flow_runs() {  # pids of flow-run processes of this stack: the worker starts each in a session of
-  # its own, so stopping the worker's session misses them; their environment names this stack.
-  local environ pid
-  for environ in /proc/[0-9]*/environ; do
-    pid=${environ#/proc/}; pid=${pid%/environ}
-    [ "$pid" = "$$" ] && continue
-    # grep reads the file itself: in a pipe, `grep -q` stopping early would SIGPIPE the writer
-    # and, under pipefail, skip the process.
-    grep -zqxF "TRICKFLOW_HOME=$STATE" "$environ" 2>/dev/null || continue
-    grep -zq '^PREFECT__FLOW_RUN_ID=' "$environ" 2>/dev/null && echo "$pid"
-  done
-  return 0
-}
-
-stop_flow_runs() {  # TERM, wait, KILL, and check: a flow run left running would keep training
-  local pids pid
-  pids=$(flow_runs)
-  [ -n "$pids" ] || return 0
-  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 20); do
-    pids=$(for pid in $pids; do gone "$pid" || echo "$pid"; done)
-    [ -n "$pids" ] || break
-    sleep 0.5
-  done
-  for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  pids=$(for pid in $pids; do gone "$pid" || echo "$pid"; done)
-  if [ -n "$pids" ]; then echo "flow runs (pids $pids) would not stop" >&2; return 1; fi
-  echo "stopped the flow runs the worker had started"
+stop_flow_runs() {  # a flow run left running would keep training (infra/processes.py)
+  "${PROCESSES[@]}" stop-flow-runs
 }
 
 stop() {
@@ -499,8 +476,9 @@ case "${1:-}" in
     echo "$MLFLOW_DB" ;;
   env)
     credentials
-    for name in $CLIENT_SECRETS; do echo "export $name=${!name}"; done
-    echo "export MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI"
-    echo "export PREFECT_API_URL=$PREFECT_API_URL PREFECT_HOME=$PREFECT_HOME PREFECT_PROFILES_PATH=$PREFECT_PROFILES_PATH" ;;
+    for name in $CLIENT_SECRETS MLFLOW_TRACKING_URI PREFECT_API_URL PREFECT_HOME \
+        PREFECT_PROFILES_PATH; do
+      printf 'export %s=%q\n' "$name" "${!name}"
+    done ;;
   *) echo "usage: $0 start|deploy|stop|status|env|db" >&2; exit 2 ;;
 esac

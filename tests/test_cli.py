@@ -358,8 +358,8 @@ def test_follow_runs_the_deployment_as_deployed_and_finds_its_report(monkeypatch
         def __exit__(self, *exc):
             return False
 
-        def read_deployment(self, deployment_id):
-            assert deployment_id == "d1"
+        def read_deployment_by_name(self, name):
+            assert name == "train-imagenet/demo" and not started  # read before the run starts
             return SimpleNamespace(pull_steps=steps)
 
     final = SimpleNamespace(name="Completed", message=None, is_crashed=lambda: False,

@@ -101,6 +101,21 @@ def test_two_pools_on_postgres_queue_trainings_and_serve_every_page(tmp_path: Pa
         assert {"flow_run", "deployment", "work_pool"} <= _tables(server, "trickflow_prefect")
         assert {"runs", "registered_models"} <= _tables(server, "trickflow_mlflow")
         assert "users" in _tables(server, "trickflow_mlflow_auth")
+        # No stack process holds a secret in its arguments; the database server (started
+        # through runuser, which passes the environment on) holds none of the clients'.
+        from tests.test_e2e import _stack_keeps_its_secrets
+
+        secrets = stack_credentials(state)
+        _stack_keeps_its_secrets(state, secrets)
+        import psutil
+
+        database = [p for p in psutil.process_iter(["cmdline"])
+                    if str(pg / "data") in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+        assert database
+        for process in database:
+            environ = process.environ()
+            assert not {"TRICKFLOW_REGISTRY_KEY", "MLFLOW_TRACKING_PASSWORD"} & set(environ)
+            assert password not in " ".join(process.cmdline())
 
         # Three datasets at once: each pipeline run ingests and validates on the CPU pool at
         # once; their trainings run on the GPU pool one after another.

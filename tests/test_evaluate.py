@@ -439,7 +439,7 @@ def test_teacher_file_refuses_what_cannot_be_a_teacher(tmp_path: Path) -> None:
         registry.teacher_file("m", "latest", "L", destination)
 
     def sealed(tags: dict) -> dict:
-        return {**tags, **seal.sealed_tags("m", None, {}, tags)}
+        return {**tags, **seal.sealed_tags("m", None, str(tmp_path), {}, tags)}
 
     old = {LABELS_TAG: "L"}  # registered before Keras files were kept
     client.create_model_version("m", source=str(tmp_path), tags=sealed(old))
@@ -563,7 +563,7 @@ def test_settle_crowns_the_best_racer_and_leaves_a_champion_of_other_data(tmp_pa
     def version(top1: float, tags: dict, sealed: bool = True) -> str:
         tags = {**tags, "gate_passed": "True", "top1": str(top1)}
         if sealed:  # as the gate registers them
-            tags.update(seal.sealed_tags("m", None, {}, tags))
+            tags.update(seal.sealed_tags("m", None, str(tmp_path), {}, tags))
         return str(client.create_model_version("m", source=str(tmp_path), tags=tags).version)
 
     v1 = version(0.70, same)
@@ -592,7 +592,7 @@ def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: P
     def version(top1: float, sealed: bool = True, **tags: str) -> str:
         tags = {**same, "gate_passed": "True", "top1": str(top1), **tags}
         if sealed:  # as the gate registers them
-            tags.update(seal.sealed_tags("m", None, {}, tags))
+            tags.update(seal.sealed_tags("m", None, str(tmp_path), {}, tags))
         return str(client.create_model_version("m", source=str(tmp_path), tags=tags).version)
 
     legacy = version(0.60)  # registered before settling was recorded: left alone
@@ -605,6 +605,9 @@ def test_reconcile_settles_a_version_whose_gate_died_before_settling(tmp_path: P
     version(0.99, sealed=False, settle_after="2")
     forged = version(0.40, settle_after="2", gate_passed="False")
     client.set_model_version_tag("m", forged, "gate_passed", "True")
+    # ... nor a version carrying a real version's tags and seal over files of its own.
+    copied = dict(client.get_model_version("m", orphan).tags)
+    client.create_model_version("m", source=str(tmp_path / "planted"), tags=copied)
     assert registry.reconcile("m") == [orphan]
     assert str(registry.champion("m").version) == orphan
     assert client.get_model_version("m", orphan).tags["settled"] == "True"

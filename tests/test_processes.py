@@ -142,3 +142,42 @@ def test_listening_is_true_only_for_our_own_socket(home: Path, tmp_path: Path) -
         finally:
             processes.stop(run, "server")
         assert not processes.listening(run, "server", ours)
+
+
+def test_flow_runs_of_this_stack_are_stopped_and_no_other_process(home: Path) -> None:
+    """A flow run lives in a session of its own: found by its environment (this stack's home
+    and a flow run id), checked again right before its signal."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    ours = subprocess.Popen(sleeper, env={**os.environ, "TRICKFLOW_HOME": str(home),
+                                          "PREFECT__FLOW_RUN_ID": "r1"})  # fmt: skip
+    other = subprocess.Popen(sleeper, env={**os.environ, "TRICKFLOW_HOME": str(home / "other"),
+                                           "PREFECT__FLOW_RUN_ID": "r2"})  # fmt: skip
+    try:
+        time.sleep(0.3)
+        assert processes.flow_runs(str(home)) == [ours.pid]
+        assert processes.stop_flow_runs() == "stopped the flow runs the worker had started"
+        assert ours.wait(timeout=10) is not None and other.poll() is None
+        assert processes.stop_flow_runs() == ""
+    finally:
+        for process in (ours, other):
+            process.kill()
+            process.wait()
+
+
+def test_stop_reaches_the_children_of_a_leader_that_died(home: Path, tmp_path: Path) -> None:
+    """A server whose first process died while its workers hold the port: still ours to stop."""
+    run = home / "run"
+    child = (
+        "import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(120)']); sys.exit(0)"
+    )
+    pid = processes.launch(run, "server", tmp_path / "server.log", [sys.executable, "-c", child])
+    deadline = time.monotonic() + 20
+    while (processes.running(pid) or not processes.members(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (orphan,) = [
+        m for m in processes.members(pid) if processes.running(m)
+    ]  # (the leader: a zombie)
+    assert not processes.alive(run, "server") and processes.running(orphan)
+    assert processes.stop(run, "server") == "stopped"
+    assert not processes.running(orphan)

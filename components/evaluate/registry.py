@@ -110,11 +110,8 @@ def servable_digest(folder: Path) -> str:
     own SHA-256, so that a file added, removed, renamed or changed changes the digest."""
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        content = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while piece := handle.read(2**20):
-                content.update(piece)
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{content.hexdigest()}\n".encode())
+        relative = path.relative_to(folder).as_posix()
+        digest.update(f"{relative}\0{seal.file_digest(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -180,6 +177,7 @@ def bound_mlflow_calls() -> None:
 class Registry:
     def __init__(self, tracking_uri: str | None = None):
         bound_mlflow_calls()
+        self._warned: set[tuple] = set()
         self.tracking_uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
@@ -207,9 +205,13 @@ class Registry:
         naming the version when it is not sealed or its seal does not verify."""
         body, why = seal.verify(version)
         if body is None:
-            log.warning(
-                "ignoring %s v%s in %s: %s", version.name, version.version, self.tracking_uri, why
-            )
+            key = (version.name, str(version.version), why)
+            if key not in self._warned:  # once per version, not at every look at the registry
+                self._warned.add(key)
+                log.warning(
+                    "ignoring %s v%s in %s: %s", version.name, version.version,
+                    self.tracking_uri, why,
+                )  # fmt: skip
             return None
         return body["tags"]
 
@@ -262,10 +264,10 @@ class Registry:
             if body is not None:
                 why = seal.check_files(body, seal.folder_digests(Path(local)), seal.MODEL_FOLDER)
             if why:
-                raise self._unsealed(model_name, version, why)
+                raise self.unsealed(model_name, version, why)
             yield Path(local)
 
-    def _unsealed(self, model_name: str, version: str, why: str) -> RegistryError:
+    def unsealed(self, model_name: str, version: str, why: str) -> RegistryError:
         return RegistryError(
             f"{model_name!r} v{version} in {self.tracking_uri} is not loaded: {why}. Loading a "
             "model runs its code: only versions this pipeline's gate sealed are loaded. If you "
@@ -301,7 +303,9 @@ class Registry:
                         run_id=found.run_id, artifact_path=artifact, dst_path=f"{folder}/keras"
                     )
                     files[artifact] = seal.file_digest(Path(keras))
-                tags = seal.sealed_tags(model_name, found.run_id, files, dict(found.tags))
+                tags = seal.sealed_tags(
+                    model_name, found.run_id, found.source, files, dict(found.tags)
+                )
                 for key, value in tags.items():
                     self.client.set_model_version_tag(model_name, version, key, value)
             except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
@@ -317,7 +321,7 @@ class Registry:
             return None
         sealed = self.sealed_tags(version)
         if sealed is None:
-            raise self._unsealed(model_name, str(version.version), seal.verify(version)[1])
+            raise self.unsealed(model_name, str(version.version), seal.verify(version)[1])
         return Champion(
             str(version.version),
             sealed.get(LABELS_TAG, ""),
@@ -485,8 +489,13 @@ class Registry:
                 with tempfile.TemporaryDirectory(prefix="logged-") as logged:  # as it was stored
                     copy = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=logged)
                     files.update(seal.folder_digests(Path(copy)))
-                tags.update(seal.sealed_tags(model_name, run_id, files, tags))
+                tags.update(seal.sealed_tags(model_name, run_id, info.model_uri, files, tags))
             version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+            if version.source != info.model_uri:  # what the seal names must be what MLflow keeps
+                raise RuntimeError(
+                    f"the registry recorded source {version.source!r} for {info.model_uri!r}: "
+                    "the version's seal would not verify"
+                )
         except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
             raise self._fault(f"registering run {run_id} as {model_name!r}", err) from err
         return str(version.version)
@@ -537,7 +546,7 @@ class Registry:
         which = f"{CHAMPION} v{number}" if reference == CHAMPION else f"version {number}"
         body, why = seal.verify(version)
         if body is None:
-            raise self._unsealed(model_name, number, why)
+            raise self.unsealed(model_name, number, why)
         labels = body["tags"].get(LABELS_TAG)
         if labels != labels_fingerprint:
             trained_on = "another label set" if labels else "a label set it did not record"
@@ -567,7 +576,7 @@ class Registry:
                 ) from err
             if seal.file_digest(Path(local)) != body["files"].get(artifact):
                 why = f"its {artifact} differs from the one sealed at registration"
-                raise self._unsealed(model_name, number, why)
+                raise self.unsealed(model_name, number, why)
             os.replace(local, target)
         log.info("teacher: %s v%s of %s -> %s", model_name, number, self.tracking_uri, target)
         return str(target), number

@@ -7,7 +7,8 @@ recorded, loads the champion's SavedModel (which runs its graph), and starts tra
 distills from, a version's Keras file. So the gate seals each version it registers:
 
 - a **manifest** (tag `trickflow_manifest`, canonical JSON): the model name, the MLflow run, the
-  SHA-256 of every file the pipeline will ever load from the version (the logged model folder:
+  version's source (the logged model its files are read from), the SHA-256 of every file the
+  pipeline will ever load from the version (the logged model folder:
   MLmodel, the SavedModel, its environment files; and the Keras file), and every tag set at
   registration (the gate's decision, top-1, the data's fingerprints, the lineage);
 - a **seal** (tag `trickflow_seal`): an HMAC-SHA256 of the manifest under the stack's
@@ -22,9 +23,9 @@ knows an older or hand-registered version is theirs seals it with
 `python -m components.evaluate.trust`.
 
 The version number is not in the manifest (it is known only once MLflow registers the version,
-and sealing afterwards would leave a window where a registered version has no seal): copying a
-version's files, tags and seal to a new version of the same name makes an exact copy of
-a version the gate registered, nothing more.
+and sealing afterwards would leave a window where a registered version has no seal), but its
+source is: copying a version's tags and seal to a new version of the same name, source and run
+makes an exact copy of a version the gate registered (the same files), nothing more.
 """
 
 from __future__ import annotations
@@ -66,11 +67,14 @@ def folder_digests(folder: Path, prefix: str = MODEL_FOLDER) -> dict[str, str]:
     }
 
 
-def manifest(model_name: str, run_id: str, files: dict[str, str], tags: dict[str, str]) -> str:
+def manifest(
+    model_name: str, run_id: str, source: str, files: dict[str, str], tags: dict[str, str]
+) -> str:
     """The manifest as canonical JSON (sorted keys, no spaces): the bytes the seal covers."""
     body = {
         "model_name": model_name,
         "run_id": run_id,
+        "source": source,
         "files": dict(sorted(files.items())),
         "tags": {k: str(v) for k, v in sorted(tags.items()) if k not in UNSEALED},
     }
@@ -84,9 +88,12 @@ def seal(text: str) -> str:
     return "hmac-sha256:" + hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def sealed_tags(model_name: str, run_id: str, files: dict[str, str], tags: dict) -> dict:
-    """The manifest and seal tags for a version about to be registered with `tags`."""
-    text = manifest(model_name, run_id, files, tags)
+def sealed_tags(
+    model_name: str, run_id: str, source: str, files: dict[str, str], tags: dict
+) -> dict:
+    """The manifest and seal tags for a version about to be registered from `source` (the
+    model URI MLflow records as the version's source) with `tags`."""
+    text = manifest(model_name, run_id, source, files, tags)
     return {MANIFEST_TAG: text, SEAL_TAG: seal(text)}
 
 
@@ -108,8 +115,16 @@ def verify(version) -> tuple[dict | None, str]:
             f"{KEY_VARIABLE}, or the manifest was changed)"
         )
     body = json.loads(text)
-    if body.get("model_name") != version.name or body.get("run_id") != version.run_id:
-        return None, "its manifest was sealed for another model or run"
+    if not (
+        isinstance(body, dict)
+        and isinstance(body.get("tags"), dict)
+        and isinstance(body.get("files"), dict)
+    ):
+        return None, "its manifest is not one this pipeline writes"
+    if (body.get("model_name"), body.get("run_id"), body.get("source")) != (
+        version.name, version.run_id, version.source,
+    ):  # fmt: skip
+        return None, "its manifest was sealed for another model, run or source"
     changed = sorted(k for k, v in body["tags"].items() if tags.get(k) != v)
     if changed:
         return None, f"its tags {', '.join(changed)} were changed after it was sealed"
