@@ -428,10 +428,6 @@ deploy() {
   "$BIN/python" -m flows.automations --window "$TRICKFLOW_HEARTBEAT_WINDOW"
 }
 
-gone() {  # PID: exited (a zombie waiting for init to reap it counts as gone)
-  ! kill -0 "$1" 2>/dev/null || [[ "$(ps -o stat= -p "$1" 2>/dev/null)" == Z* ]]
-}
-
 stop_one() {  # NAME: TERM its session, wait, KILL if needed, and check that it is gone
   "${PROCESSES[@]}" stop "$RUN" "$1"
 }
