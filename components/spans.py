@@ -3,8 +3,11 @@
 A source that holds `spans/` is a sequence of spans, `spans/<span>/` each in any layout that
 ingestion reads (class folders, ILSVRC2012, Kaggle). Span names sort in arrival order (dates,
 `2026-11-30`, or numbers with leading zeros). A span is read only once it is complete: once it
-holds the marker file `_SUCCESS`, written last by whoever copies the span in, so a half-copied
-span is never ingested. A source without `spans/` is one span, as it always was.
+holds the marker file `_SUCCESS`, written last by whoever copies the span in, and (on a local
+filesystem) no file in it is newer than the marker: a copy that wrote the marker first (rsync
+sorts `_SUCCESS` before the images) or a file changed after the span was marked leaves it
+unread until the marker is written again. A source without `spans/` is one span, as it always
+was.
 
 Ingestion writes each span into `<dataset>/spans/<span>/` (its own shards, metadata.json and
 quarantine.jsonl; labels.txt with the labels over all spans) and, at the dataset's root, a view
@@ -40,12 +43,62 @@ SUMMED = ("inputs", "records", "quarantined", "reencoded", "with_boxes")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+def newer_than_marker(folder: str) -> str | None:
+    """A file under the local span `folder` modified after its marker was (its path relative to
+    the span), or None. On object stores the marker alone decides (their listings give no
+    reliable order of writes)."""
+    if "://" in folder:
+        return None
+    marked = os.stat(os.path.join(folder, MARKER)).st_mtime_ns
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                if os.stat(path).st_mtime_ns > marked:
+                    return os.path.relpath(path, folder)
+            except FileNotFoundError:  # removed while listed: the listing will say
+                continue
+    return None
+
+
+def marker_stamp(folder: str) -> str:
+    """When the span's marker was written (local; "marked" on object stores)."""
+    marker = join(folder, MARKER)
+    return "marked" if "://" in marker else str(os.stat(marker).st_mtime_ns)
+
+
 def source_spans(
-    source: str, require_complete: bool = True
+    source: str, require_complete: bool = True, known: dict | None = None
 ) -> tuple[list[tuple[str, str]], list[str]] | None:
     """None for a source without `spans/`; else its complete spans as (name, folder) in order,
     and one line for each entry that is not read (an incomplete span, a stray file). No
-    complete span is an error unless not `require_complete`."""
+    complete span is an error unless not `require_complete`. A span whose marker has the stamp
+    `known` gives for it is taken as complete without walking its files again (the watcher's
+    spans announced already)."""
+    found = _span_folders(source, known or {})
+    if found is None:
+        return None
+    complete, not_read = found
+    if not complete and require_complete:
+        root = join(source, SPANS)
+        raise ValueError(
+            f"{root}: no complete span (a span folder is read once it holds {MARKER}, newer "
+            "than every file in it); "
+            + ("; ".join(not_read) if not_read else "the folder is empty")
+        )
+    return complete, not_read
+
+
+def present_spans(source: str) -> set[str]:
+    """Every span folder of the source, complete or not: the spans whose converted shards are
+    kept (a marker missing for a moment is no reason to throw a converted span away)."""
+    root = join(source, SPANS)
+    if not is_dir(root):
+        return set()
+    return {n for n in children(root)[0] if not n.startswith(".")}
+
+
+def _span_folders(source: str, known: dict) -> tuple[list[tuple[str, str]], list[str]] | None:
     root = join(source, SPANS)
     if not is_dir(root):
         return None
@@ -64,13 +117,13 @@ def source_spans(
             not_read.append(f"{path}: a span name is letters, digits, '.', '_', '-'")
         elif not dataset.exists(join(path, MARKER)):
             not_read.append(f"{path}: no {MARKER} marker yet (still being copied?); not read")
+        elif known.get(name) != marker_stamp(path) and (newer := newer_than_marker(path)):
+            not_read.append(
+                f"{path}: {newer} is newer than its {MARKER} marker (still being copied, or "
+                f"changed after it was marked; write {MARKER} again when it is whole); not read"
+            )
         else:
             complete.append((name, path))
-    if not complete and require_complete:
-        raise ValueError(
-            f"{root}: no complete span (a span folder is read once it holds {MARKER}); "
-            + ("; ".join(not_read) if not_read else "the folder is empty")
-        )
     return complete, not_read
 
 

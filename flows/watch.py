@@ -35,11 +35,15 @@ EVENT = "trickflow.span.arrived"
 DEPLOYMENT_LABEL = "trickflow.deployment"
 
 
-def complete_spans(data_dir: str) -> list[str]:
-    """The names of the complete spans under DATA/spans/, in order (none yet: []). A folder
-    ingestion would refuse (spans/ beside train/) is an error."""
-    found = spans.source_spans(data_dir, require_complete=False)
-    return [] if found is None else [name for name, _ in found[0]]
+def complete_spans(data_dir: str, known: dict | None = None) -> dict[str, str]:
+    """The complete spans under DATA/spans/, in order (none yet: {}), each with the time its
+    marker was written: a span marked again (its content changed) is announced again. The
+    files of spans announced with the same marker are not walked again. A folder ingestion
+    would refuse (spans/ beside train/) is an error."""
+    found = spans.source_spans(data_dir, require_complete=False, known=known)
+    if found is None:
+        return {}
+    return {name: spans.marker_stamp(path) for name, path in found[0]}
 
 
 def state_file(data_dir: str, deployment: str) -> Path:
@@ -48,11 +52,14 @@ def state_file(data_dir: str, deployment: str) -> Path:
     return home / "watch" / f"{key}.json"
 
 
-def announced(path: Path) -> set[str]:
+def announced(path: Path) -> dict[str, str]:
+    """The spans announced, each with its marker's time then (a list from before times were
+    kept: each counts as announced with the time it has now)."""
     try:
-        return set(json.loads(path.read_text())["spans"])
+        found = json.loads(path.read_text())["spans"]
     except (OSError, ValueError, KeyError):
-        return set()
+        return {}
+    return found if isinstance(found, dict) else dict.fromkeys(found)
 
 
 def announce(data_dir: str, deployment: str, new: list[str], parameters: dict) -> None:
@@ -82,29 +89,38 @@ def announce(data_dir: str, deployment: str, new: list[str], parameters: dict) -
 def look(data_dir: str, deployment: str, parameters: dict, state: Path) -> list[str]:
     """Announces the complete spans not announced before; returns them. They are recorded
     as announced only once the event is sent."""
-    complete = complete_spans(data_dir)
     seen = announced(state)
-    new = [name for name in complete if name not in seen]
+    complete = complete_spans(data_dir, seen)
+    new = fresh(complete, seen)
     if new:
         announce(data_dir, deployment, new, parameters)
         state.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(
-            state, {"data_dir": os.path.abspath(data_dir), "spans": sorted(seen | set(new))}
-        )
+        now = {**{k: v if v is not None else complete.get(k) for k, v in seen.items()},
+               **{name: complete[name] for name in new}}  # fmt: skip
+        atomic.write_json(state, {"data_dir": os.path.abspath(data_dir), "spans": now})
     return new
+
+
+def fresh(complete: dict[str, str], seen: dict[str, str | None]) -> list[str]:
+    """Complete spans not announced, or marked again since they were (in order)."""
+    return [
+        name
+        for name, marked in complete.items()
+        if name not in seen or (seen[name] is not None and seen[name] != marked)
+    ]
 
 
 Pending = tuple[frozenset[str], float] | None  # spans seen complete, unannounced, and since when
 
 
-def settled(fresh: set[str], pending: Pending, now: float, settle: float) -> tuple[Pending, bool]:
+def settled(waiting: set[str], pending: Pending, now: float, settle: float) -> tuple[Pending, bool]:
     """Whether to announce now: once the same unannounced spans have stayed the same for
     `settle` seconds (a span completing meanwhile restarts the wait, so spans copied in one
     after another go out in one announcement, and start one run)."""
-    if not fresh:
+    if not waiting:
         return None, False
-    if pending is None or pending[0] != fresh:
-        return (frozenset(fresh), now), False
+    if pending is None or pending[0] != waiting:
+        return (frozenset(waiting), now), False
     if now - pending[1] >= settle:
         return None, True
     return pending, False
@@ -157,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     pending: Pending = None
     while True:
         try:
-            fresh = set(complete_spans(args.data_dir)) - announced(state)
-            pending, ready = settled(fresh, pending, time.monotonic(), args.settle)
+            seen = announced(state)
+            waiting = set(fresh(complete_spans(args.data_dir, seen), seen))
+            pending, ready = settled(waiting, pending, time.monotonic(), args.settle)
             if ready:
                 new = look(args.data_dir, args.deployment, given, state)
                 print(f"announced {', '.join(new)}", flush=True)

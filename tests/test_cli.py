@@ -264,6 +264,7 @@ def test_failed_runs_are_posted_with_their_stage_and_reason() -> None:
 
 
 def test_watch_announces_each_complete_span_once(tmp_path, monkeypatch) -> None:
+    from components import spans
     from flows import watch
 
     sent = []
@@ -280,6 +281,20 @@ def test_watch_announces_each_complete_span_once(tmp_path, monkeypatch) -> None:
     assert watch.look(str(data), "f/d", {}, state) == []  # announced already; 12-07 incomplete
     (data / "spans" / "2026-12-07" / "_SUCCESS").write_text("")
     assert watch.look(str(data), "f/d", {}, state) == ["2026-12-07"] and len(sent) == 2
+    # The marker copied first (rsync sorts _SUCCESS before the images): a file newer than the
+    # marker keeps the span unannounced; marked again once whole, it is announced again (its
+    # content changed), and not once more after that.
+    import os
+
+    late = data / "spans" / "2026-11-30" / "late.JPEG"
+    late.write_bytes(b"x")
+    marker = data / "spans" / "2026-11-30" / "_SUCCESS"
+    os.utime(marker, ns=(late.stat().st_mtime_ns - 10**9,) * 2)
+    assert watch.look(str(data), "f/d", {}, state) == []
+    assert "newer than its _SUCCESS marker" in " ".join(spans.source_spans(str(data))[1])
+    os.utime(marker, ns=(late.stat().st_mtime_ns + 10**9,) * 2)
+    assert watch.look(str(data), "f/d", {}, state) == ["2026-11-30"] and len(sent) == 3
+    assert watch.look(str(data), "f/d", {}, state) == []
 
 
 def test_the_zombie_automation_crashes_a_run_silent_for_its_window() -> None:

@@ -113,6 +113,16 @@ def test_a_span_that_drifts_stops_validation_unless_accepted(tmp_path: Path) -> 
     assert (data / "train-00001-of-00002").resolve().parent == data / "spans" / "02"
     assert metadata["records"] == {"train": 32, "validation": 12}
     assert any("03" in line and "_SUCCESS" in line for line in metadata["not_read"])
+    # A marker missing for a moment (being written again) leaves span 02 out of the view, and
+    # never throws its converted shards away: only a span gone from the source loses them.
+    marker = source / "spans" / "02" / "_SUCCESS"
+    marker.unlink()
+    without = run_ingest(config)
+    assert [s["name"] for s in without["spans"]] == ["01"]
+    assert list((data / "spans" / "02").glob("train-*-of-*"))
+    marker.write_text("")
+    metadata = run_ingest(config)
+    assert [s["name"] for s in metadata["spans"]] == ["01", "02"]
 
     config = ValidateConfig(data_dir=str(data), output=str(tmp_path / "v"))
     with pytest.raises(DriftDetected) as stopped:

@@ -452,7 +452,7 @@ def _rewrite_spans(
             metadata = _rewrite(span_config, found, shards, fingerprint_of_span, on_event)
             converted.append(name)
         entries.append(spans.span_entry(name, folder, metadata))
-    _remove_stale_spans(config.output, set(plan), on_stage)
+    _remove_stale_spans(config.output, spans.present_spans(config.source), on_stage)
     metadata = spans.write_view(config.output, entries, config.output, not_read, config.source)
     metadata["converted_spans"] = converted
     return {**metadata, "reused": False}
@@ -516,8 +516,10 @@ def _relabel(found: Discovery, classes: list[dataset.ClassInfo]) -> None:
 
 def _remove_stale_spans(output: str, current: set[str], on_stage: Callable[[str], None]) -> None:
     """Span folders whose span left the source are removed locally (their shards are derived
-    data; on object stores they stay, unlisted). Windows (components/spans.py) are named by
-    their spans' contents and left alone."""
+    data; on object stores they stay, unlisted). A span still in the source but not complete
+    right now (its marker missing or older than a file) keeps its converted shards, unlisted
+    in the view until it is complete again. Windows (components/spans.py) are named by their
+    spans' contents and left alone."""
     root = join(output, spans.SPANS)
     if is_remote(root) or not os.path.isdir(root):
         return
