@@ -187,9 +187,7 @@ def listening(run: Path, name: str, port: int) -> bool:
     for pid in members(int(record["pid"])):
         try:
             links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
-        except (FileNotFoundError, PermissionError, ProcessLookupError):
-            continue
-        except OSError:
+        except OSError:  # gone meanwhile, or not ours to read
             continue
         if links & inodes:
             return True
