@@ -215,6 +215,14 @@ class Registry:
             return None
         return body["tags"]
 
+    def verified(self, version) -> dict:
+        """The manifest the gate sealed on `version` (its `tags` and `files`); RegistryError
+        saying why when the seal does not verify: for what will be loaded or relied on."""
+        body, why = seal.verify(version)
+        if body is None:
+            raise self.unsealed(version.name, str(version.version), why)
+        return body
+
     def _sealed_versions(self, model_name: str) -> list[tuple]:
         """(version, its sealed tags) for every version of the name whose seal verifies."""
         found = []
@@ -260,9 +268,8 @@ class Registry:
                 )
             except Exception as err:  # noqa: BLE001 - every failure is a fault, see _fault
                 raise self._fault(f"downloading {model_name!r} v{version}", err) from err
-            body, why = seal.verify(found)
-            if body is not None:
-                why = seal.check_files(body, seal.folder_digests(Path(local)), seal.MODEL_FOLDER)
+            body = self.verified(found)
+            why = seal.check_files(body, seal.folder_digests(Path(local)), seal.MODEL_FOLDER)
             if why:
                 raise self.unsealed(model_name, version, why)
             yield Path(local)
@@ -319,9 +326,7 @@ class Registry:
         version = self.champion(model_name)
         if version is None:
             return None
-        sealed = self.sealed_tags(version)
-        if sealed is None:
-            raise self.unsealed(model_name, str(version.version), seal.verify(version)[1])
+        sealed = self.verified(version)["tags"]
         return Champion(
             str(version.version),
             sealed.get(LABELS_TAG, ""),
@@ -544,9 +549,7 @@ class Registry:
         version = self._version(model_name, reference, purpose)
         number = str(version.version)
         which = f"{CHAMPION} v{number}" if reference == CHAMPION else f"version {number}"
-        body, why = seal.verify(version)
-        if body is None:
-            raise self.unsealed(model_name, number, why)
+        body = self.verified(version)
         labels = body["tags"].get(LABELS_TAG)
         if labels != labels_fingerprint:
             trained_on = "another label set" if labels else "a label set it did not record"
