@@ -68,14 +68,18 @@ def marker_stamp(folder: str) -> str:
 
 
 def source_spans(
-    source: str, require_complete: bool = True, known: dict | None = None
+    source: str,
+    require_complete: bool = True,
+    known: dict | None = None,
+    follow_outside: bool = False,
 ) -> tuple[list[tuple[str, str]], list[str]] | None:
     """None for a source without `spans/`; else its complete spans as (name, folder) in order,
     and one line for each entry that is not read (an incomplete span, a stray file). No
     complete span is an error unless not `require_complete`. A span whose marker has the stamp
     `known` gives for it is taken as complete without walking its files again (the watcher's
-    spans announced already)."""
-    found = _span_folders(source, known or {})
+    spans announced already). A span folder that is a link leading out of `spans/` is not read
+    unless `follow_outside` (the ingestion's follow_outside_links)."""
+    found = _span_folders(source, known or {}, follow_outside)
     if found is None:
         return None
     complete, not_read = found
@@ -98,7 +102,9 @@ def present_spans(source: str) -> set[str]:
     return {n for n in children(root)[0] if not n.startswith(".")}
 
 
-def _span_folders(source: str, known: dict) -> tuple[list[tuple[str, str]], list[str]] | None:
+def _span_folders(
+    source: str, known: dict, follow_outside: bool
+) -> tuple[list[tuple[str, str]], list[str]] | None:
     root = join(source, SPANS)
     if not is_dir(root):
         return None
@@ -110,11 +116,17 @@ def _span_folders(source: str, known: dict) -> tuple[list[tuple[str, str]], list
             )
     complete, not_read = [], []
     folders, others = children(root)
+    home = None if "://" in root else os.path.realpath(root)
     not_read += [f"{join(root, n)}: not a span folder" for n in others if not n.startswith(".")]
     for name in (n for n in folders if not n.startswith(".")):
         path = join(root, name)
         if not NAME.match(name):
             not_read.append(f"{path}: a span name is letters, digits, '.', '_', '-'")
+        elif home and not follow_outside and os.path.dirname(real := os.path.realpath(path)) != home:
+            not_read.append(
+                f"{path}: a link out of {SPANS}/ (points to {real}); not read (set "
+                "follow_outside_links to read it)"
+            )
         elif not dataset.exists(join(path, MARKER)):
             not_read.append(f"{path}: no {MARKER} marker yet (still being copied?); not read")
         elif known.get(name) != marker_stamp(path) and (newer := newer_than_marker(path)):

@@ -286,7 +286,14 @@ def test_links_out_of_the_source_and_bad_names_are_quarantined_unread(
         opened.append(path)
         return real_open(path, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def watching_os(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        opened.append(os.fsdecode(path))
+        return real_os_open(path, *args, **kwargs)
+
     monkeypatch.setattr(FileSystems, "open", staticmethod(watching))
+    monkeypatch.setattr(os, "open", watching_os)
     metadata = _ingest(class_folders, tmp_path / "out")
     reasons = {
         q["path"].rsplit("/", 1)[-1]: q["reason"]
@@ -299,7 +306,8 @@ def test_links_out_of_the_source_and_bad_names_are_quarantined_unread(
     )
     assert reasons["caf\\xe9.jpg"] == "file name is not valid UTF-8"
     assert metadata["quarantined"]["train"] == 4 and metadata["records"]["train"] == 3 * 8
-    assert opened and not [p for p in opened if "private" in p or "passwd" in p or "caf" in p]
+    assert [p for p in opened if p.endswith(".JPEG")]  # the images were watched being read
+    assert not [p for p in opened if "private" in p or "passwd" in p or "caf" in p]
 
     # The documented setting reads a link farm: the two outside images become records.
     followed = _ingest(
@@ -401,3 +409,54 @@ def test_a_torn_metadata_file_does_not_block_later_runs(
     again = _ingest(class_folders, out)
     assert again["reused"] is False and again["records"]["train"] == 24
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_file_swapped_after_listing_is_refused_not_read(
+    class_folders: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Conversion opens each file once and checks it is what the listing saw: a file swapped
+    for a link to a private file, one replaced by another file, one rewritten in place, and a
+    listed (inside) link pointed elsewhere are each quarantined by name; no outside byte lands
+    in a record."""
+    import os
+
+    import components.ingest as ingest
+
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = jpeg_bytes(pattern_image(7, 999, (52, 60)))  # in no class folder
+    (private / "secret.JPEG").write_bytes(secret)
+    train = class_folders / "train" / "n00000000"
+    names = sorted(p.name for p in train.iterdir())
+    os.symlink(names[4], train / "inside_link.JPEG")  # a link within the source: readable
+    real_discover = ingest.discover
+
+    def swap_after_listing(source, follow):  # noqa: ANN001, ANN202
+        found = real_discover(source, follow)
+        os.remove(train / names[0])  # swapped for a link to a private file
+        os.symlink(private / "secret.JPEG", train / names[0])
+        replacement = train / "new.tmp"  # replaced by another file (rename over it)
+        replacement.write_bytes((train / names[1]).read_bytes())
+        os.replace(replacement, train / names[1])
+        with open(train / names[2], "ab") as handle:  # rewritten in place
+            handle.write(b"\0" * 10)
+        os.remove(train / "inside_link.JPEG")  # the listed link now leads outside
+        os.symlink(private / "secret.JPEG", train / "inside_link.JPEG")
+        return found
+
+    monkeypatch.setattr(ingest, "discover", swap_after_listing)
+    metadata = _ingest(class_folders, tmp_path / "out")
+    reasons = {
+        q["path"].rsplit("/", 1)[-1]: q["reason"]
+        for q in map(json.loads, (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines())
+    }
+    assert reasons[names[0]] == "changed after it was listed: now a symbolic link (not read)"
+    for name in (names[1], names[2], "inside_link.JPEG"):
+        assert reasons[name].startswith("changed after it was listed (inode, size, modified time")
+    assert metadata["records"]["train"] == 3 * 8 + 1 - 4
+    stored = [
+        tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
+        for shard in sorted((tmp_path / "out").glob("train-*"))
+        for r in tf.data.TFRecordDataset(str(shard))
+    ]
+    assert secret not in stored

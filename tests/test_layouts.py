@@ -539,3 +539,27 @@ def test_a_split_folder_or_label_file_linked_from_outside_stops_the_run(tmp_path
         discover(str(root))
     found = discover(str(root), follow_outside_links=True)  # a link farm, read on purpose
     assert not [i for i in found.items if i.problem]
+
+
+def test_a_span_folder_linked_from_outside_spans_is_not_read(tmp_path: Path) -> None:
+    """`spans/01 -> /elsewhere` would make ingestion read a folder outside the source: it is
+    listed as not read, by name, unless outside links are followed; a span folder linked from
+    inside `spans/` (a rename kept as a link) reads as usual."""
+    from components import spans
+
+    elsewhere = make_class_folders(tmp_path / "elsewhere")
+    (elsewhere / spans.MARKER).write_text("")
+    root = tmp_path / "src" / spans.SPANS
+    root.mkdir(parents=True)
+    own = make_class_folders(root / "02")
+    (own / spans.MARKER).write_text("")
+    os.symlink(elsewhere, root / "01")
+    os.symlink("02", root / "03")
+    complete, not_read = spans.source_spans(str(tmp_path / "src"))
+    assert [name for name, _ in complete] == ["02", "03"]
+    assert not_read == [
+        f"{root / '01'}: a link out of spans/ (points to {elsewhere}); not read (set "
+        "follow_outside_links to read it)"
+    ]
+    followed, _ = spans.source_spans(str(tmp_path / "src"), follow_outside=True)
+    assert [name for name, _ in followed] == ["01", "02", "03"]

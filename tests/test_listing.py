@@ -48,9 +48,12 @@ def test_walk_reports_links_and_special_files(tmp_path: Path) -> None:
     os.symlink("..", root / "up")  # to the folder holding the root: would loop after a detour
     os.mkfifo(root / "fifo")
     found = {e.rel: e for e in walk(str(root))}
-    mtime = (root / "a" / "x").stat().st_mtime_ns
+    target = (root / "a" / "x").stat()
 
-    assert found["to_file"] == Entry(str(root / "to_file"), "to_file", 5, mtime_ns=mtime)
+    assert found["to_file"] == Entry(
+        str(root / "to_file"), "to_file", 5, mtime_ns=target.st_mtime_ns, inode=target.st_ino,
+        link=True,
+    )  # fmt: skip
     assert found["to_dir/c/d"].size == 0 and not found["to_dir/c/d"].problem
     assert found["broken"].problem == "broken symbolic link (points to gone)"
     assert found["b/loop"].problem == f"symbolic link loop (back to {os.path.realpath(root)})"

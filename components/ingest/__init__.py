@@ -462,7 +462,9 @@ def _plan_spans(config: IngestConfig) -> tuple[dict, list[str], str]:
     """Lists every complete span and gives each its config, listing and fingerprint (with the
     label set over all spans), the lines of what is not read, and the whole dataset's
     fingerprint."""
-    complete, not_read = spans.source_spans(config.source)
+    complete, not_read = spans.source_spans(
+        config.source, follow_outside=config.follow_outside_links
+    )
     found = {}
     for name, path in complete:
         try:

@@ -26,6 +26,8 @@ class Entry:
     size: int  # bytes of the file (0 where there is a problem)
     problem: str = ""  # why it cannot be read; "" for a readable file
     mtime_ns: int = 0  # last modification, nanoseconds since the epoch (0 where unknown)
+    inode: int = 0  # local files: the inode read (a link's target's), checked again at open
+    link: bool = False  # local files: found as a symbolic link (to a file inside the source)
 
     @property
     def parts(self) -> list[str]:
@@ -135,7 +137,8 @@ def _walk_local(
                 )
         elif entry.is_file():  # follows links to files
             stat = entry.stat()
-            yield Entry(entry.path, rel, stat.st_size, mtime_ns=stat.st_mtime_ns)
+            yield Entry(entry.path, rel, stat.st_size, mtime_ns=stat.st_mtime_ns,
+                        inode=stat.st_ino, link=link)  # fmt: skip
         else:
             yield Entry(entry.path, rel, 0, "not a regular file (socket, FIFO or device)")
 

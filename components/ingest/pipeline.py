@@ -15,9 +15,11 @@ a shard whose summary is missing fails the run instead of losing records silentl
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -51,8 +53,7 @@ def convert_item(
     reason = item.get("problem")
     if not reason:
         try:
-            with FileSystems.open(item["path"]) as handle:
-                stored = to_stored_image(handle.read(), max_side, max_bytes)
+            stored = to_stored_image(read_listed(item), max_side, max_bytes)
         except BadImage as err:
             reason = str(err)
         except MemoryError as err:
@@ -82,6 +83,47 @@ def convert_item(
         "box_problem": box_problem,
     }
     return example, stats
+
+
+class ChangedSinceListed(BadImage):
+    """The file opened is not the one listed: replaced, linked elsewhere, or rewritten."""
+
+
+def read_listed(item: dict) -> bytes:
+    """The bytes of a listed file, read from one open of it that is checked against the listing.
+
+    Local files are opened once, without following a link unless the listing found a link
+    (to a file inside the source), and the open file's inode, size and modification time must
+    be what the listing saw: a file swapped for a link to something outside the source, or
+    replaced or rewritten after the listing, is refused by name instead of read. The device
+    number is not compared: a network mount has a different one on each machine of a cluster.
+    """
+    path = item["path"]
+    if is_remote(path) or not item.get("inode"):
+        with FileSystems.open(path) as handle:
+            return handle.read()
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+    if not item.get("link"):
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ChangedSinceListed(
+                "changed after it was listed: now a symbolic link (not read)"
+            ) from err
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        seen = os.fstat(handle.fileno())
+        listed = (item["inode"], item["size"], item.get("mtime_ns", 0))
+        now = (seen.st_ino, seen.st_size, seen.st_mtime_ns)
+        if not stat.S_ISREG(seen.st_mode) or now != listed:
+            raise ChangedSinceListed(
+                "changed after it was listed (inode, size, modified time "
+                f"{listed[0]}, {listed[1]}, {listed[2]} then; {now[0]}, {now[1]}, {now[2]} now);"
+                " not read: run the ingestion again once it is settled"
+            )
+        return handle.read()
 
 
 def ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterator:

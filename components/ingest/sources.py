@@ -63,6 +63,8 @@ class SourceItem:
     box_file: str = ""  # a VOC XML file with the boxes, read by the worker
     problem: str = ""
     mtime_ns: int = 0
+    inode: int = 0  # local files: what the listing saw, compared again when the file is opened
+    link: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -126,7 +128,8 @@ def _walk_split(
     for entry in walk(split_dir, follow, within=source):
         item = SourceItem(entry.path, f"{split_dir[len(source) + 1 :]}/{entry.rel}", split,
                           entry.size, None, problem=entry.problem,
-                          mtime_ns=entry.mtime_ns)  # fmt: skip
+                          mtime_ns=entry.mtime_ns, inode=entry.inode,
+                          link=entry.link)  # fmt: skip
         if not item.problem and entry.hidden:
             item.problem = "hidden file or folder (name starts with '.')"
         yield entry, item
