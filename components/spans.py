@@ -122,7 +122,7 @@ def _span_folders(
         path = join(root, name)
         if not NAME.match(name):
             not_read.append(f"{path}: a span name is letters, digits, '.', '_', '-'")
-        elif home and not follow_outside and os.path.dirname(real := os.path.realpath(path)) != home:
+        elif home and not follow_outside and _outside(real := os.path.realpath(path), home):
             not_read.append(
                 f"{path}: a link out of {SPANS}/ (points to {real}); not read (set "
                 "follow_outside_links to read it)"
@@ -137,6 +137,10 @@ def _span_folders(
         else:
             complete.append((name, path))
     return complete, not_read
+
+
+def _outside(real: str, spans_root: str) -> bool:
+    return os.path.dirname(real) != spans_root
 
 
 def parse_window(text: str) -> int | None:
