@@ -28,6 +28,10 @@ import errno
 import fcntl
 import json
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -162,34 +166,70 @@ def read_quarantine(data_dir: str) -> list[dict]:
     return rows
 
 
+# The queue in front of LOCK: a writer holds it while it waits for the readers to finish, so
+# that new readers queue behind it instead of starving it (flock grants a shared lock to every
+# reader that asks, however long a writer has waited).
+TURNSTILE = ".lock.queue"
+HOLDERS = ".lock.holders"  # one small file per holder: who holds the lock, how, since when
+# The datasets this process holds shared, inherited by the processes it starts: a stage that
+# reads a dataset its run already holds does not queue behind a writer waiting for that run.
+READING_ENV = "TRICKFLOW_READING"
+_reading: dict[str, int] = {}
+_reading_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def locked(
     data_dir: str, exclusive: bool, on_wait: Callable[[str], None] | None = None
 ) -> Iterator[None]:
     """Holds the dataset folder's lock (shared for readers, exclusive for a rewrite) while the
-    block runs; `on_wait` hears once that another holder is being waited for. The lock is the
-    operating system's (flock), so a killed holder releases it. A no-op for object stores."""
+    block runs; `on_wait` hears once that another holder is being waited for, and who it is.
+
+    The lock is the operating system's (flock), so a killed holder releases it. Holders take
+    turns in arrival order at a queue lock first: a waiting writer holds the queue, so readers
+    that come after it wait behind it and a stream of readers cannot starve it; a reader that
+    its own run (this process or its parent) already holds shared goes straight through. A
+    no-op for object stores."""
     if "://" in data_dir:
         yield
         return
+    key = os.path.realpath(data_dir)
+    nested = not exclusive and key in _held_shared()
     kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    handle, unlocked = None, None
+    handle, queue, unlocked, holder = None, None, None, None
     try:
         if exclusive:
             os.makedirs(data_dir, exist_ok=True)
         handle = _open_lock(os.path.join(data_dir, LOCK), exclusive)
+        if not nested:
+            queue = _open_queue(os.path.join(data_dir, TURNSTILE), exclusive)
+        told = False
+
+        def wait(lock, how: int) -> None:
+            nonlocal told
+            try:
+                fcntl.flock(lock, how | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not told:
+                    told = True
+                    on_wait(f"waiting for the lock of {data_dir}: {_holders_text(data_dir)}")
+                fcntl.flock(lock, how)
+
+        if exclusive:  # readers that find the queue taken learn who waits in it
+            holder = _write_holder(data_dir, "waiting to rewrite")
         try:
-            fcntl.flock(handle, kind | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                holder = "a stage reads it" if exclusive else "an ingestion rewrites it"
-                on_wait(f"waiting for the lock of {data_dir}: {holder}")
-            fcntl.flock(handle, kind)
-    except OSError as err:
+            if queue is not None:
+                wait(queue, fcntl.LOCK_EX)  # one at a time through the queue
+            wait(handle, kind)
+        finally:
+            if queue is not None:
+                queue.close()  # closing releases it
+    except BaseException as err:
         if handle is not None:
             handle.close()
             handle = None
-        if exclusive or not _unlockable(err):
+        _remove(holder)
+        if exclusive or not isinstance(err, OSError) or not _unlockable(err):
             raise
         # A reader of a dataset it may not write (read-only, another owner's), or a filesystem
         # without flock (some NFS and FUSE mounts): nothing this pipeline runs rewrites it.
@@ -199,11 +239,119 @@ def locked(
             on_wait(f"reading {data_dir} without its lock ({unlocked})")
         yield
         return
+    holder = _write_holder(data_dir, "rewriting" if exclusive else "reading", holder)
+    if not exclusive:
+        _enter_shared(key)
     with handle:
         try:
             yield
         finally:
+            if not exclusive:
+                _leave_shared(key)
+            _remove(holder)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _held_shared() -> set[str]:
+    inherited = os.environ.get(READING_ENV, "")
+    with _reading_guard:
+        return set(_reading) | {p for p in inherited.split(os.pathsep) if p}
+
+
+def _enter_shared(key: str) -> None:
+    with _reading_guard:
+        _reading[key] = _reading.get(key, 0) + 1
+        _publish_shared()
+
+
+def _leave_shared(key: str) -> None:
+    with _reading_guard:
+        _reading[key] -= 1
+        if not _reading[key]:
+            del _reading[key]
+        _publish_shared()
+
+
+_inherited_reading = os.environ.get(READING_ENV, "")
+
+
+def _publish_shared() -> None:
+    held = [p for p in _inherited_reading.split(os.pathsep) if p] + sorted(_reading)
+    if held:
+        os.environ[READING_ENV] = os.pathsep.join(dict.fromkeys(held))
+    else:
+        os.environ.pop(READING_ENV, None)
+
+
+def _open_queue(path: str, exclusive: bool):
+    """The queue lock file, or None for a reader that can neither make nor open it (a dataset
+    it may not write: no writer of this pipeline is there to queue behind)."""
+    try:
+        return _open_lock(path, exclusive)
+    except OSError as err:
+        if exclusive or not _unlockable(err):
+            raise
+        return None
+
+
+def _write_holder(data_dir: str, mode: str, path: str | None = None) -> str | None:
+    """Records this holder (pid, host, what it does, since when, the Prefect flow run if any)
+    at `path` (a new one by default) for the message of whoever waits; None where the folder
+    cannot be written."""
+    folder = os.path.join(data_dir, HOLDERS)
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "mode": mode,
+        "since": time.time(),
+        "flow_run": os.environ.get("PREFECT__FLOW_RUN_ID", ""),
+    }
+    path = path or os.path.join(folder, f"{record['pid']}-{uuid.uuid4().hex[:8]}.json")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        atomic.write_text(path, json.dumps(record))
+    except OSError:
+        return None
+    return path
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def _holders_text(data_dir: str) -> str:
+    """Who holds (or queues for) the lock, for a waiting stage: live holders with how long."""
+    folder = os.path.join(data_dir, HOLDERS)
+    found, host, now = [], socket.gethostname(), time.time()
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name)) as handle:
+                holder = json.load(handle)
+            pid, since = int(holder["pid"]), float(holder["since"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if holder.get("host") == host and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):  # left by a killed holder, whose lock is gone
+                os.remove(os.path.join(folder, name))
+            continue
+        run = f", flow run {holder['flow_run']}" if holder.get("flow_run") else ""
+        found.append(
+            f"{holder.get('mode', 'holding')} by pid {pid} on {holder.get('host')}{run} for "
+            f"{_duration(now - since)}"
+        )
+    return "; ".join(found) if found else "held by a stage that left no record"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
 def _open_lock(path: str, exclusive: bool):
