@@ -28,6 +28,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -170,7 +171,8 @@ def read_quarantine(data_dir: str) -> list[dict]:
 # that new readers queue behind it instead of starving it (flock grants a shared lock to every
 # reader that asks, however long a writer has waited).
 TURNSTILE = ".lock.queue"
-HOLDERS = ".lock.holders"  # one small file per holder: who holds the lock, how, since when
+# One small file per holder, `.lock.<pid>-<id>.holder` beside LOCK: who holds it, how, since when.
+HOLDER = re.compile(r"^\.lock\.\d+-[0-9a-f]+\.holder$")
 # The datasets this process holds shared, inherited by the processes it starts: a stage that
 # reads a dataset its run already holds does not queue behind a writer waiting for that run.
 READING_ENV = "TRICKFLOW_READING"
@@ -298,7 +300,6 @@ def _write_holder(data_dir: str, mode: str, path: str | None = None) -> str | No
     """Records this holder (pid, host, what it does, since when, the Prefect flow run if any)
     at `path` (a new one by default) for the message of whoever waits; None where the folder
     cannot be written."""
-    folder = os.path.join(data_dir, HOLDERS)
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -306,9 +307,9 @@ def _write_holder(data_dir: str, mode: str, path: str | None = None) -> str | No
         "since": time.time(),
         "flow_run": os.environ.get("PREFECT__FLOW_RUN_ID", ""),
     }
-    path = path or os.path.join(folder, f"{record['pid']}-{uuid.uuid4().hex[:8]}.json")
+    name = f".lock.{record['pid']}-{uuid.uuid4().hex[:8]}.holder"
+    path = path or os.path.join(data_dir, name)
     try:
-        os.makedirs(folder, exist_ok=True)
         atomic.write_text(path, json.dumps(record))
     except OSError:
         return None
@@ -323,10 +324,10 @@ def _remove(path: str | None) -> None:
 
 def _holders_text(data_dir: str) -> str:
     """Who holds (or queues for) the lock, for a waiting stage: live holders with how long."""
-    folder = os.path.join(data_dir, HOLDERS)
+    folder = data_dir
     found, host, now = [], socket.gethostname(), time.time()
     try:
-        names = sorted(os.listdir(folder))
+        names = sorted(n for n in os.listdir(folder) if HOLDER.match(n))
     except OSError:
         names = []
     for name in names:
