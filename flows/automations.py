@@ -35,6 +35,7 @@ from prefect.events.schemas.events import ResourceSpecification
 NAME = "trickflow: crash zombie flow runs"
 NOTIFY_NAME = "trickflow: notify on failed runs"
 NOTIFY_BLOCK = "trickflow-failures"
+WEBHOOK_SECRET = "webhook_url"
 FLOW = "train-imagenet"
 # The run's message names paths, classes and spans from data: Slack and Mattermost read `<...>`
 # as a mention (`<!channel>`) or a link (`<https://x|text>`), so `&`, `<` and `>` go as the
@@ -128,9 +129,14 @@ def ensure(window: int) -> Automation:
 
 
 def ensure_notifications(url: str) -> Automation:
-    """The webhook block (made or updated to `url`) and the automation that posts to it."""
+    """The webhook block (made or updated to `url`) and the automation that posts to it. The
+    URL is the block's secret (a Slack webhook URL is its credential): the block's plain
+    `url` field, which every user of the Prefect server can read, holds only a placeholder."""
     block = CustomWebhookNotificationBlock(
-        name=NOTIFY_BLOCK, url=url, json_data={"text": "{{subject}}\n{{body}}"}
+        name=NOTIFY_BLOCK,
+        url="{{" + WEBHOOK_SECRET + "}}",
+        secrets={WEBHOOK_SECRET: url},
+        json_data={"text": "{{subject}}\n{{body}}"},
     )
     block.save(NOTIFY_BLOCK, overwrite=True)
     saved = CustomWebhookNotificationBlock.load(NOTIFY_BLOCK)

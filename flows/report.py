@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from components import atomic
+from components import atomic, masking
 
 HINTS = {
     "data_dir": "pass the folder that holds train/ and val/ (or the ILSVRC or Kaggle tree, or "
@@ -92,7 +92,9 @@ class RunReport(BaseModel):
             self.seconds[name] = round(time.perf_counter() - start, 1)
 
     def as_dict(self) -> dict:
-        return self.model_dump(by_alias=True, mode="json")
+        """The report as plain data, credentials masked in every text (a path or a reason may
+        quote a URL with its password)."""
+        return masking.scrubbed(self.model_dump(by_alias=True, mode="json"))
 
     def save(self) -> None:
         atomic.write_json(Path(self.report_path), self.as_dict())

@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from components import atomic, dataset, events, settings, spans
+from components import atomic, dataset, events, masking, settings, spans
 from components.evaluate import RegistryError, evaluate, gate_and_register
 from components.evaluate.registry import (
     LABELS_TAG,
@@ -348,6 +348,28 @@ def train_model(data: str, output: str, config: dict, tracking: dict) -> dict:
         return train_here(data, output, TrainConfig.model_validate(config), tracking)
 
 
+def training_parameters(
+    deployment: str, data: str, output: str, config: TrainConfig, tracking: dict
+) -> dict:
+    """The parameters of a `train-model` run. Refused when they would hold a credential: every
+    user of the Prefect server can read a run's parameters."""
+    parameters = {
+        "data": data,
+        "output": output,
+        "config": json.loads(config.model_dump_json()),
+        "tracking": tracking,
+    }
+    if (shown := masking.redacted(parameters)) != parameters:
+        changed = [k for k in parameters if shown[k] != parameters[k]]
+        raise ValueError(
+            f"the training settings ({', '.join(changed)}) hold a credential, and a run of "
+            f"{deployment} gets them as Prefect parameters, which every user of the Prefect "
+            "server can read: give the credential to that pool's workers in their environment "
+            "(AWS_SECRET_ACCESS_KEY, a credentials file, ...) instead of in a setting or a URL"
+        )
+    return parameters
+
+
 def train_there(
     deployment: str, data: str, output: str, config: TrainConfig, tracking: dict
 ) -> tuple[dict, dict]:
@@ -357,15 +379,11 @@ def train_there(
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
+    parameters = training_parameters(deployment, data, output, config, tracking)
     logger.info("training as a run of %s (queued while the training limit is full)", deployment)
     child = run_deployment(
         deployment,
-        parameters={
-            "data": data,
-            "output": output,
-            "config": json.loads(config.model_dump_json()),
-            "tracking": tracking,
-        },
+        parameters=parameters,
         timeout=None,
         as_subflow=True,
     )
@@ -771,7 +789,7 @@ def lineage_tags(
     tags = {
         "flow_run_id": report.flow_run_id,
         "preset": report.preset,
-        "data_dir": report.data_dir,
+        "data_dir": masking.mask(report.data_dir),
         "data_span": report.ingest["fingerprint"],
         **lineage(window, config, overrides),
     }
@@ -805,7 +823,7 @@ def train_imagenet(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(
         run_dir / "config.json",
-        settings.redacted({"preset": preset, "data_dir": data_dir, **config.model_dump()}),
+        masking.redacted({"preset": preset, "data_dir": data_dir, **config.model_dump()}),
     )
     model_name = overrides.model_name or (
         default_model_name(config.train.model, data_dir) + config.model_name_suffix
@@ -851,7 +869,7 @@ def train_imagenet(
         report.failed = failed
         message = f"{failed['stage']} failed: {failed['reason']}"
         hint = f" (what to do: {failed['hint']})" if failed["hint"] else ""
-        raise StageFailed(message + hint) from err
+        raise StageFailed(masking.mask(message + hint)) from err
     finally:
         held.close()
         report.save()
@@ -870,9 +888,9 @@ def training_run(
     return {
         "experiment": f"trickflow-{model_name}",
         "params": {
-            **flat("", settings.redacted(json.loads(config.model_dump_json()))),
+            **flat("", masking.redacted(json.loads(config.model_dump_json()))),
             "preset": report.preset,
-            "data_dir": report.data_dir,
+            "data_dir": masking.mask(report.data_dir),
             "data_fingerprint": report.ingest["fingerprint"],
             "teacher": tags.get("teacher"),
             "init_from": tags.get(decisions.PARENT_TAG),

@@ -314,7 +314,7 @@ def test_the_zombie_automation_crashes_a_run_silent_for_its_window() -> None:
 
 
 def test_credentials_are_redacted_by_name_and_inside_values() -> None:
-    from components.settings import redacted
+    from components.masking import redacted
 
     args = [
         "--runner=DaskRunner",
@@ -331,6 +331,74 @@ def test_credentials_are_redacted_by_name_and_inside_values() -> None:
     assert "--runner=DaskRunner" in shown and "tcp://10.0.0.5:8786" in shown  # the rest stays
     assert "https://bob:***@host" in shown and "'epochs': 3" in shown
     assert args[1] == "--s3_secret_access_key=S3SECRET"  # the run itself keeps the real value
+
+
+@pytest.mark.parametrize(
+    ("spelled", "secret", "kept"),
+    [
+        (["--s3_secret_access_key", "-starts/with+dash"], "-starts/with+dash", "--s3_secret"),
+        (['--environment_config={"env": {"AWS_SECRET_ACCESS_KEY": "JSONSECRET1"}}'],
+         "JSONSECRET1", "AWS_SECRET_ACCESS_KEY"),
+        (["--input=s3a://AKIAKEY:SEC/RET+1@bucket/train"], "SEC/RET+1", "@bucket/train"),
+        (["https://u:pa55@word@host/x"], "pa55@word", "https://u:***@host/x"),
+        (["https://b.s3.amazonaws.com/x?X-Amz-Security-Token=STS0TOKEN&a=1"], "STS0TOKEN", "a=1"),
+        (["https://h.example/feed?token=QTOKEN42"], "QTOKEN42", "h.example/feed"),
+    ],
+)  # fmt: skip
+def test_credentials_are_masked_however_they_are_spelled(
+    spelled: list[str], secret: str, kept: str
+) -> None:
+    from components.masking import mask, redacted
+
+    shown = " ".join(redacted(spelled))
+    assert secret not in shown and kept in shown
+    # Found once, masked wherever it shows up again (an error quoting it, another option).
+    assert mask(f"connection refused for {secret}") == "connection refused for ***"
+
+
+def test_log_records_and_reports_never_hold_a_registered_secret(monkeypatch) -> None:
+    """The secrets of the process's environment (the registry key, the tracking password) and
+    those found in settings are masked in every log record, its traceback and the report."""
+    import io
+    import logging
+
+    from components import masking
+    from flows.report import RunReport
+
+    monkeypatch.setenv("TRICKFLOW_REGISTRY_KEY", "registry-key-0123456789")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")  # where a credential is: not one
+    masking.install()
+    stream = io.StringIO()
+    logger = logging.getLogger("trickflow.test.masking")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        logger.warning("key %s; socket %s", "registry-key-0123456789", "/tmp/agent.sock")
+        try:
+            raise RuntimeError("postgresql://trickflow:pg-pass-42@127.0.0.1:5432/x failed")
+        except RuntimeError:
+            logger.exception("start failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "registry-key-0123456789" not in text and "pg-pass-42" not in text
+    assert "key ***; socket /tmp/agent.sock" in text and "trickflow:***@127.0.0.1" in text
+    report = RunReport(flow_run_id="r", preset="demo", report_path="/x/report.json",
+                       data_dir="s3a://AKIA:DATA/SECRET9@bucket/data")  # fmt: skip
+    report.failed = {"stage": "ingest", "reason": "cannot read DATA/SECRET9", "hint": ""}
+    assert "DATA/SECRET9" not in str(report.as_dict())
+
+
+def test_a_training_run_elsewhere_never_gets_a_credential_as_a_parameter() -> None:
+    from components.train import TrainConfig
+    from flows.train_imagenet import training_parameters
+
+    tracking = {"experiment": "e", "params": {"epochs": 1}, "tags": {}, "metrics": {}}
+    assert training_parameters("train-model/gpu", "/data", "/out", TrainConfig(), tracking)
+    with pytest.raises(ValueError, match=r"\(data\) hold a credential.*Prefect parameters"):
+        training_parameters(
+            "train-model/gpu", "s3a://AKIA:TRAINSECRET@b/d", "/out", TrainConfig(), tracking
+        )
 
 
 def test_spans_completing_one_after_another_are_announced_once_settled() -> None:
@@ -387,3 +455,22 @@ def test_follow_runs_the_deployment_as_deployed_and_finds_its_report(monkeypatch
     assert "no report at /srv/repo/.trickflow/work/runs/abc/report.json" in capsys.readouterr().err
     flow_run.parameters["work_dir"] = "/their/work"
     assert module.report_path(flow_run, steps) == Path("/their/work/runs/abc/report.json")
+
+
+def test_the_webhook_url_is_a_secret_of_its_block(prefect_server) -> None:
+    """A Slack webhook URL is the credential to post to the channel: the block keeps it as a
+    secret (what the API shows every user is masked), and the post still goes to it."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from flows.automations import NOTIFY_BLOCK, ensure_notifications
+
+    url = "https://hooks.slack.example/services/T000/B000/WEBHOOKSECRET"
+    ensure_notifications(url)
+    with get_client(sync_client=True) as client:
+        shown = client.read_block_document_by_name(
+            NOTIFY_BLOCK, "custom-webhook", include_secrets=False
+        )
+    assert "WEBHOOKSECRET" not in json.dumps(shown.data, default=str)
+    block = CustomWebhookNotificationBlock.load(NOTIFY_BLOCK)
+    assert block._build_request_args("body", "subject")["url"] == url

@@ -36,7 +36,7 @@ from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
 from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
 from components.ingest.sources import Discovery, discover, is_remote
-from components.settings import redacted
+from components.masking import redacted
 
 log = logging.getLogger(__name__)
 COMPONENT = "ingest"
