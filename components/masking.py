@@ -40,7 +40,10 @@ SECRET_NAME = re.compile(
 MIN_REGISTERED = 6
 # scheme://user:password@host: the password runs to the last '@' of the word, so one holding
 # '@' or '/' (an AWS secret in s3a://KEY:SECRET@bucket) is masked whole.
-URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"']*:)(?P<secret>[^\s\"']+)(?P<tail>@)(?=[^\s@\"']*(?:[\s\"']|$))")  # fmt: skip
+URL_PASSWORD = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"']*:)(?P<secret>[^\s\"']+)(?P<tail>@)"
+    r"(?=[^\s@\"']*(?:[\s\"']|$))"
+)
 # name=value in a query, a connection string or an option, where the name says "credential".
 # (`sig` alone: an Azure SAS signature.)
 NAMED_VALUE = re.compile(
