@@ -186,21 +186,27 @@ PY
   esac
 }
 
-# The local server's password lives beside its data (0600, the server's owner), not in
+# The local server's passwords live beside its data (0600, the server's owner), not in
 # credentials.env: new client credentials must not lock the stack out of its own database.
-pg_password() {
-  if [ ! -s "$PG_DATA/password" ] && [ -f "$PG_DATA/data/PG_VERSION" ]; then
-    echo "$PG_DATA/password is gone but the cluster in $PG_DATA/data is there: put the password" \
+# `password` is the role the servers use (`trickflow`: may log in and make databases, nothing
+# more); `admin_password` is the cluster's superuser (`trickflow_admin`), used only here to make
+# that role: a leaked server password is then no shell as the cluster's owner (COPY ... TO
+# PROGRAM needs a superuser).
+pg_secret() {  # FILE: the password in $PG_DATA/FILE, made on first use
+  local file=$PG_DATA/$1
+  if [ ! -s "$file" ] && [ -f "$PG_DATA/data/PG_VERSION" ] && [ "$1" = password ]; then
+    echo "$file is gone but the cluster in $PG_DATA/data is there: put the password" \
       "back, or remove $PG_DATA to start an empty database" >&2
     exit 1
   fi
-  if [ ! -s "$PG_DATA/password" ]; then
+  if [ ! -s "$file" ]; then
     mkdir -p "$PG_DATA"
-    (umask 077; "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(24))" > "$PG_DATA/password")
-    if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DATA" "$PG_DATA/password"; fi
+    (umask 077; "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(24))" > "$file")
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DATA" "$file"; fi
   fi
-  cat "$PG_DATA/password"
+  cat "$file"
 }
+pg_password() { pg_secret password; }
 
 as_db_owner() {  # COMMAND...: PostgreSQL's programs, with none of the stack's secrets
   # runuser passes the whole environment on (the clients' credentials and the registry key
@@ -211,19 +217,39 @@ as_db_owner() {  # COMMAND...: PostgreSQL's programs, with none of the stack's s
 
 pg_running() { [ -f "$PG_DATA/data/PG_VERSION" ] && as_db_owner pg_ctl -D "$PG_DATA/data" status >/dev/null 2>&1; }
 
-psql_server() {  # DATABASE SQL: run SQL on the server as the URL's user (URL by environment)
-  PG_SERVER=$PG_SERVER "$BIN/python" - "$1" "$2" <<'PY'
-import os, sys, urllib.parse as u
+psql_server() {  # DATABASE SQL [PARAMETER]: run SQL on the server as PG_SERVER's user
+  # The URL, the SQL and its parameter (a password) travel by environment, never as arguments.
+  PG_SERVER=$PG_SERVER PG_DATABASE=$1 PG_SQL=$2 PG_PARAMETER=${3-} PG_HAS_PARAMETER=${3+1} \
+    "$BIN/python" - <<'PY'
+import os, urllib.parse as u
 import psycopg2
 server = u.urlsplit(os.environ["PG_SERVER"])
-url = u.urlunsplit(("postgresql", server.netloc, "/" + sys.argv[1], server.query, ""))
+url = u.urlunsplit(("postgresql", server.netloc, "/" + os.environ["PG_DATABASE"], server.query, ""))
 connection = psycopg2.connect(url, connect_timeout=10)
 connection.autocommit = True
 with connection.cursor() as cursor:
-    cursor.execute(sys.argv[2])
+    parameters = (os.environ["PG_PARAMETER"],) if os.environ.get("PG_HAS_PARAMETER") else None
+    cursor.execute(os.environ["PG_SQL"], parameters)
     if cursor.description:
         print("\n".join(str(row[0]) for row in cursor.fetchall()))
 PY
+}
+
+ensure_role() {  # the servers' role on the stack's own cluster: no superuser
+  if [ ! -s "$PG_DATA/admin_password" ]; then
+    echo "note: this PostgreSQL cluster was made by an older stack.sh, whose role trickflow is" \
+      "its superuser; to have a role that is not, stop the stack, move $PG_DATA away and start" \
+      "again (Prefect's history and the MLflow registry then start empty)" >&2
+    return 0
+  fi
+  local server=$PG_SERVER
+  PG_SERVER="postgresql://trickflow_admin:$(pg_secret admin_password)@127.0.0.1:$PG_PORT"
+  if [ -z "$(psql_server postgres "SELECT 1 FROM pg_roles WHERE rolname = 'trickflow'")" ]; then
+    psql_server postgres "CREATE ROLE trickflow" >/dev/null
+  fi
+  psql_server postgres "ALTER ROLE trickflow LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION
+    NOBYPASSRLS PASSWORD %s" "$(pg_password)" >/dev/null
+  PG_SERVER=$server
 }
 
 start_db() {
@@ -244,17 +270,20 @@ start_db() {
       fi
       if [ ! -f "$PG_DATA/data/PG_VERSION" ]; then
         echo "creating a PostgreSQL cluster in $PG_DATA/data"
-        as_db_owner initdb -D "$PG_DATA/data" -U trickflow --auth=scram-sha-256 \
-          --pwfile="$PG_DATA/password" -E UTF8 >"$LOGS/initdb.log" 2>&1 \
+        pg_secret admin_password >/dev/null && pg_password >/dev/null
+        as_db_owner initdb -D "$PG_DATA/data" -U trickflow_admin --auth=scram-sha-256 \
+          --pwfile="$PG_DATA/admin_password" -E UTF8 >"$LOGS/initdb.log" 2>&1 \
           || { cat "$LOGS/initdb.log" >&2; return 1; }
       fi
       echo "starting PostgreSQL on 127.0.0.1:$PG_PORT"
       as_db_owner pg_ctl -D "$PG_DATA/data" -l "$PG_DATA/postgres.log" -w -t 60 start \
         -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=''" >/dev/null \
         || { tail -20 "$PG_DATA/postgres.log" >&2; return 1; }
+      PG_STARTED=true  # a failed start stops it again
       echo "$PG_PORT" > "$RUN/postgres.port"
       echo "$PG_DATA" > "$RUN/postgres.data"  # for `stop`, whatever its environment
     fi
+    ensure_role || return 1
   fi
   local name
   if $FORGET_AUTH && [ "$DB" != postgres ] && [ -n "$(psql_server postgres \
@@ -308,6 +337,7 @@ PY
 # Started by this call of `start`: stopped again if the start fails, so nothing it began outlives
 # it unwatched (a server taken for dead while it was still starting used to run on for hours).
 LAUNCHED=()
+PG_STARTED=false
 wait_healthy() {  # NAME URL PORT SECONDS: ours, answering 200, and the listener on PORT is ours
   local waited=0
   while [ "$waited" -lt "$4" ]; do
@@ -334,6 +364,10 @@ undo_launches() {  # on a failed start: stop what this call started, newest firs
   if [ "$status" -ne 0 ] && [ "${#LAUNCHED[@]}" -gt 0 ]; then
     echo "start failed: stopping what it started (${LAUNCHED[*]})" >&2
     for ((i = ${#LAUNCHED[@]} - 1; i >= 0; i--)); do stop_one "${LAUNCHED[$i]}" >&2 || true; done
+  fi
+  if [ "$status" -ne 0 ] && $PG_STARTED; then
+    echo "start failed: stopping the PostgreSQL it started" >&2
+    stop_db >&2 || true
   fi
   exit "$status"
 }

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from datetime import datetime
@@ -278,6 +279,14 @@ def test_a_server_given_by_url_is_used_and_never_stopped(postgres_registry, tmp_
             cursor.execute("SELECT datname FROM pg_database")
             names = {row[0] for row in cursor.fetchall()}
     assert {"trickflow_prefect", "trickflow_mlflow", "trickflow_mlflow_auth"} <= names
+    # The stack's own server gave its servers a role that is no superuser: its password is no
+    # shell as the cluster's owner.
+    with psycopg2.connect(f"{server}/postgres", connect_timeout=10) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = user")
+            assert cursor.fetchone() == (False, False)
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cursor.execute("COPY (SELECT 1) TO PROGRAM 'true'")
     run([stack, "stop"], env, 120)
     psycopg2.connect(f"{server}/postgres", connect_timeout=10).close()  # still up
     # A server whose MLflow users another stack made: new credentials would lock them out.
@@ -294,3 +303,40 @@ def test_a_server_given_by_url_is_used_and_never_stopped(postgres_registry, tmp_
     refused = subprocess.run([stack, "db"], cwd=REPO, env=broken, capture_output=True, text=True,
                              timeout=60)  # fmt: skip
     assert refused.returncode != 0 and "give postgresql://USER:PASSWORD@HOST:PORT" in refused.stderr
+
+
+def test_a_failed_start_stops_the_postgresql_it_started(tmp_path: Path) -> None:
+    """A start that fails after it started its own PostgreSQL (here: the Prefect port answers
+    for another server) stops that PostgreSQL again: nothing it began runs on unwatched."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    squatter = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    reachable = reachable_folder()
+    port = squatter.server_address[1]
+    pg_port = free_port()
+    env = stack_env(tmp_path / "stack", TRICKFLOW_DB="postgres", PREFECT_PORT=str(port),
+                    PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                    TRICKFLOW_PG_PORT=str(pg_port), TRICKFLOW_PG_DATA=str(reachable / "pg"))  # fmt: skip
+    stack = str(REPO / "infra" / "stack.sh")
+    try:
+        failed = subprocess.run([stack, "start"], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert failed.returncode != 0 and "not started by this stack" in failed.stderr
+        assert "stopping the PostgreSQL it started" in failed.stderr
+        assert "starting PostgreSQL" in failed.stdout
+        with pytest.raises(OSError):  # stopped: nothing listens on its port
+            socket.create_connection(("127.0.0.1", pg_port), 2).close()
+    finally:
+        squatter.shutdown()
+        subprocess.run([stack, "stop"], cwd=REPO, env=env, capture_output=True, timeout=120)
+        shutil.rmtree(reachable, ignore_errors=True)
