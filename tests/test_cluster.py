@@ -325,8 +325,8 @@ def test_a_failed_start_stops_the_postgresql_it_started(tmp_path: Path) -> None:
     port = squatter.server_address[1]
     pg_port = free_port()
     env = stack_env(tmp_path / "stack", TRICKFLOW_DB="postgres", PREFECT_PORT=str(port),
-                    PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-                    TRICKFLOW_PG_PORT=str(pg_port), TRICKFLOW_PG_DATA=str(reachable / "pg"))  # fmt: skip
+                    PREFECT_API_URL=f"http://127.0.0.1:{port}/api", TRICKFLOW_PG_PORT=str(pg_port),
+                    TRICKFLOW_PG_DATA=str(reachable / "pg"))  # fmt: skip
     stack = str(REPO / "infra" / "stack.sh")
     try:
         failed = subprocess.run([stack, "start"], cwd=REPO, env=env, capture_output=True,
