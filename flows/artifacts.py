@@ -146,6 +146,32 @@ class TrainingProgress:
             update_progress_artifact(self.artifact_id, 100.0, description="training finished")
 
 
+def paired_tables(gate: dict) -> str:
+    """The champion comparison, pair by pair: overall, per span, and the classes that lost."""
+    compared = gate.get("comparison")
+    if not compared:
+        return ""
+
+    def row(name: str, c: dict) -> str:
+        return (
+            f"| {text(str(name))} | {c['n']:,} | {c['challenger_top1']:.4f} | "
+            f"{c['baseline_top1']:.4f} | {100 * c['difference']:+.2f} | "
+            f"{100 * c['low']:+.2f} to {100 * c['high']:+.2f} | {c['only_challenger']} | "
+            f"{c['only_baseline']} | {c['p_value']:.3g} |"
+        )
+
+    rows = [row("all images", compared)]
+    rows += [row(f"span {s['group']}", s) for s in gate.get("spans") or []]
+    rows += [row(f"class {c['name']}", c) for c in (gate.get("classes") or [])[:5]]
+    level = f"{100 * compared['level']:g}%"
+    return (
+        f"### Paired with the champion (McNemar's exact test, {level} intervals)\n\n"
+        "| images | n | challenger | champion | difference (points) | interval | only the "
+        "challenger right | only the champion right | p |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
+
+
 def publish_evaluation(metrics: dict, gate: dict) -> None:
     worst = "\n".join(
         f"| {text(w['name'])} | {w['accuracy']:.3f} | {w['support']} | "
@@ -157,7 +183,8 @@ def publish_evaluation(metrics: dict, gate: dict) -> None:
     create_markdown_artifact(
         f"## Center-crop evaluation\n\ntop-1 **{metrics['top1']:.4f}**, "
         f"top-{metrics['top5_k']} **{metrics['top5']:.4f}** on {metrics['count']} images\n\n"
-        f"### Gate {verdict}\n\n{text(gate['reason'])}\n\n### Worst classes\n\n"
+        f"### Gate {verdict}\n\n{text(gate['reason'])}\n\n{paired_tables(gate)}"
+        "### Worst classes\n\n"
         f"| class | accuracy | images | confused with |\n|---|---|---|---|\n{worst}\n"
         + (
             f"\nPer-class accuracy and the worst classes' confusions: {code(metrics['figure'])}, "

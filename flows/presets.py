@@ -115,7 +115,13 @@ def smoke() -> PipelineConfig:
             checkpoint_every=3,
             shuffle_buffer=256,
         ),
-        gate=GateConfig(min_top1=0.0, max_regression=1.0, max_drop_from_best=1.0),
+        gate=GateConfig(
+            min_top1=0.0,
+            max_regression=1.0,
+            max_drop_from_best=1.0,
+            max_class_drop=1.0,
+            max_span_drop=1.0,
+        ),
     )
 
 

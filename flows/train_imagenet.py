@@ -771,7 +771,9 @@ def gate_stage(
         {"flow_run_id": report.flow_run_id, **result, "judged_as": judged},
         default=str,
     )
-    report.gate = {"passed": result["gate"]["passed"], "reason": result["gate"]["reason"]}
+    report.gate = {
+        k: result["gate"].get(k) for k in ("passed", "reason", "comparison", "classes", "spans")
+    }
     report.registry = {
         "model_name": model_name,
         "version": result["version"],

@@ -10,18 +10,22 @@ on the same data, and registers it as the new champion only when the gate passes
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from components import atomic, events
 from components.dataset import locked, read_labels, read_metadata
 from components.evaluate.evaluation import (
     evaluate_servable,
+    load_outcomes,
     load_servable,
+    outcomes,
     predict_records,
+    save_outcomes,
     summarize,
 )
 from components.evaluate.figures import draw_evaluation
-from components.evaluate.gate import GateConfig, GateDecision, decide
+from components.evaluate.gate import Best, GateConfig, GateDecision, Outcomes, decide
 from components.evaluate.registry import (
     CHAMPION,
     PROMOTE_TAG,
@@ -45,6 +49,7 @@ COMPONENT = "evaluate"
 # A champion that moves while the gate compares (another run promoted one) is compared again,
 # at most this many times; then the gate refuses rather than promote on a stale comparison.
 MAX_COMPARISONS = 3
+OUTCOMES = "outcomes.npz"
 
 
 def evaluate(
@@ -74,12 +79,15 @@ def _evaluate(
     def on_batch(done: int) -> None:
         on_event(events.progress(COMPONENT, done, total, "images", level=logging.DEBUG))
 
-    labels, probabilities = predict_records(
+    labels, probabilities, spans = predict_records(
         load_servable(servable_path), data_dir, batch_size, on_batch=on_batch
     )
     metrics = summarize(labels, probabilities, names)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Each image's outcome, for the gate to pair with the champion's on the same images.
+    save_outcomes(out / OUTCOMES, outcomes(labels, probabilities, spans))
+    metrics["outcomes"] = str(out / OUTCOMES)
     metrics["figure"] = draw_evaluation(
         labels, probabilities.argmax(axis=1), names, str(out / "evaluation.png")
     )
@@ -92,6 +100,17 @@ def _evaluate(
         )
     )
     return metrics
+
+
+def _challenger_outcomes(metrics: dict, output_dir: str) -> Outcomes:
+    """The evaluated model's per-image outcomes, which `evaluate` kept beside its metrics."""
+    path = Path(metrics.get("outcomes") or Path(output_dir) / OUTCOMES)
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: the evaluation's per-image outcomes are missing; the gate pairs them with "
+            "the champion's on the same images: evaluate again"
+        )
+    return load_outcomes(path)
 
 
 def keras_file_beside(servable_path: str) -> str | None:
@@ -173,18 +192,28 @@ def _gate_and_register(
         return result
     started_after = registry.latest_version(model_name)
 
-    def champion_top1(version, sealed: dict) -> float | None:
+    challenger = _challenger_outcomes(metrics, output_dir)
+
+    def scored(version: str) -> Outcomes:
+        with registry.load_version(model_name, version) as servable:
+            return evaluate_servable(servable, data_dir, names)["outcomes"]
+
+    def champion_outcomes(version, sealed: dict) -> Outcomes | None:
         if sealed.get("label_fingerprint") != labels_id:
             return None  # a different label set: not comparable, decide() says why
-        with registry.load_version(model_name, version.version) as servable:
-            return evaluate_servable(servable, data_dir, names)["top1"]
+        return scored(str(version.version))
 
     def judge() -> GateDecision:
         if metrics["top1"] < gate.min_top1:  # fails whatever the registry holds
-            return decide(metrics["top1"], labels_id, None, gate)
+            return decide(challenger, labels_id, None, gate, class_names=names)
         best = registry.best(model_name, same_data)
-        champion = registry.champion_info(model_name, champion_top1)
-        return decide(metrics["top1"], labels_id, champion, gate, best)
+        champion = registry.champion_info(model_name, champion_outcomes)
+        if best is not None:  # the best ever, scored on these images too (paired)
+            same = champion is not None and champion.version == best.version
+            best = Best(
+                best.version, best.top1, champion.outcomes if same else scored(best.version)
+            )
+        return decide(challenger, labels_id, champion, gate, best, class_names=names)
 
     decision: GateDecision = judge()
     for _ in range(MAX_COMPARISONS - 1):  # the champion may have moved during the comparison
@@ -216,6 +245,9 @@ def _gate_and_register(
     }
     if decision.champion_top1 is not None:
         run_metrics["champion_top1"] = decision.champion_top1
+    for key in ("difference", "low", "high", "p_value", "detectable"):
+        if decision.comparison and decision.comparison.get(key) is not None:
+            run_metrics[f"gate_{key}"] = decision.comparison[key]
     run_id = registry.log_run(
         f"trickflow-{model_name}",
         params or {},
@@ -259,21 +291,19 @@ def _gate_and_register(
             err.version = version  # registered; only the alias could not be settled
             raise
         if holds:
-            decision = GateDecision(
-                True,
-                f"{decision.reason}; registered as v{version} without moving the champion: "
-                f"this gate waives {gate.waived}, so v{champion_now} stays champion (a gate at "
-                "its rules moves it; overrides.promote_waived: true moves it anyway, logged)",
-                decision.champion_version,
-                decision.champion_top1,
+            decision = replace(
+                decision,
+                reason=f"{decision.reason}; registered as v{version} without moving the "
+                f"champion: this gate waives {gate.waived}, so v{champion_now} stays champion (a "
+                "gate at its rules moves it; overrides.promote_waived: true moves it anyway, "
+                "logged)",
             )
         elif champion_now != version:
-            decision = GateDecision(
-                True,
-                f"{decision.reason}; registered as v{version}, but v{champion_now}, promoted by "
-                "a run that overlapped this one (a higher top-1, or other data), stays champion",
-                decision.champion_version,
-                decision.champion_top1,
+            decision = replace(
+                decision,
+                reason=f"{decision.reason}; registered as v{version}, but v{champion_now}, "
+                "promoted by a run that overlapped this one (a higher top-1, or other data), "
+                "stays champion",
             )
     result = {
         "gate": decision.to_dict(),

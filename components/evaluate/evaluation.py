@@ -6,6 +6,8 @@ so the number that gates registration is the number of the registered artifact.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import dataset
+from components.evaluate.gate import Outcomes
 from components.train.data import jpeg_dataset
 
 
@@ -78,18 +81,53 @@ def summarize(
 
 def predict_records(
     servable, data_dir: str, batch_size: int = 64, on_batch: Callable[[int], None] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Runs the servable over every validation record: (labels [N], probabilities [N, K])."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs the servable over every validation record, in the same order on every call:
+    (labels [N], probabilities [N, K], the span of each record [N], "" outside spans)."""
     pattern = dataset.shard_pattern(data_dir, dataset.VALIDATION)
-    labels, probabilities = [], []
-    for jpegs, batch_labels in jpeg_dataset(pattern, batch_size):
+    labels, probabilities, sources = [], [], []
+    for jpegs, batch_labels, batch_sources in jpeg_dataset(pattern, batch_size):
         probabilities.append(servable(jpegs).numpy())
         labels.append(batch_labels.numpy())
+        sources.extend(s.decode() for s in batch_sources.numpy())
         if on_batch:
             on_batch(sum(len(b) for b in labels))
     if not labels:
         raise ValueError(f"no validation records in {data_dir}")
-    return np.concatenate(labels), np.concatenate(probabilities)
+    spans_of = {path: span_of(path) for path in set(sources)}
+    return (
+        np.concatenate(labels),
+        np.concatenate(probabilities),
+        np.array([spans_of[p] for p in sources], dtype=object),
+    )
+
+
+SPAN_SHARD = re.compile(r"(?:^|/)spans/([^/]+)/[^/]+$")
+
+
+def span_of(shard: str) -> str:
+    """The span a shard belongs to (a dataset's view links its shards into spans/<span>/), or
+    "" for a dataset without spans."""
+    real = shard if "://" in shard else os.path.realpath(shard)
+    found = SPAN_SHARD.search(real)
+    return found.group(1) if found else ""
+
+
+def outcomes(labels: np.ndarray, probabilities: np.ndarray, spans: np.ndarray) -> Outcomes:
+    """Each image's top-1 correctness, with its label and span: what the gate pairs."""
+    return Outcomes(probabilities.argmax(axis=1) == labels, labels, spans)
+
+
+def save_outcomes(path: str | Path, found: Outcomes) -> None:
+    with open(path, "wb") as handle:
+        np.savez_compressed(
+            handle, correct=found.correct, labels=found.labels, spans=found.spans.astype(str)
+        )
+
+
+def load_outcomes(path: str | Path) -> Outcomes:
+    with np.load(path, allow_pickle=False) as held:
+        return Outcomes(held["correct"], held["labels"], held["spans"].astype(object))
 
 
 def evaluate_servable(
@@ -99,5 +137,8 @@ def evaluate_servable(
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
-    labels, probabilities = predict_records(servable, data_dir, batch_size, on_batch)
-    return summarize(labels, probabilities, class_names)
+    labels, probabilities, spans = predict_records(servable, data_dir, batch_size, on_batch)
+    return {
+        **summarize(labels, probabilities, class_names),
+        "outcomes": outcomes(labels, probabilities, spans),
+    }
