@@ -309,13 +309,17 @@ def _drift(
             answer = tfdv.validate_statistics(
                 train, schema, previous_statistics=computed[(before, "train")]
             )
-            found += drift.rows(name, "drift", f"span {before}", answer)
+            found += drift.rows(
+                name, "drift", f"span {before}", answer, train, computed[(before, "train")]
+            )
             pair = (name, before)
         if (name, "validation") in computed:
             answer = tfdv.validate_statistics(
                 train, schema, serving_statistics=computed[(name, "validation")]
             )
-            found += drift.rows(name, "skew", "its training images", answer)
+            found += drift.rows(
+                name, "skew", "its training images", answer, computed[(name, "validation")], train
+            )
     return found, pair
 
 
