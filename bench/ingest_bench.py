@@ -6,7 +6,9 @@ Real photo crops (scikit-learn's sample photos, 375x500 px JPEGs, as ImageNet's 
 in class folders. Measures, on the same files:
 - one core's full-decode rate (read the file, decode every pixel with Pillow): the unit;
 - a plain single-threaded loop that writes the same shards (what a one-file converter does);
-- the Beam job on the local default runner, and on a local Dask cluster (optional);
+- the Beam job on the local default runner; the same without the duplicate search's
+  fingerprints (components/ingest/similarity.py), for their cost; and on a local Dask cluster
+  (optional);
 each variant in a fresh process at both sizes (wall time of the ingestion call, peak RSS). The
 marginal rate (images between the sizes / seconds between them) removes start-up costs. Every
 variant's shards must be byte-identical to the plain loop's.
@@ -65,6 +67,16 @@ def one_variant(variant: str, source: str, output: str, address: str) -> None:
     from components.ingest.records import make_example  # noqa: F401 - TensorFlow import
     from components.ingest.runners import LOCAL_BEAM_ARGS
 
+    if variant == "unhashed":  # today's job without the duplicate fingerprints, for their cost
+        import components.ingest as ingest
+        from components.ingest import images, pipeline
+
+        images.image_hashes = lambda image: (0, 0)
+        pipeline.exact_digest = lambda data: ""
+        ingest.find_duplicates = lambda rows: {
+            "counts": {"validation-train": 0, "train": 0, "validation": 0}, "leaked": [],
+            "search": "none", "near_bits": 0, "pairs": [],
+        }  # fmt: skip
     start = time.perf_counter()
     if variant == "loop":
         records = plain_loop(source, output)
@@ -140,7 +152,11 @@ def main() -> None:
     print(f"{'variant':28s} {'s@' + str(sizes[0]):>8s} {'s@' + str(sizes[1]):>8s} "
           f"{'marginal img/s':>15s} {'x cores*decode':>15s} {'peak RSS MB':>16s}")  # fmt: skip
 
-    variants = [("plain loop, 1 thread", "loop"), ("Beam, local default", "local")]
+    variants = [
+        ("plain loop, 1 thread", "loop"),
+        ("Beam, local default", "local"),
+        ("the same, no duplicate search", "unhashed"),
+    ]
     if args.dask_workers:
         variants.append((f"Beam on Dask, {args.dask_workers} workers", "dask"))
     for old_output in work.glob("out-*"):

@@ -37,3 +37,25 @@ def write_photo_folders(
             image.save(out, format="JPEG", quality=90)
         (folder / f"img_{i:06d}.JPEG").write_bytes(out.getvalue())
     return root
+
+
+def real_photo_tiles(size: int = 160, min_std: float = 20.0) -> list[Image.Image]:
+    """Distinct real photos: the non-overlapping `size`-pixel tiles of the three photos that the
+    installed packages ship (scikit-learn's two, matplotlib's Grace Hopper) whose gray levels
+    vary by at least `min_std` (a patch of clear sky says nothing, and two of them look alike
+    to anyone). 19 tiles at the defaults."""
+    import matplotlib.cbook
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photos.append(Image.open(handle).convert("RGB"))
+    tiles = []
+    for photo in photos:
+        width, height = photo.size
+        for y in range(0, height - size + 1, size):
+            for x in range(0, width - size + 1, size):
+                tile = photo.crop((x, y, x + size, y + size))
+                if np.asarray(tile.convert("L"), np.float32).std() >= min_std:
+                    tiles.append(tile)
+    return tiles

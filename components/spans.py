@@ -212,7 +212,22 @@ def combined_metadata(spans: list[dict], spans_metadata: list[dict], source: str
         "source_formats": dict(sorted(formats.items())),
         "shards": {s: sum(m["shards"][s] for m in spans_metadata) for s in SPLITS},
         "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
+        # found within each span (each span's duplicates.json); not yet between spans
+        "duplicates": _summed_duplicates(spans_metadata),
         "spans": spans,
+    }
+
+
+def _summed_duplicates(spans_metadata: list[dict]) -> dict | None:
+    found = [m["duplicates"] for m in spans_metadata if m.get("duplicates")]
+    if not found:
+        return None
+    return {
+        "file": f"{SPANS}/<span>/{found[0]['file']}",
+        "pairs": {k: sum(f["pairs"][k] for f in found) for k in found[0]["pairs"]},
+        "leaked_validation": sum(f["leaked_validation"] for f in found),
+        "search": "banded" if any(f["search"] == "banded" for f in found) else "exhaustive",
+        "near_bits": found[0]["near_bits"],
     }
 
 

@@ -460,3 +460,68 @@ def test_a_file_swapped_after_listing_is_refused_not_read(
         for r in tf.data.TFRecordDataset(str(shard))
     ]
     assert secret not in stored
+
+
+def test_planted_copies_of_training_photos_in_validation_are_found_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """Real photos (distinct tiles of the bundled photos): 12 in training, 3 others in
+    validation, and in validation 4 copies of training photos as they leak in practice: the same
+    file, re-encoded at quality 50, resized to 70%, and cropped by 4% on every side. Every copy
+    is found with its original, and no pair is reported among the distinct photos."""
+    import io
+
+    from bench.photos import real_photo_tiles
+
+    tiles = real_photo_tiles()
+    assert len(tiles) >= 15
+
+    def jpeg(image, quality: int = 90) -> bytes:
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=quality)
+        return out.getvalue()
+
+    source = tmp_path / "src"
+    originals = {}
+    for index, tile in enumerate(tiles[:12]):
+        folder = source / "train" / f"n0000000{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"photo_{index}.JPEG").write_bytes(jpeg(tile))
+        originals[index] = folder / f"photo_{index}.JPEG"
+    for index, tile in enumerate(tiles[12:15]):
+        folder = source / "val" / f"n0000000{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"other_{index}.JPEG").write_bytes(jpeg(tile))
+    w, h = tiles[0].size
+    planted = {
+        "same_file.JPEG": (0, originals[0].read_bytes()),
+        "reencoded.JPEG": (1, jpeg(tiles[1], 50)),
+        "resized.JPEG": (2, jpeg(tiles[2].resize((int(w * 0.7), int(h * 0.7))))),
+        "cropped.JPEG": (3, jpeg(tiles[3].crop((w // 25, h // 25, w - w // 25, h - h // 25)))),
+    }
+    for name, (index, data) in planted.items():
+        (source / "val" / f"n0000000{index % 3}" / name).write_bytes(data)
+
+    metadata = _ingest(source, tmp_path / "out")
+    found = json.loads((tmp_path / "out" / "duplicates.json").read_text())
+    leaked = {Path(p["validation"]).name: Path(p["train"]).name for p in found["pairs"]
+              if p["scope"] == "validation-train"}  # fmt: skip
+    assert leaked == {name: f"photo_{index}.JPEG" for name, (index, _) in planted.items()}
+    kinds = {Path(p["validation"]).name: p["kind"] for p in found["pairs"]}
+    assert kinds["same_file.JPEG"] == "exact" and kinds["cropped.JPEG"] == "near"
+    assert found["counts"] == {"validation-train": 4, "train": 0, "validation": 0}
+    assert metadata["duplicates"]["leaked_validation"] == 4
+    # The banded search, which big datasets get, finds the same pairs here.
+    from components.ingest.images import to_stored_image
+    from components.ingest.similarity import exact_digest, find_duplicates
+
+    rows = []
+    for path in sorted(source.rglob("*.JPEG")):
+        stored = to_stored_image(path.read_bytes())
+        rows.append({"split": "train" if "train" in path.parts else "validation",
+                     "path": str(path), "digest": exact_digest(stored.jpeg),
+                     "hashes": [f"{x:016x}" for x in stored.hashes]})  # fmt: skip
+    exhaustive, banded = find_duplicates(rows), find_duplicates(rows, budget=0)
+    assert (exhaustive["search"], banded["search"]) == ("exhaustive", "banded")
+    assert banded["pairs"] == exhaustive["pairs"]
+    assert [p["bits"] for p in exhaustive["pairs"]] == sorted(p["bits"] for p in found["pairs"])

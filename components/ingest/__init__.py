@@ -35,10 +35,12 @@ from components.ingest.listing import is_dir
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
 from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
+from components.ingest.similarity import find_duplicates
 from components.ingest.sources import Discovery, discover, is_remote
 from components.masking import redacted
 
 log = logging.getLogger(__name__)
+DUPLICATES = "duplicates.json"
 COMPONENT = "ingest"
 
 FORMAT_VERSION = 1
@@ -261,11 +263,24 @@ def _rewrite(
     metadata = _finalize(config, found, shards, fingerprint, staging, run, runner_name(beam_args))
     _delete_folder(join(config.output, "_staging"))
     records, quarantined = metadata["records"], metadata["quarantined"]
+    on_stage(described_duplicates(metadata["duplicates"]))
     on_stage(
         f"wrote {records['train']:,} train / {records['validation']:,} validation records; "
         f"quarantined {sum(quarantined.values()):,} (quarantine.jsonl)"
     )
     return {**metadata, "reused": False}
+
+
+def described_duplicates(found: dict) -> str:
+    """'duplicates: 3 validation images also in training; 2 pairs within train, 0 within
+    validation (duplicates.json)'."""
+    pairs = found["pairs"]
+    return (
+        f"duplicates: {found['leaked_validation']:,} validation images also in training "
+        f"({pairs['validation-train']:,} pairs); {pairs['train']:,} pairs within train, "
+        f"{pairs['validation']:,} within validation (exact or within {found['near_bits']} bits "
+        f"of 64; {found['file']})"
+    )
 
 
 def _previous_metadata(output: str, on_stage) -> dict | None:
@@ -307,7 +322,7 @@ def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
     _delete_folder(join(output, "_staging"))  # also what a killed run left half-written
     _delete_folder(join(output, STATISTICS))  # validation's statistics of the old records
-    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE]
+    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE, DUPLICATES]
     stale = [
         m.path
         for s in SPLITS
@@ -399,12 +414,34 @@ def _finalize(
         "source_formats": dict(sorted(formats.items())),
         "shards": shards,
         "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
+        "duplicates": _duplicates(config.output, summaries),
     }
     dataset.write_text(
         join(config.output, dataset.METADATA),
         json.dumps(metadata, indent=2, sort_keys=True) + "\n",
     )
     return metadata
+
+
+def _duplicates(output: str, summaries: list[dict]) -> dict:
+    """Finds exact and near duplicates among the records (components/ingest/similarity.py),
+    writes every pair to duplicates.json and returns the counts for metadata.json."""
+    rows = [
+        {"split": s["split"], "path": path, "digest": digest, "hashes": hashes}
+        for s in summaries
+        for path, digest, *hashes in s.get("fingerprints", [])
+    ]
+    found = find_duplicates(rows)
+    dataset.write_text(
+        join(output, DUPLICATES), json.dumps(found, indent=1, ensure_ascii=False) + "\n"
+    )
+    return {
+        "file": DUPLICATES,
+        "pairs": found["counts"],
+        "leaked_validation": len(found["leaked"]),
+        "search": found["search"],
+        "near_bits": found["near_bits"],
+    }
 
 
 def _ingest_spans(config: IngestConfig, on_event: events.OnEvent) -> dict:

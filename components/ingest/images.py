@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
+from components.ingest.similarity import image_hashes
+
 # Decode what is really there; a file that ends early is broken, not "mostly fine".
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # The decode budget below is checked from the header of every file before any pixel is decoded,
@@ -61,6 +63,7 @@ class StoredImage:
     reencoded: bool
     resized: bool
     source_size: tuple[int, int]  # (width, height) of the file as decoded: boxes refer to it
+    hashes: tuple[int, int] = (0, 0)  # perceptual (components/ingest/similarity.py)
 
 
 def _sniff_reason(data: bytes) -> str:
@@ -190,8 +193,9 @@ def to_stored_image(
         raise BadImage(f"undecodable image: {type(err).__name__}: {err}") from err
     if width < 1 or height < 1:
         raise BadImage(f"image has no pixels ({width}x{height})")
-    if keep:
-        return StoredImage(data, height, width, source_format, False, False, (width, height))
+    if keep:  # hashed from the check's small decode
+        return StoredImage(data, height, width, source_format, False, False, (width, height),
+                           image_hashes(image))  # fmt: skip
     if image.mode not in ("RGB",):
         source_format = f"{source_format}/{image.mode}"
     try:
@@ -208,8 +212,9 @@ def to_stored_image(
     except Exception as err:  # an exotic mode Pillow decodes but cannot convert
         raise BadImage(f"cannot convert {source_format} to RGB JPEG: {err}") from err
     return StoredImage(
-        out.getvalue(), rgb.height, rgb.width, source_format, True, too_big, (width, height)
-    )
+        out.getvalue(), rgb.height, rgb.width, source_format, True, too_big, (width, height),
+        image_hashes(rgb),
+    )  # fmt: skip
 
 
 def source_format_of(data: bytes) -> str:

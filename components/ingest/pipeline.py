@@ -34,6 +34,7 @@ from components.ingest.annotations import read_voc_boxes
 from components.ingest.images import MAX_DECODED_BYTES, BadImage, to_stored_image
 from components.ingest.listing import is_remote
 from components.ingest.records import make_example, tfrecord_frame
+from components.ingest.similarity import exact_digest
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def convert_item(
     filename = item["relpath"].rsplit("/", 1)[-1]
     example = make_example(stored, item["label"], item["text"], filename, boxes, box_size)
     stats = {
+        "digest": exact_digest(stored.jpeg),
+        "hashes": [f"{h:016x}" for h in stored.hashes],
         "format": stored.source_format,
         "reencoded": stored.reencoded,
         "resized": stored.resized,
@@ -170,6 +173,7 @@ def write_shard(
     name = shard_name(task["split"], task["shard"], task["num_shards"])
     per_label, formats, quarantine, box_problems = Counter(), Counter(), [], []
     totals = Counter()
+    fingerprints = []  # [path, digest, hash, hash] of each record, for finding duplicates
 
     def convert(item: dict) -> tuple[bytes | None, dict]:
         # framed here too: off the writer thread
@@ -187,6 +191,7 @@ def write_shard(
                 continue
             per_label[item["label"]] += 1
             formats[stats["format"]] += 1
+            fingerprints.append([item["path"], stats["digest"], *stats["hashes"]])
             totals.update(
                 records=1, reencoded=stats["reencoded"], resized=stats["resized"],
                 with_boxes=stats["boxes"],
@@ -207,6 +212,7 @@ def write_shard(
         "with_boxes": totals["with_boxes"],
         "box_problems": box_problems,
         "quarantine": quarantine,
+        "fingerprints": fingerprints,
         "run": task["run"],  # the driver counts only this run's summaries
     }
     text = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode("utf-8")
