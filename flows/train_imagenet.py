@@ -104,6 +104,11 @@ class Overrides(BaseModel):
     accept_drift: bool = Field(
         False, description="go on when a new span drifts past the schema's thresholds"
     )
+    accept_leaks: bool = Field(
+        False,
+        description="go on when more validation images than the schema allows copy training "
+        "images (the gate leaves them out either way)",
+    )
     resume_run: str | None = Field(
         None, description="flow run id of a killed run whose checkpoints this run continues"
     )
@@ -122,9 +127,9 @@ class Overrides(BaseModel):
         }
 
 
-# Where each override lands in PipelineConfig (model_name, distill_from, init_from, accept_drift
-# and resume_run are the flow's own: they pick the registry entry, the teacher, the starting
-# weights, a verdict and the folder, not a setting).
+# Where each override lands in PipelineConfig (model_name, distill_from, init_from, accept_drift,
+# accept_leaks and resume_run are the flow's own: they pick the registry entry, the teacher, the
+# starting weights, a verdict and the folder, not a setting).
 OVERRIDDEN = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -189,13 +194,18 @@ def ingest_task(data_dir: str, output: str, config: PipelineConfig) -> dict:
 
 @task(name="validate")
 def validate_task(
-    data: str, output: str, beam_args: list[str], new_spans: list[str], accept_drift: bool
+    data: str,
+    output: str,
+    beam_args: list[str],
+    new_spans: list[str],
+    accept_drift: bool,
+    accept_leaks: bool = False,
 ) -> dict:
     """Check TFDV statistics of the TFRecords against the reviewed schema, and the new spans
     against the spans before them (never retried)."""
     config = ValidateConfig(
         data_dir=data, output=output, beam_args=beam_args, new_spans=new_spans,
-        accept_drift=accept_drift,
+        accept_drift=accept_drift, accept_leaks=accept_leaks,
     )  # fmt: skip
     try:
         report = validate(config, log_events())
@@ -570,6 +580,7 @@ def validate_stage(
                 config.ingest.beam_args,
                 report.new_spans or [],
                 overrides.accept_drift,
+                overrides.accept_leaks,
             )
     except ValidationFailed as err:
         report.validate_ = {"passed": False, "anomalies": err.anomalies}
@@ -579,6 +590,8 @@ def validate_stage(
         "passed": True,
         "anomalies": [],
         "drift_accepted": validation.get("drift_accepted", []),
+        "leaks_accepted": validation.get("leaks_accepted", []),
+        "duplicates": validation.get("duplicates"),
         "statistics_html": validation["statistics_html"],
     }
     report.drift = validation.get("drift", [])
@@ -772,7 +785,8 @@ def gate_stage(
         default=str,
     )
     report.gate = {
-        k: result["gate"].get(k) for k in ("passed", "reason", "comparison", "classes", "spans")
+        k: result["gate"].get(k)
+        for k in ("passed", "reason", "comparison", "classes", "spans", "left_out")
     }
     report.registry = {
         "model_name": model_name,

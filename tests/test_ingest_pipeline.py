@@ -520,7 +520,7 @@ def test_planted_copies_of_training_photos_in_validation_are_found_and_nothing_e
         stored = to_stored_image(path.read_bytes())
         rows.append({"split": "train" if "train" in path.parts else "validation",
                      "path": str(path), "digest": exact_digest(stored.jpeg),
-                     "hashes": [f"{x:016x}" for x in stored.hashes]})  # fmt: skip
+                     "hashes": [f"{x:016x}" for x in stored.hashes or ()]})  # fmt: skip
     exhaustive, banded = find_duplicates(rows), find_duplicates(rows, budget=0)
     assert (exhaustive["search"], banded["search"]) == ("exhaustive", "banded")
     assert banded["pairs"] == exhaustive["pairs"]

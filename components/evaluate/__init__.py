@@ -13,6 +13,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from components import atomic, events
 from components.dataset import locked, read_labels, read_metadata
 from components.evaluate.evaluation import (
@@ -79,14 +81,19 @@ def _evaluate(
     def on_batch(done: int) -> None:
         on_event(events.progress(COMPONENT, done, total, "images", level=logging.DEBUG))
 
-    labels, probabilities, spans = predict_records(
+    labels, probabilities, spans, leaked = predict_records(
         load_servable(servable_path), data_dir, batch_size, on_batch=on_batch
     )
     metrics = summarize(labels, probabilities, names)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Each image's outcome, for the gate to pair with the champion's on the same images.
-    save_outcomes(out / OUTCOMES, outcomes(labels, probabilities, spans))
+    save_outcomes(out / OUTCOMES, outcomes(labels, probabilities, spans, leaked))
+    if leaked.any():  # scored on every image; the gate compares without the copies
+        metrics["leaked"] = int(leaked.sum())
+        metrics["top1_without_leaked"] = float(
+            np.mean(probabilities.argmax(axis=1)[~leaked] == labels[~leaked])
+        )
     metrics["outcomes"] = str(out / OUTCOMES)
     metrics["figure"] = draw_evaluation(
         labels, probabilities.argmax(axis=1), names, str(out / "evaluation.png")

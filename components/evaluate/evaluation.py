@@ -6,6 +6,7 @@ so the number that gates registration is the number of the registered artifact.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from components import dataset
 from components.evaluate.gate import Outcomes
+from components.ingest.similarity import DUPLICATES
 from components.train.data import jpeg_dataset
 
 
@@ -83,7 +85,8 @@ def predict_records(
     servable, data_dir: str, batch_size: int = 64, on_batch: Callable[[int], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs the servable over every validation record, in the same order on every call:
-    (labels [N], probabilities [N, K], the span of each record [N], "" outside spans)."""
+    (labels [N], probabilities [N, K], the span of each record [N] ("" outside spans), and
+    whether ingestion found it to copy a training image [N])."""
     pattern = dataset.shard_pattern(data_dir, dataset.VALIDATION)
     labels, probabilities, sources = [], [], []
     for jpegs, batch_labels, batch_sources in jpeg_dataset(pattern, batch_size):
@@ -99,7 +102,28 @@ def predict_records(
         np.concatenate(labels),
         np.concatenate(probabilities),
         np.array([spans_of[p] for p in sources], dtype=object),
+        leaked_records(sources),
     )
+
+
+def leaked_records(sources: list[str]) -> np.ndarray:
+    """For records read in this order from these shards (each shard's records in its own
+    order), whether ingestion listed each as a copy of a training image (the
+    `leaked_records` of duplicates.json beside the shard it really is)."""
+    listed: dict[str, set[str]] = {}
+    seen: dict[str, int] = {}
+    out = np.zeros(len(sources), bool)
+    for position, source in enumerate(sources):
+        real = source if "://" in source else os.path.realpath(source)
+        folder, name = real.rsplit("/", 1)
+        if folder not in listed:
+            path = dataset.join(folder, DUPLICATES)
+            found = json.loads(dataset.read_text(path)) if dataset.exists(path) else {}
+            listed[folder] = set(found.get("leaked_records", []))
+        index = seen.get(real, 0)
+        seen[real] = index + 1
+        out[position] = f"{name}#{index}" in listed[folder]
+    return out
 
 
 SPAN_SHARD = re.compile(r"(?:^|/)spans/([^/]+)/[^/]+$")
@@ -113,21 +137,27 @@ def span_of(shard: str) -> str:
     return found.group(1) if found else ""
 
 
-def outcomes(labels: np.ndarray, probabilities: np.ndarray, spans: np.ndarray) -> Outcomes:
-    """Each image's top-1 correctness, with its label and span: what the gate pairs."""
-    return Outcomes(probabilities.argmax(axis=1) == labels, labels, spans)
+def outcomes(
+    labels: np.ndarray, probabilities: np.ndarray, spans: np.ndarray, leaked: np.ndarray
+) -> Outcomes:
+    """Each image's top-1 correctness, with its label, span and whether it copies a training
+    image: what the gate pairs."""
+    return Outcomes(probabilities.argmax(axis=1) == labels, labels, spans, leaked)
 
 
 def save_outcomes(path: str | Path, found: Outcomes) -> None:
     with open(path, "wb") as handle:
         np.savez_compressed(
-            handle, correct=found.correct, labels=found.labels, spans=found.spans.astype(str)
-        )
+            handle, correct=found.correct, labels=found.labels, spans=found.spans.astype(str),
+            leaked=found.leaked,
+        )  # fmt: skip
 
 
 def load_outcomes(path: str | Path) -> Outcomes:
     with np.load(path, allow_pickle=False) as held:
-        return Outcomes(held["correct"], held["labels"], held["spans"].astype(object))
+        return Outcomes(
+            held["correct"], held["labels"], held["spans"].astype(object), held["leaked"]
+        )
 
 
 def evaluate_servable(
@@ -137,8 +167,8 @@ def evaluate_servable(
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
-    labels, probabilities, spans = predict_records(servable, data_dir, batch_size, on_batch)
+    labels, probabilities, spans, leaked = predict_records(servable, data_dir, batch_size, on_batch)
     return {
         **summarize(labels, probabilities, class_names),
-        "outcomes": outcomes(labels, probabilities, spans),
+        "outcomes": outcomes(labels, probabilities, spans, leaked),
     }

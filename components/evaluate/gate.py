@@ -25,7 +25,7 @@ images is noise. The rules, in order:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -89,15 +89,26 @@ class GateConfig(BaseModel):
 @dataclass(frozen=True)
 class Outcomes:
     """One model on the validation images, in record order: whether each image's top-1 was
-    right, its true label, and the span it came from ("" outside spans)."""
+    right, its true label, the span it came from ("" outside spans), and whether ingestion
+    found it to copy a training image."""
 
     correct: np.ndarray
     labels: np.ndarray
     spans: np.ndarray | None = None
+    leaked: np.ndarray | None = None
 
     @property
     def top1(self) -> float:
         return float(np.mean(self.correct))
+
+    def without(self, drop: np.ndarray) -> Outcomes:
+        keep = ~drop
+        return Outcomes(
+            self.correct[keep],
+            self.labels[keep],
+            None if self.spans is None else self.spans[keep],
+            None,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class GateDecision:
     comparison: dict | None = None  # the paired comparison with the champion
     classes: list[dict] = field(default_factory=list)  # classes that lost, worst first
     spans: list[dict] = field(default_factory=list)  # every span's comparison
+    left_out: int = 0  # validation images left out as copies of training images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,7 +152,31 @@ def decide(
     class_names: list[str] | None = None,
 ) -> GateDecision:
     """Whether the challenger may become champion, and why, in words a person can act on: the
-    rule that decided, the difference, its interval and the counts."""
+    rule that decided, the difference, its interval and the counts. Validation images that
+    copy a training image are left out of every rule (a model that memorised them would look
+    better than it is), and the reason says how many and top-1 with and without them."""
+    leaked = challenger.leaked
+    if leaked is not None and leaked.all():
+        return GateDecision(
+            False,
+            f"all {len(leaked)} validation images copy training images: nothing to judge on",
+            left_out=int(leaked.sum()),
+        )
+    if leaked is not None and leaked.any():
+        with_them = challenger.top1
+        challenger = challenger.without(leaked)
+        if champion is not None and champion.outcomes is not None:
+            champion = Champion(
+                champion.version, champion.label_fingerprint, champion.outcomes.without(leaked)
+            )
+        if best is not None and best.outcomes is not None:
+            best = Best(best.version, best.top1, best.outcomes.without(leaked))
+        decision = decide(challenger, label_fingerprint, champion, config, best, class_names)
+        note = (
+            f"left out {int(leaked.sum())} validation images that copy training images (top-1 "
+            f"{with_them:.4f} with them, {challenger.top1:.4f} without); "
+        )
+        return replace(decision, reason=note + decision.reason, left_out=int(leaked.sum()))
     top1 = challenger.top1
     if top1 < config.min_top1:
         return GateDecision(False, f"top-1 {top1:.4f} is below the floor {config.min_top1:.4f}")

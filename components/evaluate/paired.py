@@ -134,12 +134,16 @@ class Paired:
         return (
             f"{challenger} {self.challenger_top1:.4f} vs {baseline} {self.baseline_top1:.4f} on "
             f"the same {self.n:,} images: {_points(self.difference)} points, "
-            f"{self.interval_text()}; {self.only_challenger} images only the {challenger} got "
+            f"{self.interval_text()}; {_images(self.only_challenger)} only the {challenger} got "
             f"right, {self.only_baseline} only the {baseline}: {verdict} ({shown})"
         )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "significant": self.significant}
+
+
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
 
 
 def _points(fraction: float) -> str:

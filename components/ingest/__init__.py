@@ -29,18 +29,17 @@ from apache_beam.runners.runner import PipelineState
 from pydantic import BaseModel, ConfigDict, Field
 
 from components import dataset, events, spans
-from components.dataset import SPLITS, join, shard_name
+from components.dataset import SPLITS, VALIDATION, join, shard_name
 from components.ingest.images import MAX_DECODED_BYTES
 from components.ingest.listing import is_dir
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
 from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
-from components.ingest.similarity import find_duplicates
+from components.ingest.similarity import DUPLICATES, find_duplicates
 from components.ingest.sources import Discovery, discover, is_remote
 from components.masking import redacted
 
 log = logging.getLogger(__name__)
-DUPLICATES = "duplicates.json"
 COMPONENT = "ingest"
 
 FORMAT_VERSION = 1
@@ -414,7 +413,7 @@ def _finalize(
         "source_formats": dict(sorted(formats.items())),
         "shards": shards,
         "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
-        "duplicates": _duplicates(config.output, summaries),
+        "duplicates": _duplicates(config.output, summaries, shards),
     }
     dataset.write_text(
         join(config.output, dataset.METADATA),
@@ -423,15 +422,19 @@ def _finalize(
     return metadata
 
 
-def _duplicates(output: str, summaries: list[dict]) -> dict:
+def _duplicates(output: str, summaries: list[dict], shards: dict[str, int]) -> dict:
     """Finds exact and near duplicates among the records (components/ingest/similarity.py),
-    writes every pair to duplicates.json and returns the counts for metadata.json."""
-    rows = [
-        {"split": s["split"], "path": path, "digest": digest, "hashes": hashes}
-        for s in summaries
-        for path, digest, *hashes in s.get("fingerprints", [])
-    ]
+    writes every pair to duplicates.json, with the records of the validation images that copy a
+    training image (`SHARD#INDEX`, for the gate to leave out), and returns the counts for
+    metadata.json."""
+    rows, record_of = [], {}
+    for s in summaries:
+        shard = shard_name(s["split"], s["shard"], shards[s["split"]])
+        for index, (path, digest, *hashes) in enumerate(s.get("fingerprints", [])):
+            rows.append({"split": s["split"], "path": path, "digest": digest, "hashes": hashes})
+            record_of[(s["split"], path)] = f"{shard}#{index}"
     found = find_duplicates(rows)
+    found["leaked_records"] = sorted(record_of[(VALIDATION, p)] for p in found["leaked"])
     dataset.write_text(
         join(output, DUPLICATES), json.dumps(found, indent=1, ensure_ascii=False) + "\n"
     )

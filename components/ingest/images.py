@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
-from components.ingest.similarity import image_hashes
+from components.ingest.similarity import MIN_SIDE, image_hashes
 
 # Decode what is really there; a file that ends early is broken, not "mostly fine".
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -63,7 +63,7 @@ class StoredImage:
     reencoded: bool
     resized: bool
     source_size: tuple[int, int]  # (width, height) of the file as decoded: boxes refer to it
-    hashes: tuple[int, int] = (0, 0)  # perceptual (components/ingest/similarity.py)
+    hashes: tuple[int, int] | None = None  # perceptual (components/ingest/similarity.py)
 
 
 def _sniff_reason(data: bytes) -> str:
@@ -195,7 +195,7 @@ def to_stored_image(
         raise BadImage(f"image has no pixels ({width}x{height})")
     if keep:  # hashed from the check's small decode
         return StoredImage(data, height, width, source_format, False, False, (width, height),
-                           image_hashes(image))  # fmt: skip
+                           _hashes(image, width, height))  # fmt: skip
     if image.mode not in ("RGB",):
         source_format = f"{source_format}/{image.mode}"
     try:
@@ -213,8 +213,13 @@ def to_stored_image(
         raise BadImage(f"cannot convert {source_format} to RGB JPEG: {err}") from err
     return StoredImage(
         out.getvalue(), rgb.height, rgb.width, source_format, True, too_big, (width, height),
-        image_hashes(rgb),
+        _hashes(rgb, width, height),
     )  # fmt: skip
+
+
+def _hashes(image: Image.Image, width: int, height: int) -> tuple[int, int] | None:
+    """Perceptual hashes of images big enough for them to mean something (MIN_SIDE)."""
+    return image_hashes(image) if min(width, height) >= MIN_SIDE else None
 
 
 def source_format_of(data: bytes) -> str:

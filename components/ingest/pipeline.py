@@ -78,7 +78,7 @@ def convert_item(
     example = make_example(stored, item["label"], item["text"], filename, boxes, box_size)
     stats = {
         "digest": exact_digest(stored.jpeg),
-        "hashes": [f"{h:016x}" for h in stored.hashes],
+        "hashes": [f"{h:016x}" for h in stored.hashes or ()],
         "format": stored.source_format,
         "reencoded": stored.reencoded,
         "resized": stored.resized,

@@ -31,8 +31,12 @@ import numpy as np
 from PIL import Image
 
 NEAR = 10  # bits of 64
+DUPLICATES = "duplicates.json"  # beside each ingested dataset's (or span's) shards
 SIZE, INNER, LOW = 36, 32, 8  # the gray image, its central part, the frequencies kept
 BUDGET = 2_000_000_000  # comparisons an exhaustive search may make
+# Images smaller than this on their shorter side get the exact digest only: at 36x36 the low
+# frequencies of a 32x32 digit or icon say little (every "3" looks like every other "3").
+MIN_SIDE = 64
 
 
 def _dct_rows(n: int) -> np.ndarray:
@@ -121,7 +125,9 @@ def find_duplicates(rows: list[dict], near: int = NEAR, budget: int = BUDGET) ->
     Returns {"pairs": [{"scope", "kind", "bits", "validation"/"first", "train"/"second"}...],
     "counts": {scope: pairs}, "leaked": validation paths with a copy in training, "search":
     "exhaustive" or "banded", "near_bits": near}."""
-    by_split = {s: [r for r in rows if r["split"] == s] for s in ("train", "validation")}
+    by_split = {
+        s: [r for r in rows if r["split"] == s and r["hashes"]] for s in ("train", "validation")
+    }
     arrays = {
         s: np.array([[int(h, 16) for h in r["hashes"]] for r in found] or np.zeros((0, 2)), ">u8")
         .astype(np.uint64)
@@ -146,18 +152,21 @@ def find_duplicates(rows: list[dict], near: int = NEAR, budget: int = BUDGET) ->
         found = by_split[split]
         for i, j, bits in compare(arrays[split], arrays[split], near, True):
             add(split, found[i], found[j], bits)
-        # identical bytes whatever their hashes say (a hash is never compared with itself)
-        same_digest = defaultdict(list)
-        for row in found:
-            same_digest[row["digest"]].append(row)
-        listed = {(p.get("first"), p.get("second")) for p in pairs if p["scope"] == split}
-        for group in same_digest.values():
-            for first, second in combinations(group, 2):
-                if (first["path"], second["path"]) not in listed and (
-                    second["path"],
-                    first["path"],
-                ) not in listed:
-                    add(split, first, second, 0)
+    # Identical bytes, whatever their hashes say (small images have none).
+    listed = {frozenset((p.get("first", p.get("validation")), p.get("second", p.get("train"))))
+              for p in pairs}  # fmt: skip
+    same_digest = defaultdict(list)
+    for row in rows:
+        same_digest[row["digest"]].append(row)
+    for group in same_digest.values():
+        for first, second in combinations(group, 2):
+            if frozenset((first["path"], second["path"])) in listed:
+                continue
+            if first["split"] == second["split"]:
+                add(first["split"], first, second, 0)
+            else:
+                val, train = (first, second) if first["split"] == "validation" else (second, first)
+                add("validation-train", val, train, 0, ("validation", "train"))
     pairs.sort(key=lambda p: (p["scope"], p["bits"], str(p.get("validation", p.get("first")))))
     scopes = ("validation-train", "train", "validation")
     counts = {s: sum(p["scope"] == s for p in pairs) for s in scopes}

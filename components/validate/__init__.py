@@ -14,6 +14,7 @@ Statistics, the bound schema, the anomaly table and every drift distance are wri
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -49,6 +50,11 @@ class ValidateConfig(BaseModel):
         "from); None: every span",
     )
     accept_drift: bool = Field(False, description="record drift past a threshold, do not stop")
+    accept_leaks: bool = Field(
+        False,
+        description="go on when more validation images than the schema allows are copies of "
+        "training images (the gate leaves them out either way)",
+    )
 
 
 def image_domain_anomalies(split: str, stats) -> list[dict]:
@@ -239,6 +245,9 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
                     }
                 )
             anomalies += image_domain_anomalies(split, stats)
+    leaks = leak_rows(data, metadata, window, max_leaked_fraction(schema))
+    if leaks and not config.accept_leaks:
+        anomalies += leaks
     measured, pair = _drift(
         config, window, computed, schema, metadata.get("previous_span"), statistics_of
     )
@@ -255,6 +264,8 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
         "anomalies": anomalies,
         "drift": measured,
         "drift_accepted": drifted if config.accept_drift else [],
+        "leaks_accepted": leaks if config.accept_leaks else [],
+        "duplicates": metadata.get("duplicates"),
         "num_classes": num_classes,
         "spans": [s["name"] for s in window],
         "splits": summary,
@@ -275,6 +286,57 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
     if drifted and not config.accept_drift:
         raise DriftDetected(measured)
     return report
+
+
+LEAK_TAG = "max_leaked_validation_fraction="
+
+
+def max_leaked_fraction(schema) -> float:
+    """The reviewed schema's bound on validation images that are copies of training images (a
+    schema-level `annotation { tag: "max_leaked_validation_fraction=F" }`); 0 without one."""
+    for tag in schema.annotation.tag:
+        if tag.startswith(LEAK_TAG):
+            return float(tag[len(LEAK_TAG) :])
+    return 0.0
+
+
+def leak_rows(data: str, metadata: dict, window: list[dict], bound: float) -> list[dict]:
+    """Anomaly rows when more validation images than `bound` (a fraction) are exact or near
+    copies of training images (found by ingestion, components/ingest/similarity.py): one row
+    with the count, then the first pairs by name."""
+    found = metadata.get("duplicates") or {}
+    leaked = int(found.get("leaked_validation", 0))
+    total = int(metadata["records"][dataset.VALIDATION]) or 1
+    if leaked <= bound * total:
+        return []
+    rows = [
+        {
+            "split": dataset.VALIDATION,
+            "feature": "image",
+            "problem": "copies of training images",
+            "detail": f"{leaked} of {total} validation images ({leaked / total:.2%}) are exact "
+            f"or near copies of training images, more than the schema's {bound:.2%} "
+            "(max_leaked_validation_fraction): they would inflate top-1 (the gate leaves them "
+            "out); remove them from validation, or run with accept_leaks",
+        }
+    ]
+    for span in window:
+        path = dataset.join(spans.span_folder(data, span), "duplicates.json")
+        if len(window) == 1 and not dataset.exists(path):
+            path = dataset.join(data, "duplicates.json")
+        if not dataset.exists(path):
+            continue
+        for pair in json.loads(dataset.read_text(path))["pairs"]:
+            if pair["scope"] == "validation-train" and len(rows) <= 5:
+                rows.append(
+                    {
+                        "split": dataset.VALIDATION,
+                        "feature": "image",
+                        "problem": f"{pair['kind']} copy ({pair['bits']} bits)",
+                        "detail": f"{pair['validation']} = {pair['train']}",
+                    }
+                )
+    return rows
 
 
 def _drift(
