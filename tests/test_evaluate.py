@@ -220,6 +220,33 @@ def test_a_newer_span_that_improves_cannot_hide_an_older_span_that_fell() -> Non
     }  # fmt: skip
 
 
+def test_validation_images_that_copy_training_images_are_left_out_of_the_comparison() -> None:
+    """The challenger is better only on 20 validation images that copy training images (it
+    memorised them): without them it is 10 images worse, and refused; the reason says how many
+    were left out, and top-1 with and without them."""
+    n = 400
+    labels = np.zeros(n, np.int64)
+    leaked = np.zeros(n, bool)
+    leaked[:20] = True
+    old = np.zeros(n, bool)
+    old[20:340] = True
+    new = old.copy()
+    new[:20] = True  # right on every copy
+    new[330:340] = False  # and worse on 10 real ones
+    challenger = Outcomes(new, labels, None, leaked)
+    assert challenger.top1 > Outcomes(old, labels).top1
+    decision = decide(challenger, "L", Champion("1", "L", Outcomes(old, labels, None, leaked)),
+                      GATE)  # fmt: skip
+    assert not decision.passed and decision.left_out == 20
+    assert decision.reason.startswith(
+        "left out 20 validation images that copy training images (top-1 0.8250 with them, "
+        "0.8158 without); not shown to be no worse: challenger 0.8158 vs champion v1 0.8421 on "
+        "the same 380 images"
+    )
+    everything = Outcomes(new, labels, None, np.ones(n, bool))
+    assert "nothing to judge on" in decide(everything, "L", None, GATE).reason
+
+
 DRIFT = GateConfig(min_top1=0.5, max_regression=0.01, max_drop_from_best=0.02)
 
 
