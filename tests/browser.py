@@ -34,16 +34,23 @@ def _free_port() -> int:
 class Browser:
     """`with Browser(user, password) as browser: text = browser.open(url, wait_for="...")`."""
 
-    def __init__(self, username: str | None = None, password: str | None = None):
+    def __init__(
+        self, username: str | None = None, password: str | None = None, offline: bool = False
+    ):
         self.auth = (
             base64.b64encode(f"{username}:{password}".encode()).decode() if username else None
         )
+        # Offline: every request to the network goes to a proxy port nothing listens on, as
+        # on a cluster without internet access (file:// pages still open).
+        self.flags = ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"] if (
+            offline
+        ) else []  # fmt: skip
 
     def __enter__(self) -> Browser:
         self.profile = tempfile.mkdtemp(prefix="chromium-")
         port = _free_port()
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--remote-debugging-port={port}",
+            [CHROMIUM, *FLAGS, *self.flags, f"--remote-debugging-port={port}",
              f"--user-data-dir={self.profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -248,3 +248,30 @@ def test_validation_images_copied_from_training_stop_validation_unless_accepted(
     assert sorted(n.decode() for n, hit in zip(names, leaked, strict=True) if hit) == [
         "copy_img_3.JPEG", "copy_img_5.JPEG",
     ]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+def test_the_statistics_page_draws_with_no_network(ingested: Path, tmp_path: Path) -> None:
+    """Opened in headless Chromium with every network request failing: the page shows its
+    features and charts (the screenshot is far from blank), and it asked for nothing but
+    itself; TFDV's Facets page is kept beside it."""
+    from PIL import Image
+
+    from tests.browser import Browser
+
+    report = validate(ValidateConfig(data_dir=str(ingested), output=str(tmp_path)))
+    page = Path(report["statistics_html"])
+    assert (tmp_path / "statistics-facets.html").exists()
+    shot = tmp_path / "page.png"
+    with Browser(offline=True) as browser:
+        shown = browser.open(page.as_uri(), "Features", screenshot=shot,
+                             then="document.querySelectorAll('svg rect').length")  # fmt: skip
+    assert "No anomalies against the reviewed schema" in shown["text"]
+    for feature in ("height", "width", "label", "image"):
+        assert feature in shown["text"]
+    assert shown["then"] > 10  # bars drawn
+    assert [u for u in shown["requested"] if not u.startswith("file://")] == []
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert (pixels < 200).mean() > 0.02  # text and bars, not an empty frame
+    # TFDV's own page is an empty frame without the network: its scripts come from the web.
+    assert "https://" in (tmp_path / "statistics-facets.html").read_text()

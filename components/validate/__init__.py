@@ -97,23 +97,35 @@ def statistics_beam_args(beam_args: list[str], on_event: events.OnEvent) -> list
     return resolve_beam_args(beam_args, 1)
 
 
-def write_statistics_page(statistics: dict, path: Path) -> str | None:
-    """TFDV's statistics page (Facets Overview) of two sets of statistics side by side (a span's
-    train and validation splits, or a new span and the span before it), so that skew or drift
-    shows: per feature its distribution, missing values, and the image sizes and labels. The
-    page loads Facets from the web when opened."""
+def write_statistics_page(
+    statistics: dict,
+    path: Path,
+    anomalies: list[dict] | None = None,
+    drift_rows: list[dict] | None = None,
+    duplicates: dict | None = None,
+) -> str | None:
+    """The statistics page of two sets of statistics side by side (a span's train and
+    validation splits, or a new span and the span before it), so that skew or drift shows: the
+    anomalies, drift and copies first, then per feature its distribution, missing values, mean
+    and range. Self-contained (components/validate/pages.py): it draws with no internet access.
+    TFDV's own page (Facets, which loads its scripts from the web) is written beside it as
+    `<name>-facets.html`, for where it loads."""
     from tensorflow_data_validation.utils.display_util import get_statistics_html
+
+    from components.validate.pages import statistics_page
 
     if not statistics:
         return None
     names = list(statistics)
-    html = get_statistics_html(
+    title = " vs ".join(names) + " — statistics"
+    path.write_text(statistics_page(title, statistics, anomalies, drift_rows, duplicates))
+    facets = get_statistics_html(
         statistics[names[0]],
         statistics[names[1]] if len(names) > 1 else None,
         lhs_name=names[0],
         rhs_name=names[1] if len(names) > 1 else "rhs_statistics",
     )
-    path.write_text(html)
+    path.with_name(f"{path.stem}-facets.html").write_text(facets)
     return str(path)
 
 
@@ -257,7 +269,7 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
         for split in SPLITS
         if (newest, split) in computed
     }
-    drift_page = _drift_page(pair, computed, out)
+    drift_page = _drift_page(pair, computed, out, measured)
     drifted = [row for row in measured if row["drifted"]]
     report = {
         "passed": not anomalies and (not drifted or config.accept_drift),
@@ -269,7 +281,9 @@ def _validate(config: ValidateConfig, on_event: events.OnEvent) -> dict:
         "num_classes": num_classes,
         "spans": [s["name"] for s in window],
         "splits": summary,
-        "statistics_html": write_statistics_page(pages, out / "statistics.html"),
+        "statistics_html": write_statistics_page(
+            pages, out / "statistics.html", anomalies, measured, metadata.get("duplicates")
+        ),
         "drift_html": drift_page,
     }
     atomic.write_json(out / "anomalies.json", report)
@@ -385,7 +399,9 @@ def _drift(
     return found, pair
 
 
-def _drift_page(pair: tuple[str, str] | None, computed: dict, out: Path) -> str | None:
+def _drift_page(
+    pair: tuple[str, str] | None, computed: dict, out: Path, measured: list[dict]
+) -> str | None:
     """A span's training statistics beside those of the span before it."""
     if pair is None:
         return None
@@ -394,4 +410,4 @@ def _drift_page(pair: tuple[str, str] | None, computed: dict, out: Path) -> str 
         f"span {name} train": computed[(name, "train")],
         f"span {before} train": computed[(before, "train")],
     }
-    return write_statistics_page(pages, out / "drift.html")
+    return write_statistics_page(pages, out / "drift.html", drift_rows=measured)
