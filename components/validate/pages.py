@@ -64,8 +64,9 @@ def _numeric_chart(names: Sequence[str], features: Sequence) -> str:
             height = share / peak * (HEIGHT - 4)
             parts.append(
                 f'<rect x="{x:.1f}" y="{HEIGHT - height:.1f}" width="{width:.1f}" '
-                f'height="{height:.1f}" fill="{COLORS[index % len(COLORS)]}" fill-opacity="0.55">'
-                f"<title>{_e(names[index])}: {b_low:.4g} to {b_high:.4g}: {share:.1%}</title></rect>"
+                f'height="{height:.1f}" fill="{COLORS[index % len(COLORS)]}" '
+                f'fill-opacity="0.55"><title>{_e(names[index])}: {b_low:.4g} to {b_high:.4g}: '
+                f"{share:.1%}</title></rect>"
             )
     parts.append(f'<text x="0" y="{HEIGHT + 15}" font-size="11">{low + pad:.4g}</text>')
     parts.append(
