@@ -40,12 +40,22 @@ def publish_ingest(metadata: dict, quarantine: list[dict]) -> None:
     ]
     note = " (reused: inputs unchanged)" if metadata.get("reused") else ""
     not_read = metadata.get("not_read", [])
+    found = metadata.get("duplicates")
+    copies = ""
+    if found:
+        pairs = found["pairs"]
+        copies = (
+            f"; copies: {found['leaked_validation']} validation images copy training images, "
+            f"{pairs['train']} pairs within train, {pairs['validation']} within validation "
+            f"({code(found['file'])})"
+        )
     create_table_artifact(
         rows,
         key="ingest-counts",
         description=f"Ingestion of {code(metadata['source'])}{note}: "
         f"{metadata['num_classes']} classes, layout "
         f"{text(metadata['layout'])}; written + quarantined = every entry under the split folders"
+        + copies
         + (f"; not read: {text('; '.join(not_read))}" if not_read else ""),
     )
     shown = quarantine[:QUARANTINE_ROWS_SHOWN]
