@@ -525,3 +525,19 @@ def test_planted_copies_of_training_photos_in_validation_are_found_and_nothing_e
     assert (exhaustive["search"], banded["search"]) == ("exhaustive", "banded")
     assert banded["pairs"] == exhaustive["pairs"]
     assert [p["bits"] for p in exhaustive["pairs"]] == sorted(p["bits"] for p in found["pairs"])
+
+
+def test_a_set_of_near_identical_pictures_is_counted_whole_and_listed_in_part() -> None:
+    """300 frames of one scene: 44,850 pairs within train, every one counted, the first 100
+    listed; every validation frame is a leak."""
+    from components.ingest.similarity import find_duplicates
+
+    frame = ["0f0f0f0f0f0f0f0f", "00ff00ff00ff00ff"]
+    rows = [{"split": "train", "path": f"t{i}", "digest": f"d{i}", "hashes": frame}
+            for i in range(300)]  # fmt: skip
+    rows += [{"split": "validation", "path": f"v{i}", "digest": f"e{i}", "hashes": frame}
+             for i in range(3)]  # fmt: skip
+    found = find_duplicates(rows, listed=100)
+    assert found["counts"] == {"validation-train": 900, "train": 44_850, "validation": 3}
+    assert len([p for p in found["pairs"] if p["scope"] == "train"]) == 100
+    assert found["leaked"] == ["v0", "v1", "v2"]

@@ -24,6 +24,7 @@ the report says which search ran).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from itertools import combinations
 
 import google_crc32c
@@ -34,6 +35,7 @@ NEAR = 10  # bits of 64
 DUPLICATES = "duplicates.json"  # beside each ingested dataset's (or span's) shards
 SIZE, INNER, LOW = 36, 32, 8  # the gray image, its central part, the frequencies kept
 BUDGET = 2_000_000_000  # comparisons an exhaustive search may make
+LISTED = 10_000  # pairs listed per scope in duplicates.json (all are counted)
 # Images smaller than this on their shorter side get the exact digest only: at 36x36 the low
 # frequencies of a 32x32 digit or icon say little (every "3" looks like every other "3").
 MIN_SIDE = 64
@@ -79,9 +81,8 @@ def _popcount(values: np.ndarray) -> np.ndarray:
     return _BITS[values.view(np.uint8)].reshape(*values.shape, 8).sum(axis=-1)
 
 
-def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> list[tuple[int, int, int]]:
+def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tuple]:
     """(i, j, bits) for every pair within `near`: a [N, 2] and b [M, 2] uint64 hashes."""
-    found = []
     rows = max(1, 2**22 // max(len(b), 1))  # ~32 MB of lookups per chunk
     for start in range(0, len(a), rows):
         chunk = a[start : start + rows]
@@ -93,82 +94,94 @@ def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> list[tup
         for i, j in zip(*np.nonzero(best <= near), strict=True):
             i = int(i) + start
             if not same or i < int(j):
-                found.append((i, int(j), int(best[i - start, j])))
-    return found
+                yield i, int(j), int(best[i - start, j])
 
 
-def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> list[tuple[int, int, int]]:
+def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tuple]:
+    """As `_exhaustive`, for the pairs that agree on a whole 16-bit band of a hash."""
     buckets = defaultdict(list)
     for j, pair in enumerate(b):
         for which, value in enumerate(pair):
             for band in range(4):
                 buckets[(which, band, (int(value) >> (16 * band)) & 0xFFFF)].append(j)
-    found = {}
     for i, pair in enumerate(a):
-        for value in pair:
+        mine, seen = tuple(map(int, pair)), set()
+        for value in mine:
             for band in range(4):
-                key = (int(value) >> (16 * band)) & 0xFFFF
+                key = (value >> (16 * band)) & 0xFFFF
                 for which in range(2):
                     for j in buckets.get((which, band, key), ()):
-                        if (same and j <= i) or (i, j) in found:
+                        if (same and j <= i) or j in seen:
                             continue
-                        bits = distance(tuple(map(int, pair)), tuple(map(int, b[j])))
+                        seen.add(j)
+                        bits = distance(mine, tuple(map(int, b[j])))
                         if bits <= near:
-                            found[(i, j)] = bits
-    return [(i, j, bits) for (i, j), bits in sorted(found.items())]
+                            yield i, j, bits
 
 
-def find_duplicates(rows: list[dict], near: int = NEAR, budget: int = BUDGET) -> dict:
+def find_duplicates(
+    rows: list[dict], near: int = NEAR, budget: int = BUDGET, listed: int = LISTED
+) -> dict:
     """Exact and near duplicates among `rows` ({"split", "path", "digest", "hashes"}): within
     training, within validation, and between validation and training.
 
-    Returns {"pairs": [{"scope", "kind", "bits", "validation"/"first", "train"/"second"}...],
-    "counts": {scope: pairs}, "leaked": validation paths with a copy in training, "search":
-    "exhaustive" or "banded", "near_bits": near}."""
-    by_split = {
+    Returns {"pairs": the first `listed` pairs of each scope, closest first ({"scope", "kind",
+    "bits", "validation"/"first", "train"/"second"}), "counts": every pair counted per scope,
+    "leaked": every validation path with a copy in training, "search": "exhaustive" or
+    "banded", "near_bits": near}. A set of near-identical pictures (video frames, one product on
+    one background) has pairs by the million: they are counted, and only the first listed."""
+    scopes = ("validation-train", "train", "validation")
+    counts = dict.fromkeys(scopes, 0)
+    kept: dict[str, list[dict]] = {s: [] for s in scopes}
+    leaked: set[str] = set()
+
+    def add(scope: str, first: dict, second: dict, bits: int) -> None:
+        counts[scope] += 1
+        if scope == "validation-train":
+            leaked.add(first["path"])
+        if len(kept[scope]) < listed:
+            names = ("validation", "train") if scope == "validation-train" else ("first", "second")
+            kind = "exact" if first["digest"] == second["digest"] else "near"
+            kept[scope].append({"scope": scope, "kind": kind, "bits": bits,
+                                names[0]: first["path"], names[1]: second["path"]})  # fmt: skip
+
+    hashed = {
         s: [r for r in rows if r["split"] == s and r["hashes"]] for s in ("train", "validation")
     }
     arrays = {
         s: np.array([[int(h, 16) for h in r["hashes"]] for r in found] or np.zeros((0, 2)), ">u8")
         .astype(np.uint64)
         .reshape(-1, 2)
-        for s, found in by_split.items()
+        for s, found in hashed.items()
     }
     train, val = arrays["train"], arrays["validation"]
     comparisons = len(val) * len(train) + (len(train) ** 2 + len(val) ** 2) // 2
     search = "exhaustive" if 4 * comparisons <= budget else "banded"
     compare = _exhaustive if search == "exhaustive" else _banded
-    pairs = []
-
-    def add(scope: str, first: dict, second: dict, bits: int, names=("first", "second")) -> None:
-        kind = "exact" if first["digest"] == second["digest"] else "near"
-        pairs.append({"scope": scope, "kind": kind, "bits": bits,
-                      names[0]: first["path"], names[1]: second["path"]})  # fmt: skip
-
     for i, j, bits in compare(val, train, near, False):
-        add("validation-train", by_split["validation"][i], by_split["train"][j], bits,
-            ("validation", "train"))  # fmt: skip
+        add("validation-train", hashed["validation"][i], hashed["train"][j], bits)
     for split in ("train", "validation"):
-        found = by_split[split]
         for i, j, bits in compare(arrays[split], arrays[split], near, True):
-            add(split, found[i], found[j], bits)
-    # Identical bytes, whatever their hashes say (small images have none).
-    listed = {frozenset((p.get("first", p.get("validation")), p.get("second", p.get("train"))))
-              for p in pairs}  # fmt: skip
+            add(split, hashed[split][i], hashed[split][j], bits)
+    # Identical bytes among images without hashes (too small for one): identical bytes decode
+    # to the same size, so a hashed image's copies were all found above.
     same_digest = defaultdict(list)
     for row in rows:
-        same_digest[row["digest"]].append(row)
+        if not row["hashes"]:
+            same_digest[row["digest"]].append(row)
     for group in same_digest.values():
         for first, second in combinations(group, 2):
-            if frozenset((first["path"], second["path"])) in listed:
-                continue
             if first["split"] == second["split"]:
                 add(first["split"], first, second, 0)
             else:
-                val, train = (first, second) if first["split"] == "validation" else (second, first)
-                add("validation-train", val, train, 0, ("validation", "train"))
-    pairs.sort(key=lambda p: (p["scope"], p["bits"], str(p.get("validation", p.get("first")))))
-    scopes = ("validation-train", "train", "validation")
-    counts = {s: sum(p["scope"] == s for p in pairs) for s in scopes}
-    leaked = sorted({p["validation"] for p in pairs if p["scope"] == "validation-train"})
-    return {"pairs": pairs, "counts": counts, "leaked": leaked, "search": search, "near_bits": near}
+                val_row, train_row = (first, second) if first["split"] == "validation" else (
+                    second, first
+                )  # fmt: skip
+                add("validation-train", val_row, train_row, 0)
+    pairs = [
+        p
+        for s in scopes
+        for p in sorted(kept[s], key=lambda p: (p["bits"], p.get("validation") or p["first"]))
+    ]  # fmt: skip
+    return {"pairs": pairs, "counts": counts, "leaked": sorted(leaked), "search": search,
+            "near_bits": near}  # fmt: skip
