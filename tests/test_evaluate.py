@@ -315,7 +315,7 @@ def test_register_then_compare_against_the_champion(
     assert first["gate"]["passed"] and first["version"] == "1" and first["alias"] == "champion"
     assert (tmp_path / "eval" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {a.path for a in Registry().client.list_artifacts(first["run_id"])}
-    assert {"evaluation.json", "evaluation.png"} <= logged
+    assert {"evaluation.json", "evaluation.png", "gate.json"} <= logged
 
     # Same model again: compared with the champion re-evaluated on the same data, so equal.
     second = gate_and_register(

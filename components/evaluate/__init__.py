@@ -255,12 +255,18 @@ def _gate_and_register(
     for key in ("difference", "low", "high", "p_value", "detectable"):
         if decision.comparison and decision.comparison.get(key) is not None:
             run_metrics[f"gate_{key}"] = decision.comparison[key]
+    # The whole decision (the pairs overall, per span, the classes that lost) beside the metrics.
+    atomic.write_json(out / "gate.json", decision.to_dict())
     run_id = registry.log_run(
         f"trickflow-{model_name}",
         params or {},
         run_metrics,
         run_tags,
-        [str(p) for p in (out / "evaluation.json", out / "evaluation.png") if p.exists()],
+        [
+            str(p)
+            for p in (out / "evaluation.json", out / "evaluation.png", out / "gate.json")
+            if p.exists()
+        ],
         run_id=run_id,
     )
     version = champion_now = None
