@@ -7,8 +7,11 @@ registry in WORK) three times, as a weekly deployment with `init_from: champion`
 1. span 01 (the first half of the scans) only: no champion yet, so from scratch (30 epochs);
 2. the same again: nothing new since the champion, nothing trained;
 3. span 02 arrives: validated against span 01, trained warm from the champion (a quarter of the
-   epochs, a tenth of the peak LR), gated against the champion re-scored on both spans.
-With `--scratch`, also 4.: both spans from scratch under another model name, for reference.
+   epochs, a tenth of the peak LR), gated against the champion re-scored on both spans, pair
+   by pair;
+4. the same again under `promote: better` (a retrain within the noise keeps the champion);
+5. the smoke preset, as a test run would (registered under its own name; no champion moves).
+With `--scratch`, also 6.: both spans from scratch under another model name, for reference.
 Prints each run's steps, seconds and top-1, and the champion's top-1 on both spans.
 About 6 minutes on 2 CPU cores (9 with --scratch).
 """
@@ -38,6 +41,7 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
 
     from components.demo_data import write_demo_dataset
+    from components.evaluate.registry import Registry
     from flows.train_imagenet import Overrides, train_imagenet
 
     data = work / "digits"
@@ -45,9 +49,9 @@ def main() -> int:
     warm = Overrides(init_from="champion")
     rows = []
 
-    def run(label: str, overrides: Overrides) -> dict:
+    def run(label: str, overrides: Overrides, preset: str = "demo") -> dict:
         start = time.perf_counter()
-        report = train_imagenet(str(data), str(work / "work"), "demo", overrides)
+        report = train_imagenet(str(data), str(work / "work"), preset, overrides)
         seconds = time.perf_counter() - start
         train, evaluation, gate = report["train"] or {}, report["evaluate"] or {}, report["gate"]
         rows.append(
@@ -63,6 +67,7 @@ def main() -> int:
                 "top1": evaluation.get("top1"),
                 "gate": gate and gate["reason"],
                 "version": report["registry"].get("version"),
+                "champion": Registry().champion_version("darknet53-digits"),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -73,15 +78,23 @@ def main() -> int:
         run("span 01 again", warm)
         write_demo_dataset(data, span=(2, 2))
         run("span 02 arrived, warm start", warm)
+        # The same again under `promote: better`: a retrain within the noise keeps the champion.
+        run(
+            "span 02 again, promote: better",
+            Overrides(init_from="champion", retrain="always", promote="better"),
+        )
+        # A test run: the smoke preset registers under its own name and moves no champion.
+        run("smoke preset", Overrides(retrain="always"), preset="smoke")
         if args.scratch:
             run("both spans, from scratch", Overrides(model_name="darknet53-digits-scratch"))
-    print("\n| run | spans | epochs | steps | train s | top-1 | gate |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| run | spans | epochs | steps | train s | top-1 | gate | champion after |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         top1 = "-" if row["top1"] is None else f"{row['top1']:.4f}"
         print(
             f"| {row['run']} | {row['spans']} | {row['epochs'] or '-'} | {row['steps'] or '-'} "
-            f"| {row['train_seconds'] or '-'} | {top1} | {row['gate'] or row['decision']} |"
+            f"| {row['train_seconds'] or '-'} | {top1} | {row['gate'] or row['decision']} "
+            f"| v{row['champion']} |"
         )
     return 0
 

@@ -70,6 +70,11 @@ class Overrides(BaseModel):
         None,
         description="move the champion even when a margin of 1 waives the comparison (logged)",
     )
+    promote: Literal["non_inferior", "better"] | None = Field(
+        None,
+        description="non_inferior: promote a challenger shown no worse than the champion "
+        "beyond the margin; better: only one shown significantly better",
+    )
     mixup_alpha: float | None = Field(
         None, ge=0, description="mixup's Beta(α, α); the paper: 0.2, with 200 epochs; 0: off"
     )
@@ -140,6 +145,7 @@ OVERRIDDEN = {
     "max_drop_from_best": "gate.max_drop_from_best",
     "allow_label_change": "gate.allow_label_change",
     "promote_waived": "gate.promote_waived",
+    "promote": "gate.promote",
     "beam_args": "ingest.beam_args",
     "spans": "spans",
     "retrain": "retrain",

@@ -190,8 +190,9 @@ def test_a_missing_data_folder_fails_naming_the_stage_and_still_reports(
 
 
 def test_overrides_apply_on_top_of_the_preset() -> None:
-    config = resolve_config("demo", Overrides(epochs=3, min_top1=0.5))
+    config = resolve_config("demo", Overrides(epochs=3, min_top1=0.5, promote="better"))
     assert config.train.epochs == 3 and config.gate.min_top1 == 0.5
+    assert config.gate.promote == "better" and preset("demo").gate.promote == "non_inferior"
     assert config.train.width == preset("demo").train.width
     assert config.ingest.beam_args == []  # the local runner
     mixed = resolve_config("smoke", Overrides(mixup_alpha=0.2, mixup_off_epochs=1)).train
