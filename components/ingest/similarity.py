@@ -77,13 +77,22 @@ def distance(first: tuple[int, int], second: tuple[int, int]) -> int:
     return min(bin(a ^ b).count("1") for a in first for b in second)
 
 
-def _popcount(values: np.ndarray) -> np.ndarray:
-    return _BITS[values.view(np.uint8)].reshape(*values.shape, 8).sum(axis=-1)
+_M1, _M2, _M4, _H01 = (np.uint64(v) for v in (
+    0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101))  # fmt: skip
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (the classic SWAR count: a handful of whole-array operations)."""
+    x = x - ((x >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return ((x * _H01) >> np.uint64(56)).astype(np.uint8)
 
 
 def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tuple]:
-    """(i, j, bits) for every pair within `near`: a [N, 2] and b [M, 2] uint64 hashes."""
-    rows = max(1, 2**22 // max(len(b), 1))  # ~32 MB of lookups per chunk
+    """The pairs within `near` of `a` [N, 2] against `b` [M, 2] (uint64 hashes), a chunk of
+    rows of `a` at a time: (rows in a, rows in b, bits), as arrays."""
+    rows = max(1, 2**22 // max(len(b), 1))  # ~4 M pairs per chunk
     for start in range(0, len(a), rows):
         chunk = a[start : start + rows]
         best = None
@@ -91,32 +100,38 @@ def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator
             for y in range(2):
                 bits = _popcount(chunk[:, x, None] ^ b[None, :, y])
                 best = bits if best is None else np.minimum(best, bits)
-        for i, j in zip(*np.nonzero(best <= near), strict=True):
-            i = int(i) + start
-            if not same or i < int(j):
-                yield i, int(j), int(best[i - start, j])
+        mask = best <= near
+        if same:  # each pair once, never an image with itself
+            mask &= np.arange(len(b))[None, :] > np.arange(start, start + len(chunk))[:, None]
+        i, j = np.nonzero(mask)
+        yield i + start, j, best[i, j]
 
 
 def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tuple]:
-    """As `_exhaustive`, for the pairs that agree on a whole 16-bit band of a hash."""
-    buckets = defaultdict(list)
+    """As `_exhaustive`, for the pairs that agree on a whole 16-bit band of a hash: each row of
+    `a` against its candidates only."""
+    buckets = defaultdict(set)
     for j, pair in enumerate(b):
-        for which, value in enumerate(pair):
+        for value in pair:
             for band in range(4):
-                buckets[(which, band, (int(value) >> (16 * band)) & 0xFFFF)].append(j)
+                buckets[(band, (int(value) >> (16 * band)) & 0xFFFF)].add(j)
     for i, pair in enumerate(a):
-        mine, seen = tuple(map(int, pair)), set()
-        for value in mine:
+        candidates = set()
+        for value in pair:
             for band in range(4):
-                key = (value >> (16 * band)) & 0xFFFF
-                for which in range(2):
-                    for j in buckets.get((which, band, key), ()):
-                        if (same and j <= i) or j in seen:
-                            continue
-                        seen.add(j)
-                        bits = distance(mine, tuple(map(int, b[j])))
-                        if bits <= near:
-                            yield i, j, bits
+                candidates |= buckets.get((band, (int(value) >> (16 * band)) & 0xFFFF), set())
+        if same:
+            candidates = {j for j in candidates if j > i}
+        if not candidates:
+            continue
+        columns = np.fromiter(sorted(candidates), np.int64)
+        best = None
+        for x in range(2):
+            for y in range(2):
+                bits = _popcount(a[i, x] ^ b[columns, y])
+                best = bits if best is None else np.minimum(best, bits)
+        close = best <= near
+        yield np.full(int(close.sum()), i), columns[close], best[close]
 
 
 def find_duplicates(
@@ -135,8 +150,9 @@ def find_duplicates(
     kept: dict[str, list[dict]] = {s: [] for s in scopes}
     leaked: set[str] = set()
 
-    def add(scope: str, first: dict, second: dict, bits: int) -> None:
-        counts[scope] += 1
+    def add(scope: str, first: dict, second: dict, bits: int, counted: bool = True) -> None:
+        if counted:
+            counts[scope] += 1
         if scope == "validation-train":
             leaked.add(first["path"])
         if len(kept[scope]) < listed:
@@ -158,11 +174,16 @@ def find_duplicates(
     comparisons = len(val) * len(train) + (len(train) ** 2 + len(val) ** 2) // 2
     search = "exhaustive" if 4 * comparisons <= budget else "banded"
     compare = _exhaustive if search == "exhaustive" else _banded
-    for i, j, bits in compare(val, train, near, False):
-        add("validation-train", hashed["validation"][i], hashed["train"][j], bits)
-    for split in ("train", "validation"):
-        for i, j, bits in compare(arrays[split], arrays[split], near, True):
-            add(split, hashed[split][i], hashed[split][j], bits)
+    jobs = [("validation-train", "validation", "train", False)]
+    jobs += [(split, split, split, True) for split in ("train", "validation")]
+    for scope, left, right, same in jobs:
+        for rows_a, rows_b, bits in compare(arrays[left], arrays[right], near, same):
+            counts[scope] += len(rows_a)
+            if scope == "validation-train":
+                leaked.update(hashed[left][i]["path"] for i in np.unique(rows_a))
+            room = max(listed - len(kept[scope]), 0)
+            for i, j, d in zip(rows_a[:room], rows_b[:room], bits[:room], strict=True):
+                add(scope, hashed[left][int(i)], hashed[right][int(j)], int(d), counted=False)
     # Identical bytes among images without hashes (too small for one): identical bytes decode
     # to the same size, so a hashed image's copies were all found above.
     same_digest = defaultdict(list)
