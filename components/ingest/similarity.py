@@ -16,9 +16,9 @@ A JPEG kept byte for byte is only decoded at 1/8 scale to check it: its hash is 
 small decode, which costs little (see BENCHMARKS.md).
 
 `find_duplicates` compares validation with training, and each split with itself: exhaustively
-while the number of comparisons is within `budget`, beyond that through 16-bit bands of the
-hash (pairs that agree on a whole band: every pair within 3 bits, and most near ones, are found;
-the report says which search ran).
+while the number of comparisons is within `budget` (a few thousand images), beyond that
+through 16-bit bands of the hash (pairs that agree on a whole band: every pair within 3 bits,
+and most near ones, are found; the report says which search ran).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from PIL import Image
 NEAR = 10  # bits of 64
 DUPLICATES = "duplicates.json"  # beside each ingested dataset's (or span's) shards
 SIZE, INNER, LOW = 36, 32, 8  # the gray image, its central part, the frequencies kept
-BUDGET = 2_000_000_000  # comparisons an exhaustive search may make
+BUDGET = 20_000_000  # hash comparisons an exhaustive search may make (about 3,000 images)
 LISTED = 10_000  # pairs listed per scope in duplicates.json (all are counted)
 # Images smaller than this on their shorter side get the exact digest only: at 36x36 the low
 # frequencies of a 32x32 digit or icon say little (every "3" looks like every other "3").
@@ -107,31 +107,51 @@ def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator
         yield i + start, j, best[i, j]
 
 
+def _closest(a: np.ndarray, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Bits between the closest hashes of the pairs (a[i], b[j])."""
+    best = None
+    for x in range(2):
+        for y in range(2):
+            bits = _popcount(a[i, x] ^ b[j, y])
+            best = bits if best is None else np.minimum(best, bits)
+    return best
+
+
 def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tuple]:
-    """As `_exhaustive`, for the pairs that agree on a whole 16-bit band of a hash: each row of
-    `a` against its candidates only."""
-    buckets = defaultdict(set)
-    for j, pair in enumerate(b):
-        for value in pair:
-            for band in range(4):
-                buckets[(band, (int(value) >> (16 * band)) & 0xFFFF)].add(j)
-    for i, pair in enumerate(a):
-        candidates = set()
-        for value in pair:
-            for band in range(4):
-                candidates |= buckets.get((band, (int(value) >> (16 * band)) & 0xFFFF), set())
-        if same:
-            candidates = {j for j in candidates if j > i}
-        if not candidates:
+    """As `_exhaustive`, for the pairs that agree on a whole 16-bit band of one of their hashes
+    (every pair within 3 bits, and most near ones): each band's values sorted once, the rows of
+    `a` looked up in them, a chunk of rows at a time, all in whole-array operations."""
+    index_b = np.repeat(np.arange(len(b)), 2)
+    bands = []
+    for band in range(4):
+        keys = ((b >> np.uint64(16 * band)) & np.uint64(0xFFFF)).ravel()
+        order = np.argsort(keys, kind="stable")
+        bands.append((keys[order], index_b[order]))
+    rows = 65_536
+    for start in range(0, len(a), rows):
+        chunk = a[start : start + rows]
+        index_a = np.repeat(np.arange(start, start + len(chunk)), 2)
+        found = []
+        for band, (sorted_keys, owners) in enumerate(bands):
+            keys = ((chunk >> np.uint64(16 * band)) & np.uint64(0xFFFF)).ravel()
+            low = np.searchsorted(sorted_keys, keys, "left")
+            count = np.searchsorted(sorted_keys, keys, "right") - low
+            total = int(count.sum())
+            if not total:
+                continue
+            offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            pair_i = np.repeat(index_a, count)
+            pair_j = owners[np.repeat(low, count) + offsets]
+            found.append(pair_i.astype(np.int64) * len(b) + pair_j)
+        if not found:
             continue
-        columns = np.fromiter(sorted(candidates), np.int64)
-        best = None
-        for x in range(2):
-            for y in range(2):
-                bits = _popcount(a[i, x] ^ b[columns, y])
-                best = bits if best is None else np.minimum(best, bits)
-        close = best <= near
-        yield np.full(int(close.sum()), i), columns[close], best[close]
+        keys = np.unique(np.concatenate(found))
+        i, j = keys // len(b), keys % len(b)
+        if same:
+            i, j = i[j > i], j[j > i]
+        bits = _closest(a, b, i, j)
+        close = bits <= near
+        yield i[close], j[close], bits[close]
 
 
 def find_duplicates(
