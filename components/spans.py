@@ -226,7 +226,7 @@ def _summed_duplicates(spans_metadata: list[dict]) -> dict | None:
         "file": f"{SPANS}/<span>/{found[0]['file']}",
         "pairs": {k: sum(f["pairs"][k] for f in found) for k in found[0]["pairs"]},
         "leaked_validation": sum(f["leaked_validation"] for f in found),
-        "search": "banded" if any(f["search"] == "banded" for f in found) else "exhaustive",
+        "search": "; ".join(sorted({f["search"] for f in found})),
         "near_bits": found[0]["near_bits"],
     }
 
