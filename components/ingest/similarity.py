@@ -17,9 +17,9 @@ small decode, which costs little (see BENCHMARKS.md).
 
 `find_duplicates` compares validation with training, and each split with itself: exhaustively
 while the number of comparisons is within `budget` (a few thousand images), beyond that
-through bands of the hash (pairs that agree on a whole band: with 8-bit bands, up to ~30,000
-images, every pair within 7 bits is found, with 16-bit bands at ImageNet's size every pair
-within 3 bits; most near ones beyond; the report says which search ran).
+through bands of the hash (pairs that agree on a whole band: with 10-bit bands, up to ~10,000
+images, every pair within 5 bits is found, with 16-bit bands beyond, at ImageNet's size too,
+every pair within 3 bits; most near ones beyond; the report says which search ran).
 """
 
 from __future__ import annotations
@@ -140,13 +140,14 @@ def _closest(a: np.ndarray, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.n
     return best
 
 
-CANDIDATES = 4096  # expected candidates per image that the banded search may look at
+CANDIDATES = 256  # expected candidates per image that the banded search may look at
 
 
 def band_bits(count: int) -> int:
     """The width of the banded search's bands for `count` images: the narrowest (so the most
     bands, and the most near pairs guaranteed) whose expected candidates per image, for random
-    hashes, stay within CANDIDATES. 8 bits up to ~30,000 images, 16 at ImageNet's size."""
+    hashes, stay within CANDIDATES: 8 bits up to ~2,000 images, 10 up to ~10,000, 12 up to
+    ~50,000, 16 beyond."""
     for width in (8, 10, 12, 16):
         if 4 * (64 // width) * count / 2**width <= CANDIDATES:
             return width
