@@ -30,11 +30,16 @@ from typing import Any
 from urllib.parse import quote
 
 REDACTED = "***"
-# Names that say "credential": access_key, secret, token, password, credentials, api_key,
-# auth_string, connection_string, sas, signature...
-SECRET_NAME = re.compile(
-    r"key|secret|token|passw|credential|auth|connection_string|sas|signature", re.IGNORECASE
+# Names that say "credential": secret, token, password, credentials, auth (not author),
+# api_key, access_key, private_key, account_key, a name that is or ends in "key" as a word
+# (registry_key, AWS_..._KEY), connection_string, sas, signature, sig. Not sort_key's cousins
+# like keyframes, monkey or signal.
+_NAME = (
+    r"secret|token|passw|credential|auth(?!or)|api_?key|access_?key|private_?key|account_?key|"
+    r"(?:^|[_.\-])key(?:$|[_.\-]id$)|connection_?string|(?:^|[_.\-])sas(?:$|[_.\-])|signature|"
+    r"(?:^|[_.\-])sig$"
 )
+SECRET_NAME = re.compile(_NAME, re.IGNORECASE)
 # Values shorter than this are not registered: masking every "1" or "abc" would hide the log.
 # They are still masked by shape (after a credential's name, in a URL).
 MIN_REGISTERED = 6
@@ -45,12 +50,21 @@ URL_PASSWORD = re.compile(
     r"(?=[^\s@\"']*(?:[\s\"']|$))"
 )
 # name=value in a query, a connection string or an option, where the name says "credential".
-# (`sig` alone: an Azure SAS signature.)
+_OPTION = r"[A-Za-z0-9_.\-]+"
 NAMED_VALUE = re.compile(
-    r"(?P<head>(?:^|(?<=[?&;\s,]))-{0,2}(?:[A-Za-z0-9_.\-]*(?:key|secret|token|passw|credential|"
-    r"auth|signature|sas)[A-Za-z0-9_.\-]*|sig)=)(?P<secret>[^&;\s\"',]+)",
-    re.IGNORECASE,
+    rf"(?P<head>(?:^|(?<=[?&;\s,{{(]))-{{0,2}}(?P<name>{_OPTION})=)(?P<secret>[^&;?\s\"',)}}]+)"
 )
+# "password": "x", 'aws_secret_access_key': 'x' (a dict or JSON printed in a log line)
+QUOTED_VALUE = re.compile(
+    r"(?P<head>(?P<q1>[\"'])(?P<name>[A-Za-z0-9_.\-]+)(?P=q1)\s*:\s*(?P<q2>[\"']))"
+    r"(?P<secret>[^\"']*)(?=(?P=q2))"
+)
+# --s3_secret_access_key VALUE (an argument list joined into a line)
+SPACED_OPTION = re.compile(
+    rf"(?P<head>(?:^|(?<=\s))--?(?P<name>{_OPTION})\s+)(?P<secret>[^\s-]\S*|-[^-\s]\S*)"
+)
+# Values registered at most: a worker that signs a URL per request must not grow without end.
+MAX_REGISTERED = 10_000
 
 _registered: set[str] = set()
 _guard = threading.Lock()
@@ -63,10 +77,23 @@ def register(value: Any) -> None:
         return
     global _pattern
     with _guard:
+        if len(_registered) >= MAX_REGISTERED:
+            return
         new = {value, quote(value, safe="")} - _registered
         if new:
             _registered.update(new)
             _pattern = None
+
+
+def _looks_secret(value: str) -> bool:
+    """Whether a value found after a credential's name is worth masking everywhere later: long
+    enough and not a plain word (`filename`, `serving_default`), so that a setting named like
+    a credential cannot make an ordinary word vanish from every log."""
+    plain = value.replace("_", "").replace("-", "").replace(".", "")
+    classes = sum(
+        any(test(c) for c in plain) for test in (str.islower, str.isupper, str.isdigit)
+    ) + (not plain.isalnum())
+    return len(value) >= 20 or (len(value) >= MIN_REGISTERED and classes >= 2)
 
 
 # Variables whose names say "credential" but whose values are where one is, or a switch.
@@ -101,11 +128,19 @@ def mask(text: str) -> str:
         return text
 
     def by_shape(found: re.Match) -> str:
-        register(found["secret"])
+        if _looks_secret(found["secret"]):
+            register(found["secret"])
         return f"{found['head']}{REDACTED}{found.groupdict().get('tail') or ''}"
 
+    def by_name(found: re.Match) -> str:
+        if not SECRET_NAME.search(found["name"]) or not found["secret"]:
+            return found.group(0)
+        return by_shape(found)
+
     text = URL_PASSWORD.sub(by_shape, text)
-    text = NAMED_VALUE.sub(by_shape, text)
+    text = NAMED_VALUE.sub(by_name, text)
+    text = QUOTED_VALUE.sub(by_name, text)
+    text = SPACED_OPTION.sub(by_name, text)
     pattern = _registered_pattern()
     return pattern.sub(REDACTED, text) if pattern else text
 
@@ -129,7 +164,8 @@ def redacted(value: Any) -> Any:
         out, hide_next = [], False
         for item in value:
             if hide_next and isinstance(item, str) and not item.startswith("--"):
-                register(item)
+                if _looks_secret(item):
+                    register(item)
                 out.append(REDACTED)
                 hide_next = False
                 continue
@@ -138,7 +174,8 @@ def redacted(value: Any) -> Any:
                 name, eq, rest = item.partition("=")
                 if SECRET_NAME.search(name):
                     if eq:
-                        register(rest)
+                        if _looks_secret(rest):
+                            register(rest)
                         item = f"{name}={REDACTED}"
                     else:
                         hide_next = True
@@ -151,7 +188,8 @@ def redacted(value: Any) -> Any:
     if isinstance(value, str):
         held = _json_in(value)
         if held is not None:
-            return json.dumps(redacted(held))
+            inner = redacted(held)
+            return value if inner == held else json.dumps(inner)
         return mask(value)
     return value
 

@@ -474,3 +474,23 @@ def test_the_webhook_url_is_a_secret_of_its_block(prefect_server) -> None:
     assert "WEBHOOKSECRET" not in json.dumps(shown.data, default=str)
     block = CustomWebhookNotificationBlock.load(NOTIFY_BLOCK)
     assert block._build_request_args("body", "subject")["url"] == url
+
+
+def test_ordinary_words_after_a_credential_like_name_do_not_vanish_from_every_log() -> None:
+    """A setting named like a credential masks its own value there, but a plain word is not
+    registered: `filename` and `serving_default` still read as themselves elsewhere; names
+    that only contain the letters (keyframes, monkey, author) mask nothing. Printed argument
+    lists and dicts are masked too."""
+    from components.masking import mask, redacted
+
+    assert mask("sort_key=filename") == "sort_key=***"
+    assert (
+        mask("wrote the filename and serving_default") == "wrote the filename and serving_default"
+    )
+    for text in ("spans keyframes-01=abc123def456", "monkey=bananas1", "author=JohnSmith"):
+        assert mask(text) == text
+    assert mask("--s3_secret_access_key SECRETx9 --runner=Direct") == (
+        "--s3_secret_access_key *** --runner=Direct"
+    )
+    assert mask("{'aws_secret_access_key': 'Xyz12345'}") == "{'aws_secret_access_key': '***'}"
+    assert redacted(['--environment_config={"a":1}']) == ['--environment_config={"a":1}']

@@ -220,7 +220,7 @@ def test_overrides_apply_on_top_of_the_preset() -> None:
     assert resolve_config("demo", Overrides(beam_args=dask)).ingest.beam_args == dask
     assert resolve_config("demo", Overrides(allow_label_change=True)).gate.allow_label_change
     # Every override field is either a pipeline setting or one of the flow's own.
-    own = {"model_name", "distill_from", "init_from", "accept_drift", "resume_run"}
+    own = {"model_name", "distill_from", "init_from", "accept_drift", "accept_leaks", "resume_run"}
     assert set(Overrides.model_fields) == set(OVERRIDDEN) | own
     for path in OVERRIDDEN.values():
         group, _, name = path.rpartition(".")
