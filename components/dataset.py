@@ -254,6 +254,23 @@ def locked(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def held_by_caller(data_dir: str) -> Iterator[None]:
+    """Marks `data_dir` as held shared by this process's caller (a pipeline run that holds the
+    dataset and waits for this process, as it waits for its training run on another pool): this
+    process's readers then go straight to the lock, not into the queue behind a writer that
+    waits for that same caller."""
+    if "://" in data_dir:
+        yield
+        return
+    key = os.path.realpath(data_dir)
+    _enter_shared(key)
+    try:
+        yield
+    finally:
+        _leave_shared(key)
+
+
 def _held_shared() -> set[str]:
     inherited = os.environ.get(READING_ENV, "")
     with _reading_guard:

@@ -6,6 +6,7 @@ Tasks only call components, pass paths between stages and publish artifacts. Eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -356,11 +357,16 @@ def train_task(data: str, output: str, config: TrainConfig, tracking: dict) -> d
 
 
 @flow(name="train-model", retries=1, retry_delay_seconds=5, log_prints=True)
-def train_model(data: str, output: str, config: dict, tracking: dict) -> dict:
+def train_model(
+    data: str, output: str, config: dict, tracking: dict, held_by_caller: bool = False
+) -> dict:
     """Training alone, for the machines with accelerators: the `train-imagenet` flow starts it
     as a run of its deployment on the GPU pool and waits for it. Reads the records and writes
-    the training folder on storage both pools see; a retry resumes from the last checkpoint."""
-    with training_lock(Path(output), TRAINING_LOCK):
+    the training folder on storage both pools see; a retry resumes from the last checkpoint.
+    `held_by_caller`: the run that started this one holds the dataset shared while it waits (so
+    this run reads under that hold, and never queues behind a rewrite waiting for its caller)."""
+    held = dataset.held_by_caller(data) if held_by_caller else contextlib.nullcontext()
+    with held, training_lock(Path(output), TRAINING_LOCK):
         return train_here(data, output, TrainConfig.model_validate(config), tracking)
 
 
@@ -374,6 +380,7 @@ def training_parameters(
         "output": output,
         "config": json.loads(config.model_dump_json()),
         "tracking": tracking,
+        "held_by_caller": True,  # the pipeline run holds the dataset shared while it waits
     }
     if (shown := masking.redacted(parameters)) != parameters:
         changed = [k for k in parameters if shown[k] != parameters[k]]

@@ -103,3 +103,33 @@ def test_a_stage_of_a_run_that_holds_the_dataset_does_not_queue_behind_a_writer(
         dataset.READING_ENV not in os.environ
         or str(folder.resolve()) not in os.environ[dataset.READING_ENV]
     )
+
+
+CALLED = """
+import sys
+from pathlib import Path
+from components import dataset
+folder = sys.argv[1]
+with dataset.held_by_caller(folder), dataset.locked(folder, False):
+    Path(folder, "called.got").write_text("")
+"""
+
+
+def test_a_training_run_its_caller_waits_for_does_not_queue_behind_a_writer(
+    tmp_path: Path,
+) -> None:
+    """A pipeline run holds the dataset and waits for its training run on the GPU pool (another
+    process, not its child); a rewrite queues meanwhile. The training run reads under its
+    caller's hold: it does not wait behind that rewrite, which waits for the caller."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with dataset.locked(str(folder), False):
+        writer = threading.Thread(target=lambda: dataset.locked(str(folder), True).__enter__())
+        writer.daemon = True
+        writer.start()
+        time.sleep(1)
+        root = Path(__file__).resolve().parents[1]
+        env = {k: v for k, v in os.environ.items() if k != "TRICKFLOW_READING"}
+        called = subprocess.run([sys.executable, "-c", CALLED, str(folder)], cwd=root, env=env,
+                                timeout=120, check=False)  # fmt: skip
+        assert called.returncode == 0 and (folder / "called.got").exists()
