@@ -792,3 +792,21 @@ def test_registry_calls_are_bounded_against_a_server_that_never_answers(monkeypa
         with pytest.raises(RegistryError, match="get_model_version_by_alias"):
             registry.champion("m")
         assert time.monotonic() - began < 20  # three tries of 1 s, 1 s and 2 s apart
+
+
+def test_two_equally_good_models_on_1000_classes_are_not_told_apart_by_chance() -> None:
+    """ImageNet's shape: 1,000 classes of 50 validation images; the challenger is as good as
+    the champion and disagrees with it on 10% of the images at random. Judged one by one at
+    95%, some class would "fall" by chance in nearly every such comparison; judged together
+    (Bonferroni), none does, and the gate passes."""
+    rng = np.random.default_rng(7)
+    labels = np.repeat(np.arange(1000), 50)
+    old = rng.random(50_000) < 0.76
+    new = old.copy()
+    new[rng.choice(np.flatnonzero(old), 2_500, replace=False)] = False  # 2,500 lost
+    new[rng.choice(np.flatnonzero(~old), 2_500, replace=False)] = True  # and 2,500 gained
+    decision = decide(
+        Outcomes(new, labels), "L", Champion("9", "L", Outcomes(old, labels)), GATE
+    )
+    assert decision.passed, decision.reason
+    assert not [c for c in decision.classes if c["fell"]]

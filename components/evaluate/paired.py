@@ -18,20 +18,19 @@ invert the same binomial tails). The interval is conditional on the number of di
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from math import lgamma, log
+from math import log
 
 import numpy as np
 
 
 def _log_pmf(m: int, p: float) -> np.ndarray:
+    """log P(X = k) for k = 0..m, X ~ Binomial(m, p), from a table of log factorials."""
     k = np.arange(m + 1, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_comb = lgamma(m + 1) - np.array([lgamma(x + 1) + lgamma(m - x + 1) for x in k])
-        return (
-            log_comb
-            + k * (log(p) if p > 0 else -np.inf)
-            + (m - k) * (log(1 - p) if p < 1 else -np.inf)
-        )
+    log_factorial = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, m + 1)))])
+    log_comb = log_factorial[m] - log_factorial - log_factorial[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = log_comb + k * (log(p) if p > 0 else -np.inf)
+        return terms + (m - k) * (log(1 - p) if p < 1 else -np.inf)
 
 
 def binomial_cdf(k: int, m: int, p: float) -> float:
@@ -83,14 +82,19 @@ def clopper_pearson(k: int, m: int, level: float) -> tuple[float, float]:
 
 def smallest_detectable(m: int, n: int, level: float) -> float | None:
     """The smallest |difference| in top-1 that McNemar's exact test calls real at `level`, with
-    `m` of `n` images discordant (as observed); None when even m to 0 would not be."""
+    `m` of `n` images discordant (as observed); None when even m to 0 would not be. The p-value
+    grows with the smaller count, so the edge is found by bisection."""
     alpha = 1 - level
     if m == 0 or mcnemar_exact(m, 0) >= alpha:
         return None
-    j = 0  # the largest min(b, c) that still rejects
-    while j + 1 <= m // 2 and mcnemar_exact(m - (j + 1), j + 1) < alpha:
-        j += 1
-    return (m - 2 * j) / n
+    low, high = 0, m // 2  # the largest smaller count that still rejects lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if mcnemar_exact(m - middle, middle) < alpha:
+            low = middle
+        else:
+            high = middle - 1
+    return (m - 2 * low) / n
 
 
 @dataclass(frozen=True)
