@@ -242,13 +242,15 @@ ensure_role() {  # the servers' role on the stack's own cluster: no superuser
       "again (Prefect's history and the MLflow registry then start empty)" >&2
     return 0
   fi
-  local server=$PG_SERVER
+  # Called as `ensure_role || return 1`, where bash ignores `set -e`: every step says so itself.
+  local server=$PG_SERVER found
   PG_SERVER="postgresql://trickflow_admin:$(pg_secret admin_password)@127.0.0.1:$PG_PORT"
-  if [ -z "$(psql_server postgres "SELECT 1 FROM pg_roles WHERE rolname = 'trickflow'")" ]; then
-    psql_server postgres "CREATE ROLE trickflow" >/dev/null
+  found=$(psql_server postgres "SELECT 1 FROM pg_roles WHERE rolname = 'trickflow'") || return 1
+  if [ -z "$found" ]; then
+    psql_server postgres "CREATE ROLE trickflow" >/dev/null || return 1
   fi
   psql_server postgres "ALTER ROLE trickflow LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION
-    NOBYPASSRLS PASSWORD %s" "$(pg_password)" >/dev/null
+    NOBYPASSRLS PASSWORD %s" "$(pg_password)" >/dev/null || return 1
   PG_SERVER=$server
 }
 

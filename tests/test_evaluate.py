@@ -805,8 +805,6 @@ def test_two_equally_good_models_on_1000_classes_are_not_told_apart_by_chance() 
     new = old.copy()
     new[rng.choice(np.flatnonzero(old), 2_500, replace=False)] = False  # 2,500 lost
     new[rng.choice(np.flatnonzero(~old), 2_500, replace=False)] = True  # and 2,500 gained
-    decision = decide(
-        Outcomes(new, labels), "L", Champion("9", "L", Outcomes(old, labels)), GATE
-    )
+    decision = decide(Outcomes(new, labels), "L", Champion("9", "L", Outcomes(old, labels)), GATE)
     assert decision.passed, decision.reason
     assert not [c for c in decision.classes if c["fell"]]

@@ -544,3 +544,19 @@ def test_a_set_of_near_identical_pictures_is_counted_whole_and_listed_in_part() 
     assert found["counts"] == {"validation-train": 900, "train": 44_850, "validation": 3}
     assert len([p for p in found["pairs"] if p["scope"] == "train"]) == 100
     assert found["leaked"] == ["v0", "v1", "v2"]
+
+
+def test_a_worker_on_another_machine_compares_size_and_time_not_the_inode(tmp_path: Path) -> None:
+    """FUSE and some network mounts number files per machine: a Dask worker elsewhere sees
+    another inode for the same file. There size and time decide; on the lister's machine the
+    inode does too."""
+    from components.ingest.pipeline import ChangedSinceListed, read_listed
+
+    path = tmp_path / "a.JPEG"
+    path.write_bytes(jpeg_bytes(pattern_image(0, 0)))
+    seen = path.stat()
+    item = {"path": str(path), "size": seen.st_size, "mtime_ns": seen.st_mtime_ns,
+            "inode": seen.st_ino + 1}  # fmt: skip
+    assert read_listed({**item, "host": "another-machine"}) == path.read_bytes()
+    with pytest.raises(ChangedSinceListed):
+        read_listed(item)  # listed here: the inode must match

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from components.ingest.similarity import MIN_SIDE, image_hashes
+from components.ingest.similarity import SIZE as HASH_SIDE
 
 # Decode what is really there; a file that ends early is broken, not "mostly fine".
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -173,7 +174,9 @@ def to_stored_image(
                 # entropy decoder over every coefficient of every block (a truncated or corrupt
                 # stream fails the same way); only the inverse DCT and color conversion shrink.
                 # That is 2-3x faster than a full decode, which is most of ingestion's work.
-                image.draft("RGB", (1, 1))
+                # The smallest scale that keeps HASH_SIDE pixels a side (1/8 for a photo; a
+                # small image decodes larger): the perceptual hash is taken from this decode.
+                image.draft("RGB", (HASH_SIDE, HASH_SIDE))
             image.load()
     except BadImage:
         raise
@@ -218,8 +221,11 @@ def to_stored_image(
 
 
 def _hashes(image: Image.Image, width: int, height: int) -> tuple[int, int] | None:
-    """Perceptual hashes of images big enough for them to mean something (MIN_SIDE)."""
-    return image_hashes(image) if min(width, height) >= MIN_SIDE else None
+    """Perceptual hashes of images big enough for them to mean something (MIN_SIDE), from a
+    decode of at least HASH_SIDE pixels a side."""
+    if min(width, height) < MIN_SIDE or min(image.size) < HASH_SIDE:
+        return None
+    return image_hashes(image)
 
 
 def source_format_of(data: bytes) -> str:

@@ -19,6 +19,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import stat
 import uuid
 from collections import Counter, deque
@@ -99,7 +100,9 @@ def read_listed(item: dict) -> bytes:
     (to a file inside the source), and the open file's inode, size and modification time must
     be what the listing saw: a file swapped for a link to something outside the source, or
     replaced or rewritten after the listing, is refused by name instead of read. The device
-    number is not compared: a network mount has a different one on each machine of a cluster.
+    number is not compared (a network mount has another one on each machine of a cluster), nor
+    the inode on another machine than the lister (FUSE and some network mounts number files per
+    machine): there size and time must match.
     """
     path = item["path"]
     if is_remote(path) or not item.get("inode"):
@@ -118,8 +121,9 @@ def read_listed(item: dict) -> bytes:
         raise
     with os.fdopen(fd, "rb") as handle:
         seen = os.fstat(handle.fileno())
-        listed = (item["inode"], item["size"], item.get("mtime_ns", 0))
-        now = (seen.st_ino, seen.st_size, seen.st_mtime_ns)
+        same_host = item.get("host", "") in ("", socket.gethostname())
+        listed = (item["inode"] if same_host else 0, item["size"], item.get("mtime_ns", 0))
+        now = (seen.st_ino if same_host else 0, seen.st_size, seen.st_mtime_ns)
         if not stat.S_ISREG(seen.st_mode) or now != listed:
             raise ChangedSinceListed(
                 "changed after it was listed (inode, size, modified time "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -41,6 +42,7 @@ from components.ingest.listing import (
 )
 
 KAGGLE_ROOT = ("ILSVRC", "Data", "CLS-LOC")
+HOST = socket.gethostname()
 DEVKIT = "ILSVRC2012_devkit_t12"
 SYNSET_LABELS = "imagenet_2012_validation_synset_labels.txt"
 VAL_NAME = re.compile(r"ILSVRC2012_val_\d{8}")
@@ -65,6 +67,7 @@ class SourceItem:
     mtime_ns: int = 0
     inode: int = 0  # local files: what the listing saw, compared again when the file is opened
     link: bool = False
+    host: str = ""  # the machine that listed it (an inode means something only there)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -129,7 +132,7 @@ def _walk_split(
         item = SourceItem(entry.path, f"{split_dir[len(source) + 1 :]}/{entry.rel}", split,
                           entry.size, None, problem=entry.problem,
                           mtime_ns=entry.mtime_ns, inode=entry.inode,
-                          link=entry.link)  # fmt: skip
+                          link=entry.link, host=HOST)  # fmt: skip
         if not item.problem and entry.hidden:
             item.problem = "hidden file or folder (name starts with '.')"
         yield entry, item
