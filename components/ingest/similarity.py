@@ -200,7 +200,7 @@ def find_duplicates(
     """Exact and near duplicates among `rows` ({"split", "path", "digest", "hashes"}): within
     training, within validation, and between validation and training.
 
-    Returns {"pairs": the first `listed` pairs of each scope, closest first ({"scope", "kind",
+    Returns {"pairs": the first `listed` pairs found in each scope, sorted closest first ({"scope", "kind",
     "bits", "validation"/"first", "train"/"second"}), "counts": every pair counted per scope,
     "leaked": every validation path with a copy in training, "search": "exhaustive" or which
     banded search, "near_bits": near}. A set of near-identical pictures (video frames, one
