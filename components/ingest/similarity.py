@@ -200,8 +200,9 @@ def find_duplicates(
     """Exact and near duplicates among `rows` ({"split", "path", "digest", "hashes"}): within
     training, within validation, and between validation and training.
 
-    Returns {"pairs": the first `listed` pairs found in each scope, sorted closest first ({"scope", "kind",
-    "bits", "validation"/"first", "train"/"second"}), "counts": every pair counted per scope,
+    Returns {"pairs": the first `listed` pairs found in each scope, sorted closest first
+    ({"scope", "kind", "bits", "validation"/"first", "train"/"second"}), "counts": every pair
+    counted per scope,
     "leaked": every validation path with a copy in training, "search": "exhaustive" or which
     banded search, "near_bits": near}. A set of near-identical pictures (video frames, one
     product on one background) has pairs by the million: they are counted, only the first
