@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -329,17 +330,25 @@ def test_register_then_compare_against_the_champion(
     assert second["gate"]["passed"] and second["version"] == "2"
     assert second["gate"]["champion_top1"] == pytest.approx(metrics["top1"])
 
-    # A challenger that claims less than the champion by more than the margin is refused.
-    worse = {**metrics, "top1": metrics["top1"] - 0.5}
+    # A challenger worse than the champion on its images is refused. The gate judges the
+    # per-image outcomes evaluation kept, not a claimed number: a claimed top-1 changes nothing.
+    from components.evaluate.evaluation import load_outcomes, save_outcomes
+
+    kept = load_outcomes(tmp_path / "eval" / "outcomes.npz")
+    (tmp_path / "worse").mkdir()
+    worse_outcomes = np.zeros_like(kept.correct)  # every image wrong
+    save_outcomes(tmp_path / "worse" / "outcomes.npz", replace(kept, correct=worse_outcomes))
+    claims_more = {**metrics, "top1": 1.0, "outcomes": str(tmp_path / "worse" / "outcomes.npz")}
     third = gate_and_register(
         str(ingested),
         servable,
-        str(tmp_path / "eval"),
-        worse,
+        str(tmp_path / "worse"),
+        claims_more,
         "tiny",
         GateConfig(max_regression=0.01),
     )
     assert not third["gate"]["passed"] and third["version"] is None
+    assert kept.correct.any() and "interval reaches below -1.00 points" in third["gate"]["reason"]
     registry = Registry()
     champion = registry.champion("tiny")
     assert str(champion.version) == "2" and "flow_run_id" not in champion.tags  # v1 had it
@@ -389,7 +398,7 @@ def test_register_then_compare_against_the_champion(
     assert str(registry.champion("tiny").version) == "2"
     assert registry.client.get_model_version("tiny", orphan).tags["settle_after"] == "2"
     refused = gate_and_register(
-        str(ingested), servable, str(tmp_path / "eval"), worse, "tiny",
+        str(ingested), servable, str(tmp_path / "worse"), claims_more, "tiny",
         GateConfig(max_regression=0.01),
     )  # fmt: skip
     assert refused["version"] is None
