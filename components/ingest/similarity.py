@@ -95,11 +95,6 @@ def exact_digest(data: bytes) -> str:
     return f"{len(data):x}-{google_crc32c.value(data):08x}"
 
 
-def distance(first: tuple[int, int], second: tuple[int, int]) -> int:
-    """Bits that differ between the closest of two images' hashes."""
-    return min(bin(a ^ b).count("1") for a in first for b in second)
-
-
 _M1, _M2, _M4, _H01 = (np.uint64(v) for v in (
     0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101))  # fmt: skip
 
@@ -118,11 +113,7 @@ def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator
     rows = max(1, 2**22 // max(len(b), 1))  # ~4 M pairs per chunk
     for start in range(0, len(a), rows):
         chunk = a[start : start + rows]
-        best = None
-        for x in range(2):
-            for y in range(2):
-                bits = _popcount(chunk[:, x, None] ^ b[None, :, y])
-                best = bits if best is None else np.minimum(best, bits)
+        best = _closest(chunk[:, None], b[None, :])
         mask = best <= near
         if same:  # each pair once, never an image with itself
             mask &= np.arange(len(b))[None, :] > np.arange(start, start + len(chunk))[:, None]
@@ -130,12 +121,13 @@ def _exhaustive(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator
         yield i + start, j, best[i, j]
 
 
-def _closest(a: np.ndarray, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Bits between the closest hashes of the pairs (a[i], b[j])."""
+def _closest(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Bits between the closest hashes of two images, for arrays of hash pairs [..., 2] that
+    broadcast against each other."""
     best = None
     for x in range(2):
         for y in range(2):
-            bits = _popcount(a[i, x] ^ b[j, y])
+            bits = _popcount(first[..., x] ^ second[..., y])
             best = bits if best is None else np.minimum(best, bits)
     return best
 
@@ -189,7 +181,7 @@ def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tup
         i, j = keys // len(b), keys % len(b)
         if same:
             i, j = i[j > i], j[j > i]
-        bits = _closest(a, b, i, j)
+        bits = _closest(a[i], b[j])
         close = bits <= near
         yield i[close], j[close], bits[close]
 
