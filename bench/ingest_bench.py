@@ -1,14 +1,17 @@
 """Ingestion throughput and memory at two sizes, side by side in one run.
 
     .venv/bin/python bench/ingest_bench.py [--small 1000] [--large 8000] [--dask-workers 2]
+        [--photos distinct|crops]
 
-Real photo crops (scikit-learn's sample photos, 375x500 px JPEGs, as ImageNet's typical size)
-in class folders. Measures, on the same files:
+Real photos, 375x500 px JPEGs (ImageNet's typical size), in class folders: by default distinct
+ones (mosaics of crops of the bundled photos, bench/photos.py), with `--photos crops` crops of
+two photos (near copies of one another by the hundred: the worst case for the duplicate
+search). Measures, on the same files:
 - one core's full-decode rate (read the file, decode every pixel with Pillow): the unit;
 - a plain single-threaded loop that writes the same shards (what a one-file converter does);
 - the Beam job on the local default runner; the same without the duplicate search's
-  fingerprints (components/ingest/similarity.py), for their cost; and on a local Dask cluster
-  (optional);
+  fingerprints (components/ingest/similarity.py), for their cost; that with the check's decode
+  in color, as it was before the fingerprints; and on a local Dask cluster (optional);
 each variant in a fresh process at both sizes (wall time of the ingestion call, peak RSS). The
 marginal rate (images between the sizes / seconds between them) removes start-up costs. Every
 variant's shards must be byte-identical to the plain loop's.
@@ -67,9 +70,12 @@ def one_variant(variant: str, source: str, output: str, address: str) -> None:
     from components.ingest.records import make_example  # noqa: F401 - TensorFlow import
     from components.ingest.runners import LOCAL_BEAM_ARGS
 
-    if variant == "unhashed":  # today's job without the duplicate fingerprints, for their cost
+    if variant in ("unhashed", "before"):  # without the duplicate fingerprints, for their cost
         import components.ingest as ingest
         from components.ingest import images, pipeline
+
+        if variant == "before":  # ... and the check's decode in color, as before them
+            images.CHECK_MODE = "RGB"
 
         images.image_hashes = lambda image: None
         pipeline.exact_digest = lambda data: ""
@@ -126,7 +132,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=8000)
+    parser.add_argument(
+        "--photos",
+        choices=("distinct", "crops"),
+        default="distinct",
+        help="distinct photos (mosaics of real ones), or crops of two (near copies by the hundred)",
+    )
     parser.add_argument("--dask-workers", type=int, default=0, help="0: no Dask variant")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the fastest counts")
     parser.add_argument("--work", default=None, help="keeps the photos between runs")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
@@ -140,13 +153,14 @@ def main() -> None:
     sizes = (args.small, args.large)
     sources = {}
     for n in sizes:
-        sources[n] = work / f"photos-{n}"
+        sources[n] = work / f"{args.photos}-{n}"
         if not (sources[n] / "train").is_dir():
-            write_photo_folders(sources[n], n, size=SIZE)
+            write_photo_folders(sources[n], n, size=SIZE, distinct=args.photos == "distinct")
     cores = os.cpu_count() or 1
     unit = decode_rate(sources[args.large], 3000)
     print(
-        f"{args.small} and {args.large} real photo crops, {SIZE[0]}x{SIZE[1]} JPEG, {cores} cores"
+        f"{args.small} and {args.large} real photos ({args.photos}), {SIZE[0]}x{SIZE[1]} JPEG, "
+        f"{cores} cores"
     )
     print(f"one core, full decode (read + Pillow decode): {unit:.0f} images/s")
     print(f"{'variant':28s} {'s@' + str(sizes[0]):>8s} {'s@' + str(sizes[1]):>8s} "
@@ -156,6 +170,7 @@ def main() -> None:
         ("plain loop, 1 thread", "loop"),
         ("Beam, local default", "local"),
         ("the same, no duplicate search", "unhashed"),
+        ("that, checked in color (before)", "before"),
     ]
     if args.dask_workers:
         variants.append((f"Beam on Dask, {args.dask_workers} workers", "dask"))
@@ -168,8 +183,13 @@ def main() -> None:
             if variant == "dask":  # workers import TensorFlow on their first task: warm them
                 run(variant, sources[sizes[0]], work / "out-dask-warm-up", address)
             results = {
-                n: run(variant, sources[n], work / f"out-{variant}-{n}", address) for n in sizes
-            }
+                n: min(
+                    (run(variant, sources[n], work / f"out-{variant}-{n}-{r}", address)
+                     for r in range(args.repeat)),
+                    key=lambda result: result["seconds"],
+                )
+                for n in sizes
+            }  # fmt: skip
         dt = results[sizes[1]]["seconds"] - results[sizes[0]]["seconds"]
         marginal = (sizes[1] - sizes[0]) / dt
         print(
@@ -179,9 +199,9 @@ def main() -> None:
         )
         if variant != "loop":
             for n in sizes:
-                if not same_shards(work / f"out-loop-{n}", work / f"out-{variant}-{n}"):
+                if not same_shards(work / f"out-loop-{n}-0", work / f"out-{variant}-{n}-0"):
                     raise SystemExit(f"{name}: shards differ from the plain loop's at {n}")
-    identical = same_shards(work / "out-repeat", work / f"out-local-{args.large}")
+    identical = same_shards(work / "out-repeat", work / f"out-local-{args.large}-0")
     print(f"local default, {args.large} again: {repeat['seconds']:.1f} s, shards identical: "
           f"{identical}; every variant's shards identical to the plain loop's")  # fmt: skip
 

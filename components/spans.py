@@ -212,7 +212,8 @@ def combined_metadata(spans: list[dict], spans_metadata: list[dict], source: str
         "source_formats": dict(sorted(formats.items())),
         "shards": {s: sum(m["shards"][s] for m in spans_metadata) for s in SPLITS},
         "per_class": {s: {str(k): per_class[s][k] for k in sorted(per_class[s])} for s in SPLITS},
-        # found within each span (each span's duplicates.json); not yet between spans
+        # found within each span (each span's duplicates.json); a view's own search, which
+        # also pairs spans, replaces it (view_duplicates)
         "duplicates": _summed_duplicates(spans_metadata),
         "spans": spans,
     }
@@ -228,6 +229,63 @@ def _summed_duplicates(spans_metadata: list[dict]) -> dict | None:
         "leaked_validation": sum(f["leaked_validation"] for f in found),
         "search": "; ".join(sorted({f["search"] for f in found})),
         "near_bits": found[0]["near_bits"],
+    }
+
+
+def view_duplicates(
+    root: str, spans: list[dict], folder: str, view_shard: dict, spans_metadata: list[dict]
+) -> dict | None:
+    """Copies among all of a view's spans, between spans too (a validation image of one span
+    that is a training image of another leaks just the same): every span's fingerprints
+    searched together (components/ingest/similarity.py), written to the view's duplicates.json
+    with the leaked validation records under the view's own shard names, for the gate. A span
+    ingested before fingerprints were kept is not searched against the others (named in
+    `spans_not_searched`); its own copies still count. Returns the counts for metadata.json."""
+    from components.ingest.similarity import DUPLICATES, FINGERPRINTS, find_duplicates
+
+    rows, record_of, not_searched, leaked = [], {}, [], set()
+    counts = Counter()
+    for span, metadata in zip(spans, spans_metadata, strict=True):
+        span_folder = join(root, span["folder"])
+
+        def in_view(record: str, span: dict = span) -> str:
+            shard, index = record.rsplit("#", 1)
+            return f"{view_shard[(span['name'], shard)]}#{index}"
+
+        path = join(span_folder, FINGERPRINTS)
+        if dataset.exists(path):
+            for split, record, source, digest, hashes in json.loads(dataset.read_text(path))[
+                "records"
+            ]:
+                rows.append({"split": split, "path": source, "digest": digest, "hashes": hashes})
+                record_of[(split, source)] = in_view(record)
+            continue
+        not_searched.append(span["name"])
+        own = join(span_folder, DUPLICATES)
+        if dataset.exists(own):
+            leaked.update(
+                in_view(r) for r in json.loads(dataset.read_text(own)).get("leaked_records", [])
+            )
+        counts.update((metadata.get("duplicates") or {}).get("pairs", {}))
+    if not rows and not leaked and not counts:
+        return _summed_duplicates(spans_metadata)
+    found = find_duplicates(rows)
+    found["counts"] = {k: v + counts[k] for k, v in found["counts"].items()}
+    leaked.update(record_of[(dataset.VALIDATION, p)] for p in found["leaked"])
+    found["leaked_records"] = sorted(leaked)
+    found["spans_not_searched"] = not_searched
+    dataset.write_text(
+        join(folder, DUPLICATES), json.dumps(found, indent=1, ensure_ascii=False) + "\n"
+    )
+    search = found["search"] + (
+        f"; spans {', '.join(not_searched)} only within themselves" if not_searched else ""
+    )
+    return {
+        "file": DUPLICATES,
+        "pairs": found["counts"],
+        "leaked_validation": len(leaked),
+        "search": f"all spans together: {search}",
+        "near_bits": found["near_bits"],
     }
 
 
@@ -256,10 +314,18 @@ def write_view(
     if "://" not in folder:
         os.makedirs(folder, exist_ok=True)
     _clear_shards(folder)
+    view_shard = {}  # (span, its shard's name) -> the name the view gives it
     for split in SPLITS:
-        shards = [p for s in spans for p in dataset.shard_files(join(root, s["folder"]), split)]
-        for number, path in enumerate(shards):
-            _link(path, join(folder, dataset.shard_name(split, number, len(shards))))
+        shards = [
+            (s["name"], p)
+            for s in spans
+            for p in dataset.shard_files(join(root, s["folder"]), split)
+        ]
+        for number, (span, path) in enumerate(shards):
+            name = dataset.shard_name(split, number, len(shards))
+            _link(path, join(folder, name))
+            view_shard[(span, path.rsplit("/", 1)[-1])] = name
+    metadata["duplicates"] = view_duplicates(root, spans, folder, view_shard, spans_metadata)
     first = join(root, spans[0]["folder"])
     dataset.write_text(join(folder, dataset.LABELS), dataset.read_text(join(first, dataset.LABELS)))
     rows = []

@@ -278,3 +278,64 @@ def test_a_decoder_out_of_memory_inside_load_is_never_a_verdict_either(monkeypat
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
     with pytest.raises(MemoryError, match="out of memory when reading image file"):
         to_stored_image(ODD[name])
+
+
+def _sos_end(data: bytes) -> int:
+    """Where the first scan's entropy-coded data starts."""
+    start = data.index(b"\xff\xda")
+    return start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+
+
+def _damaged_scans() -> list[tuple[str, bytes]]:
+    """Real photos damaged inside the scan: cut short early, midway and near the end; random
+    bytes over the Huffman-coded data; a marker that has no place in a scan (DHT), an early
+    end-of-image marker and a stray restart marker, midway and late."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(1)
+    cases = []
+    for index, photo in enumerate(load_sample_images().images):
+        for crop in range(4):
+            y, x = rng.integers(0, 60), rng.integers(0, 100)
+            data = jpeg_bytes(photo[y : y + 375, x : x + 500], quality=90)
+            scan, end = _sos_end(data), len(data)
+
+            def at(fraction: float, scan: int = scan, end: int = end) -> int:
+                return scan + int((end - scan) * fraction)
+
+            for fraction in (0.1, 0.5, 0.97):
+                cases.append((f"photo{index}-{crop} cut at {fraction}", data[: at(fraction)]))
+            for fraction in (0.2, 0.6, 0.95):
+                damaged = bytearray(data)
+                damaged[at(fraction) : at(fraction) + 16] = rng.bytes(16)
+                cases.append((f"photo{index}-{crop} huffman data at {fraction}", bytes(damaged)))
+            for fraction in (0.5, 0.9):
+                for marker in (b"\xff\xc4", b"\xff\xd9", b"\xff\xd0"):
+                    damaged = bytearray(data)
+                    damaged[at(fraction) : at(fraction) + 2] = marker
+                    cases.append(
+                        (f"photo{index}-{crop} {marker.hex()} at {fraction}", bytes(damaged))
+                    )
+    return cases
+
+
+def test_the_reduced_scale_check_judges_damage_as_a_full_decode_does() -> None:
+    """A kept JPEG is only checked, at 1/8 scale and in gray: every scan damaged so that a full
+    decode (Pillow's, and TensorFlow's, which training uses) fails is refused by the check too,
+    and what both decode fully is accepted."""
+
+    def decodes(decode, data: bytes) -> bool:
+        try:
+            decode(data)
+            return True
+        except Exception:  # noqa: BLE001 - any failure is the verdict
+            return False
+
+    refused = 0
+    for name, data in _damaged_scans():
+        full = decodes(lambda d: Image.open(io.BytesIO(d)).load(), data)
+        in_tensorflow = decodes(tf.io.decode_jpeg, data)
+        checked = decodes(to_stored_image, data)
+        assert checked == full == in_tensorflow, (name, checked, full, in_tensorflow)
+        refused += not checked
+    assert refused >= 40  # every cut, every misplaced DHT, some Huffman damage

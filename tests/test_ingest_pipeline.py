@@ -560,3 +560,96 @@ def test_a_worker_on_another_machine_compares_size_and_time_not_the_inode(tmp_pa
     assert read_listed({**item, "host": "another-machine"}) == path.read_bytes()
     with pytest.raises(ChangedSinceListed):
         read_listed(item)  # listed here: the inode must match
+
+
+def test_the_banded_search_of_a_pile_of_near_copies_matches_the_exhaustive_one(
+    monkeypatch,
+) -> None:
+    """A pile of 400 near-identical pictures (each within 2 bits of one scene) among 3,000
+    distinct ones: the banded search (rows with more candidates than images compared with
+    every image, the rest made a bounded slice at a time) counts the same pairs as comparing
+    every pair does, whatever the slice size."""
+    import numpy as np
+
+    from components.ingest import similarity
+
+    rng = np.random.default_rng(0)
+    scenes = [int(x) for x in rng.integers(0, 2**63, 2)]
+
+    def near_scene(scene: int) -> int:  # within 2 bits: pairs within the bands' guarantee
+        return scene ^ sum(1 << int(f) for f in rng.choice(64, size=2, replace=False))
+
+    hashes = [
+        [near_scene(s) for s in scenes] if i % 7 == 0 and i < 2800
+        else [int(x) for x in rng.integers(0, 2**63, 2)]
+        for i in range(3400)
+    ]  # fmt: skip
+    rows = [{"split": "validation" if i % 10 == 9 else "train", "path": f"p{i}",
+             "digest": f"d{i}", "hashes": [f"{h:016x}" for h in pair]}
+            for i, pair in enumerate(hashes)]  # fmt: skip
+    exhaustive = similarity.find_duplicates(rows, budget=10**12)
+    assert exhaustive["counts"]["train"] > 50_000 and len(exhaustive["leaked"]) == 40
+    for expanded in (similarity.EXPANDED, 5_000):
+        monkeypatch.setattr(similarity, "EXPANDED", expanded)
+        banded = similarity.find_duplicates(rows, budget=0)
+        assert banded["search"].startswith("banded")
+        assert banded["counts"] == exhaustive["counts"]
+        assert banded["leaked"] == exhaustive["leaked"]
+
+
+def test_copies_between_spans_are_found_and_left_out_by_the_gate(tmp_path: Path) -> None:
+    """Span 02's validation holds a re-encoded copy of a training photo of span 01, and a
+    resized one of a training photo of its own: the view over both spans lists both, under the
+    view's shard names, and the gate's leak mask marks exactly those two validation records."""
+    import io
+
+    from bench.photos import real_photo_tiles
+    from components import spans
+    from components.evaluate.evaluation import leaked_records
+
+    tiles = real_photo_tiles()
+
+    def jpeg(image, quality: int = 90) -> bytes:
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=quality)
+        return out.getvalue()
+
+    def put(span: str, split: str, name: str, data: bytes, label: int) -> None:
+        folder = tmp_path / "src" / spans.SPANS / span / split / f"n0000000{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+    for index in range(6):
+        put("01", "train", f"a{index}.JPEG", jpeg(tiles[index]), index % 2)
+        put("02", "train", f"b{index}.JPEG", jpeg(tiles[6 + index]), index % 2)
+    for index in range(3):
+        put("01", "val", f"c{index}.JPEG", jpeg(tiles[12 + index]), index % 2)
+        put("02", "val", f"d{index}.JPEG", jpeg(tiles[15 + index]), index % 2)
+    w, h = tiles[0].size
+    put("02", "val", "copy_of_a3.JPEG", jpeg(tiles[3], 50), 1)  # a3 is span 01's
+    put("02", "val", "copy_of_b2.JPEG", jpeg(tiles[8].resize((w * 7 // 10, h * 7 // 10))), 0)
+    for span in ("01", "02"):
+        (tmp_path / "src" / spans.SPANS / span / spans.MARKER).write_text("")
+
+    out = tmp_path / "out"
+    metadata = _ingest(tmp_path / "src", out)
+    assert metadata["duplicates"]["leaked_validation"] == 2
+    assert metadata["duplicates"]["pairs"]["validation-train"] == 2
+    assert metadata["duplicates"]["search"].startswith("all spans together")
+    found = json.loads((out / "duplicates.json").read_text())
+    pairs = {Path(p["validation"]).name: Path(p["train"]).name for p in found["pairs"]}
+    assert pairs == {"copy_of_a3.JPEG": "a3.JPEG", "copy_of_b2.JPEG": "b2.JPEG"}
+    # the span's own search saw only its own copy
+    own = json.loads((out / spans.SPANS / "02" / "duplicates.json").read_text())
+    assert len(own["leaked_records"]) == 1
+    # the gate reads the view's validation shards in order: exactly the two copies marked
+    sources, names = [], []
+    for shard in sorted(out.glob("validation-*")):
+        for record in _records(shard):
+            sources.append(str(shard))
+            names.append(record.features.feature["filename"].bytes_list.value[0].decode())
+    marked = leaked_records(sources)
+    assert sorted(n for n, m in zip(names, marked, strict=True) if m) == [
+        "copy_of_a3.JPEG",
+        "copy_of_b2.JPEG",
+    ]

@@ -108,21 +108,27 @@ def predict_records(
 
 def leaked_records(sources: list[str]) -> np.ndarray:
     """For records read in this order from these shards (each shard's records in its own
-    order), whether ingestion listed each as a copy of a training image (the
-    `leaked_records` of duplicates.json beside the shard it really is)."""
+    order), whether ingestion listed each as a copy of a training image: in the
+    `leaked_records` of duplicates.json beside the shard as it was named (a dataset's, or a
+    view's over spans, which also holds the copies between spans), or beside the file it links
+    to (a span's own)."""
     listed: dict[str, set[str]] = {}
     seen: dict[str, int] = {}
     out = np.zeros(len(sources), bool)
-    for position, source in enumerate(sources):
-        real = source if "://" in source else os.path.realpath(source)
-        folder, name = real.rsplit("/", 1)
+
+    def records_in(folder: str) -> set[str]:
         if folder not in listed:
             path = dataset.join(folder, DUPLICATES)
             found = json.loads(dataset.read_text(path)) if dataset.exists(path) else {}
             listed[folder] = set(found.get("leaked_records", []))
-        index = seen.get(real, 0)
-        seen[real] = index + 1
-        out[position] = f"{name}#{index}" in listed[folder]
+        return listed[folder]
+
+    for position, source in enumerate(sources):
+        index = seen.get(source, 0)
+        seen[source] = index + 1
+        for path in {source, source if "://" in source else os.path.realpath(source)}:
+            folder, name = path.rsplit("/", 1)
+            out[position] |= f"{name}#{index}" in records_in(folder)
     return out
 
 

@@ -35,7 +35,7 @@ from components.ingest.listing import is_dir
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
 from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
-from components.ingest.similarity import DUPLICATES, find_duplicates
+from components.ingest.similarity import DUPLICATES, FINGERPRINTS, find_duplicates
 from components.ingest.sources import Discovery, discover, is_remote
 from components.masking import redacted
 
@@ -321,7 +321,7 @@ def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
     _delete_folder(join(output, "_staging"))  # also what a killed run left half-written
     _delete_folder(join(output, STATISTICS))  # validation's statistics of the old records
-    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE, DUPLICATES]
+    names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE, DUPLICATES, FINGERPRINTS]
     stale = [
         m.path
         for s in SPLITS
@@ -422,17 +422,26 @@ def _finalize(
     return metadata
 
 
+FINGERPRINT_COLUMNS = ["split", "record", "path", "digest", "hashes"]
+
+
 def _duplicates(output: str, summaries: list[dict], shards: dict[str, int]) -> dict:
     """Finds exact and near duplicates among the records (components/ingest/similarity.py),
     writes every pair to duplicates.json, with the records of the validation images that copy a
-    training image (`SHARD#INDEX`, for the gate to leave out), and returns the counts for
+    training image (`SHARD#INDEX`, for the gate to leave out), keeps each record's fingerprints
+    (fingerprints.json: a view over spans searches them together), and returns the counts for
     metadata.json."""
-    rows, record_of = [], {}
+    rows, record_of, kept = [], {}, []
     for s in summaries:
         shard = shard_name(s["split"], s["shard"], shards[s["split"]])
         for index, (path, digest, *hashes) in enumerate(s.get("fingerprints", [])):
             rows.append({"split": s["split"], "path": path, "digest": digest, "hashes": hashes})
             record_of[(s["split"], path)] = f"{shard}#{index}"
+            kept.append([s["split"], f"{shard}#{index}", path, digest, hashes])
+    dataset.write_text(
+        join(output, FINGERPRINTS),
+        json.dumps({"columns": FINGERPRINT_COLUMNS, "records": kept}, ensure_ascii=False) + "\n",
+    )
     found = find_duplicates(rows)
     found["leaked_records"] = sorted(record_of[(VALIDATION, p)] for p in found["leaked"])
     dataset.write_text(

@@ -26,6 +26,8 @@ Image.MAX_IMAGE_PIXELS = None
 MAX_DECODED_BYTES = 512 * 2**20
 ROWS_AT_ONCE = 256  # 16-bit and float images are scaled to 8 bits this many rows at a time
 
+CHECK_MODE = "L"  # a kept JPEG is checked by a decode in gray (the hash is of the gray image)
+
 
 def decoded_bytes_per_pixel(mode: str) -> int:
     """What Pillow holds per pixel of a decoded image in `mode` (RGB is stored in 4 bytes)."""
@@ -170,13 +172,15 @@ def to_stored_image(
                 and data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
             )
             if keep:
-                # Kept as they are, so only checked: decoding at 1/8 scale still runs libjpeg's
-                # entropy decoder over every coefficient of every block (a truncated or corrupt
-                # stream fails the same way); only the inverse DCT and color conversion shrink.
-                # That is 2-3x faster than a full decode, which is most of ingestion's work.
-                # The smallest scale that keeps HASH_SIDE pixels a side (1/8 for a photo; a
-                # small image decodes larger): the perceptual hash is taken from this decode.
-                image.draft("RGB", (HASH_SIDE, HASH_SIDE))
+                # Kept as they are, so only checked: decoding at 1/8 scale, in gray, still runs
+                # libjpeg's entropy decoder over every coefficient of every block of every
+                # component (they are interleaved in the scan: a truncated or corrupt stream
+                # fails the same way); only the inverse DCT shrinks and the chroma's is skipped,
+                # with upsampling and color conversion. That is 2-3x faster than a full decode,
+                # which is most of ingestion's work. The smallest scale that keeps HASH_SIDE
+                # pixels a side (1/8 for a photo; a small image decodes larger): the perceptual
+                # hash, which is of the gray image, is taken from this decode.
+                image.draft(CHECK_MODE, (HASH_SIDE, HASH_SIDE))
             image.load()
     except BadImage:
         raise

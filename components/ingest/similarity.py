@@ -34,7 +34,10 @@ import numpy as np
 from PIL import Image
 
 NEAR = 10  # bits of 64
-DUPLICATES = "duplicates.json"  # beside each ingested dataset's (or span's) shards
+DUPLICATES = "duplicates.json"  # beside each ingested dataset's (or span's, or view's) shards
+# Each record's fingerprints, beside a dataset's (or span's) shards: a view over spans searches
+# them all together, for the copies between spans.
+FINGERPRINTS = "fingerprints.json"
 SIZE, INNER, LOW = 36, 32, 8  # the gray image, its central part, the frequencies kept
 BUDGET = 20_000_000  # hash comparisons an exhaustive search may make (about 3,000 images)
 LISTED = 10_000  # pairs listed per scope in duplicates.json (all are counted)
@@ -149,8 +152,11 @@ def band_bits(count: int) -> int:
 def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tuple]:
     """As `_exhaustive`, for the pairs that agree on a whole band of one of their hashes (64 //
     width bands: every pair within 64 // width - 1 bits is found, and most near ones): each
-    band's values sorted once, the rows of `a` looked up in them, a chunk of rows at a time,
-    all in whole-array operations."""
+    band's values sorted once, the rows of `a` looked up in them, all in whole-array
+    operations. The candidates are counted before they are made, and made a slice of rows at a
+    time (at most EXPANDED), so memory stays flat; a row with more candidates than `b` has
+    images (a pile of near-identical pictures, where every band agrees) is compared with all
+    of `b` instead, which is cheaper than its candidates."""
     width = band_bits(len(b))
     mask = np.uint64(2**width - 1)
     index_b = np.repeat(np.arange(len(b)), 2)
@@ -162,28 +168,62 @@ def _banded(a: np.ndarray, b: np.ndarray, near: int, same: bool) -> Iterator[tup
     rows = 65_536
     for start in range(0, len(a), rows):
         chunk = a[start : start + rows]
-        index_a = np.repeat(np.arange(start, start + len(chunk)), 2)
-        found = []
-        for band, (sorted_keys, owners) in enumerate(bands):
+        lookups = []  # per band: where each hash's bucket starts, and its size
+        for band, (sorted_keys, _) in enumerate(bands):
             keys = ((chunk >> np.uint64(width * band)) & mask).ravel()
             low = np.searchsorted(sorted_keys, keys, "left")
-            count = np.searchsorted(sorted_keys, keys, "right") - low
-            total = int(count.sum())
-            if not total:
+            lookups.append((low, np.searchsorted(sorted_keys, keys, "right") - low))
+        per_row = sum(count.reshape(-1, 2).sum(axis=1) for _, count in lookups)
+        heavy = np.flatnonzero(per_row >= len(b))
+        if len(heavy):
+            yield from _exhaustive_rows(a, b, start + heavy, near, same)
+        light = per_row < len(b)
+        made = np.cumsum(np.where(light, per_row, 0))  # candidates up to each row, inclusive
+        first = 0
+        while first < len(chunk):  # slices of rows whose candidates fit within EXPANDED
+            before = made[first - 1] if first else 0
+            last = max(int(np.searchsorted(made, before + EXPANDED, "right")), first + 1)
+            found = []
+            index_a = np.repeat(np.arange(start + first, start + last), 2)
+            use = np.repeat(light[first:last], 2)
+            for (low, count), (_, owners) in zip(lookups, bands, strict=True):
+                low = low[2 * first : 2 * last]
+                count = np.where(use, count[2 * first : 2 * last], 0)
+                total = int(count.sum())
+                if not total:
+                    continue
+                offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+                pair_i = np.repeat(index_a, count)
+                pair_j = owners[np.repeat(low, count) + offsets]
+                found.append(pair_i.astype(np.int64) * len(b) + pair_j)
+            first = last
+            if not found:
                 continue
-            offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-            pair_i = np.repeat(index_a, count)
-            pair_j = owners[np.repeat(low, count) + offsets]
-            found.append(pair_i.astype(np.int64) * len(b) + pair_j)
-        if not found:
-            continue
-        keys = np.unique(np.concatenate(found))
-        i, j = keys // len(b), keys % len(b)
+            keys = np.unique(np.concatenate(found))
+            i, j = keys // len(b), keys % len(b)
+            if same:
+                i, j = i[j > i], j[j > i]
+            bits = _closest(a[i], b[j])
+            close = bits <= near
+            yield i[close], j[close], bits[close]
+
+
+EXPANDED = 1_000_000  # candidate pairs the banded search makes at once (~50 MB of arrays)
+
+
+def _exhaustive_rows(
+    a: np.ndarray, b: np.ndarray, rows: np.ndarray, near: int, same: bool
+) -> Iterator[tuple]:
+    """The rows `rows` of `a` compared with all of `b`, a slice at a time."""
+    step = max(1, EXPANDED // max(len(b), 1))
+    for start in range(0, len(rows), step):
+        picked = rows[start : start + step]
+        best = _closest(a[picked][:, None], b[None, :])
+        mask = best <= near
         if same:
-            i, j = i[j > i], j[j > i]
-        bits = _closest(a[i], b[j])
-        close = bits <= near
-        yield i[close], j[close], bits[close]
+            mask &= np.arange(len(b))[None, :] > picked[:, None]
+        i, j = np.nonzero(mask)
+        yield picked[i], j, best[i, j]
 
 
 def find_duplicates(
