@@ -264,3 +264,37 @@ def test_tiny_variant_trains_one_step(name: str) -> None:
     x = np.random.rand(8, 32, 32, 3).astype("float32")
     loss = model.train_on_batch(x, np.arange(8) % 4)
     assert np.isfinite(loss)
+
+
+def test_a_warm_start_loads_every_weight_by_its_path_and_refuses_other_names(tmp_path) -> None:
+    """The weights a warm start loads equal the saved version's, variable by variable path; a
+    list of them in another order still lands each on its own variable (by position, a
+    BatchNorm's gamma, beta, mean and variance, all of one shape, would trade places without a
+    word); a model of the very same shapes under other names is refused, naming a variable."""
+    from components.train.loop import copy_by_path, start_from
+
+    rng = np.random.default_rng(0)
+    trained = create_model("darknet53-tiny", 10)
+    for variable in trained.weights:  # every value distinct, BN statistics included
+        variable.assign(rng.normal(size=variable.shape).astype(variable.dtype))
+    path = tmp_path / "v1.keras"
+    trained.save(path)
+    saved = {v.path: v.numpy() for v in keras.saving.load_model(path, compile=False).weights}
+
+    fresh = create_model("darknet53-tiny", 10)
+    start_from(fresh, str(path), 10, 32)
+    assert {v.path for v in fresh.weights} == set(saved)
+    for variable in fresh.weights:
+        np.testing.assert_array_equal(variable.numpy(), saved[variable.path])
+
+    shuffled = create_model("darknet53-tiny", 10)
+    copy_by_path(list(reversed(trained.weights)), shuffled.weights)
+    for variable in shuffled.weights:
+        np.testing.assert_array_equal(variable.numpy(), saved[variable.path])
+
+    def renamed(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "name": f"x_{layer.name}"})
+
+    keras.models.clone_model(trained, clone_function=renamed).save(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match=r"not this training's model: \S+/kernel is missing"):
+        start_from(create_model("darknet53-tiny", 10), str(tmp_path / "other.keras"), 10, 32)

@@ -49,6 +49,16 @@ OPS = {
         lambda: features([[0.1, 0.1, 0.6, 0.9]]),
         (24, 24, 3),
     ),
+    "decode_resized_crop": (
+        lambda f: pp.resize_crop(pp.decode_resized_crop(f, 32), 32),
+        features,
+        (32, 32, 3),
+    ),
+    "train_transform_gluoncv": (
+        lambda f: train_transform(f, 32, AugmentConfig(crop="gluoncv")),
+        features,
+        (32, 32, 3),
+    ),
     "resize_crop": (lambda f: pp.resize_crop(f, 40), lambda: decoded(tf.uint8), (40, 40, 3)),
     "decode_center_crop": (lambda f: pp.decode_center_crop(f, 32), features, (32, 32, 3)),
     "train_transform": (lambda f: train_transform(f, 32, AugmentConfig()), features, (32, 32, 3)),
@@ -123,3 +133,31 @@ def test_random_crop_stays_within_area_and_aspect() -> None:
         )
         h, w = int(size[0]), int(size[1])
         assert 0.06 * 60 * 80 <= h * w <= 60 * 80
+
+
+def test_gluoncv_crop_draws_within_area_and_aspect_and_falls_back_to_the_center() -> None:
+    """GluonCV's crop: each crop within the area and aspect ranges (none stretched to the whole
+    image); when no draw fits (here: every draw wider than the image), the central pixels at
+    the training size, not the whole image."""
+    tf.random.set_seed(0)
+    for _ in range(30):
+        h, w, _ = pp.decode_resized_crop(features(), 32)["image"].shape
+        assert 0.08 * 60 * 80 * 0.9 <= h * w <= 60 * 80
+        assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+    image = tf.io.decode_jpeg(JPEG, channels=3).numpy()  # 60 x 80
+    for size, side in ((32, 32), (100, 60)):  # a smaller image gives its central square
+        fallback = pp.decode_resized_crop(features(), size, (1.0, 1.0), (3.0, 4.0))["image"]
+        top, left = (60 - side) // 2, (80 - side) // 2
+        center = image[top : top + side, left : left + side].astype(int)
+        # a crop decode upsamples chroma at its edges a little differently: within 2 levels
+        assert np.abs(fallback.numpy().astype(int) - center).max() <= 3
+
+
+def test_resnet_presets_use_gluoncv_augmentation_and_darknet_keeps_the_original() -> None:
+    from flows.presets import imagenet_darknet53, imagenet_resnet50d, imagenet_resnet50d_mixup
+
+    for preset in (imagenet_resnet50d, imagenet_resnet50d_mixup):
+        augment = preset().train.augment
+        assert augment.crop == "gluoncv" and augment.rotation_degrees == 0, preset.__name__
+    darknet = imagenet_darknet53().train.augment
+    assert darknet.crop == "inception" and darknet.rotation_degrees == 7.0

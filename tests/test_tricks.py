@@ -195,3 +195,33 @@ def test_precision_by_device() -> None:
 def test_config_is_strict() -> None:
     with pytest.raises(ValueError, match="extra"):
         TrainConfig(learning_rat=0.1)
+
+
+@pytest.mark.parametrize("steps_per_epoch", [10_009, 300])  # ImageNet at batch 128; a small set
+def test_a_warm_start_of_the_step_preset_starts_scaled_and_ends_at_the_champions_final_lr(
+    steps_per_epoch: int,
+) -> None:
+    """The original-schedule preset warm-started: it warms up to lr_scale x its first LR, never
+    goes above it, steps down through the preset's values compressed into its shorter run, and
+    ends at the LR the champion's from-scratch training ended at (or at its peak, when that
+    training never stepped down to it)."""
+    from components import settings
+    from flows.presets import WarmStart, imagenet_darknet53_original
+
+    scratch = imagenet_darknet53_original().train
+    warm_settings = WarmStart().applied(scratch, "init.keras")
+    warm = settings.apply(scratch, warm_settings)
+    assert warm.epochs == 20 and warm.step_peak == pytest.approx(0.002)
+    scratch_total, warm_total = scratch.epochs * steps_per_epoch, warm.epochs * steps_per_epoch
+    champion = build_schedule(scratch, steps_per_epoch, scratch_total)
+    schedule = build_schedule(warm, steps_per_epoch, warm_total)
+    warmup = round(0.5 * steps_per_epoch)
+    lrs = np.array([float(schedule(s)) for s in range(warmup, warm_total, 97)])
+    assert lrs[0] == pytest.approx(0.002) and lrs.max() == pytest.approx(0.002)
+    final = float(champion(scratch_total - 1))
+    assert np.all(np.diff(lrs) <= 0)  # down the steps, never up
+    if steps_per_epoch == 10_009:  # the preset's steps below its peak, in order, to its end
+        assert final == pytest.approx(1e-5) and len(np.unique(lrs)) == 8
+        assert float(schedule(warm_total - 1)) == pytest.approx(final)
+    else:  # a run too short to step down at all ended at 0.02: the warm one stays at its peak
+        assert final == pytest.approx(0.02) and float(schedule(warm_total - 1)) == lrs[0]

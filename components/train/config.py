@@ -14,6 +14,12 @@ class AugmentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    crop: Literal["inception", "gluoncv"] = Field(
+        "inception",
+        description="inception: the crop steered by known boxes, the whole image after 10 "
+        "failed draws (the original's); gluoncv: boxes ignored, the central pixels after 10 "
+        "failed draws (the paper's ResNet recipe)",
+    )
     crop_area: tuple[float, float] = (0.08, 1.0)
     crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
@@ -45,6 +51,15 @@ class TrainConfig(BaseModel):
     )
     step_boundaries: tuple[int, ...] = ORIGINAL_STEP_BOUNDARIES
     step_values: tuple[float, ...] = ORIGINAL_STEP_VALUES
+    step_peak: float | None = Field(
+        None,
+        gt=0,
+        description="a warm start on the step schedule: the LR it starts at, from where the "
+        "from-scratch schedule falls to it on, compressed into this run (None: from scratch)",
+    )
+    step_from_epochs: int | None = Field(
+        None, ge=1, description="with step_peak: the epochs of the from-scratch run it refines"
+    )
 
     momentum: float = 0.9
     nesterov: bool = True

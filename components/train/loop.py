@@ -31,7 +31,12 @@ from components.train import devices as device_discovery
 from components.train.config import TrainConfig
 from components.train.models import create_model, is_channels_first, to_channels_last
 from components.train.scaling import ScheduledLossScaleOptimizer
-from components.train.schedules import WarmupCosine, WarmupPiecewise, scaled_learning_rate
+from components.train.schedules import (
+    WarmupCosine,
+    WarmupPiecewise,
+    refining_steps,
+    scaled_learning_rate,
+)
 from components.train.trainer import TrainingModel, evaluation_model
 
 COMPONENT = "train"
@@ -91,6 +96,12 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int, total_steps: int):
     else:
         warmup = round(config.warmup_epochs * steps_per_epoch)
     warmup = min(warmup, total_steps - 1)
+    if config.schedule == "step" and config.step_peak is not None:  # a warm start
+        scratch = (config.step_from_epochs or config.epochs) * steps_per_epoch
+        boundaries, values = refining_steps(
+            config.step_boundaries, config.step_values, config.step_peak, scratch, total_steps
+        )
+        return WarmupPiecewise(boundaries, values, warmup)
     if config.schedule == "step":
         return WarmupPiecewise(list(config.step_boundaries), list(config.step_values), warmup)
     peak = scaled_learning_rate(config.base_lr, config.batch_size)
@@ -174,8 +185,8 @@ def load_teacher(
 
 def start_from(backbone: keras.Model, path: str, num_classes: int, image_size: int) -> None:
     """Copies the weights of a saved classifier of the same architecture into `backbone` (a
-    warm start). Kernels have the same shapes in either data layout, so a model saved
-    channels_last starts a channels_first training too."""
+    warm start), each by its path. Kernels have the same shapes in either data layout, so a
+    model saved channels_last starts a channels_first training too."""
     saved = keras.saving.load_model(path, compile=False)
     classes, shape = saved.output_shape[-1], tuple(saved.input_shape[1:])
     if classes != num_classes or shape[:2] not in ((image_size, image_size), (None, None)):
@@ -183,19 +194,37 @@ def start_from(backbone: keras.Model, path: str, num_classes: int, image_size: i
             f"init_weights {path} takes {shape} images into {classes} classes; this training "
             f"needs ({image_size}, {image_size}, 3) into {num_classes}"
         )
-    weights, own = saved.get_weights(), backbone.get_weights()
-    mismatched = [
-        f"#{i}: {tuple(a.shape)} vs {tuple(b.shape)}"
-        for i, (a, b) in enumerate(zip(weights, own, strict=False))
-        if a.shape != b.shape
-    ]
-    if len(weights) != len(own) or mismatched:
+    try:
+        copy_by_path(saved.weights, backbone.weights)
+    except ValueError as err:
         raise ValueError(
-            f"init_weights {path} is another architecture than this training's model "
-            f"({len(weights)} weights vs {len(own)}; {'; '.join(mismatched[:3])}): start from "
-            "a version of the same model and width, or from scratch"
-        )
-    backbone.set_weights(weights)
+            f"init_weights {path} is not this training's model: {err}; start from a version "
+            "of the same model and width, or from scratch"
+        ) from err
+
+
+def copy_by_path(source: list, target: list) -> None:
+    """Assigns each variable of `target` the value of the variable of `source` at the same
+    path (layer/variable name), never by position: a BatchNorm's gamma, beta, mean and
+    variance all have one shape, so a file whose variables come in another order would load
+    wrong without a word. Any variable missing on either side, or of another shape, is named
+    in the ValueError, before anything is assigned."""
+    by_path = {v.path: v for v in source}
+    own = {v.path: v for v in target}
+    problems = [f"{p} is missing from it" for p in own if p not in by_path]
+    problems += [f"it has {p}, which this model has not" for p in by_path if p not in own]
+    problems += [
+        f"{p} is {tuple(by_path[p].shape)} there, {tuple(v.shape)} here"
+        for p, v in own.items()
+        if p in by_path and tuple(by_path[p].shape) != tuple(v.shape)
+    ]
+    if len(by_path) != len(source) or len(own) != len(target):
+        problems.append("two variables share a path")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError("; ".join(problems[:3]) + more)
+    for p, variable in own.items():
+        variable.assign(by_path[p])
 
 
 def state_groups(trainer: TrainingModel) -> dict[str, list]:

@@ -2,7 +2,8 @@
 
 Every op takes and returns a dict of tensors; keys, shapes and dtypes are in each docstring.
 They run eagerly and inside `Dataset.map` alike (tests check both). The CPU does only what needs
-the JPEG: train: decode_random_crop (only the crop window is decoded) -> resize_crop (uint8);
+the JPEG: train: decode_random_crop (box-guided, Inception's) or decode_resized_crop
+(GluonCV's) (only the crop window is decoded) -> resize_crop (uint8);
 eval: decode_center_crop (uint8). Flip, rotation, color, PCA lighting, normalization and mixup
 run batched on the accelerator (`components.train.augment`).
 """
@@ -57,6 +58,42 @@ def decode_random_crop(
     offset_y, offset_x, _ = tf.unstack(begin)
     height, width, _ = tf.unstack(crop_size)
     window = tf.stack([offset_y, offset_x, height, width])
+    return {**features, "image": tf.io.decode_and_crop_jpeg(image, window, channels=3)}
+
+
+def decode_resized_crop(
+    features: dict,
+    size: int,
+    area_range: tuple[float, float] = (0.08, 1.0),
+    aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> dict:
+    """image: JPEG string [] -> uint8 [h, w, 3], a random crop as GluonCV's ImageNet recipe
+    makes it (MXNet's `random_size_crop`): up to `attempts` draws of an area (a share of the
+    image's, uniform) and an aspect ratio (log-uniform), the first that fits taken at a uniform
+    place; when none fits, the central `size` x `size` pixels (fewer if the image is smaller),
+    never the whole image stretched. Boxes play no part. Only the crop window is decoded.
+    """
+    image = features["image"]
+    shape = tf.cast(tf.io.extract_jpeg_shape(image)[:2], tf.float32)
+    height, width = shape[0], shape[1]
+    area = tf.random.uniform([attempts], *area_range) * height * width
+    log_low, log_high = tf.math.log(aspect_range[0]), tf.math.log(aspect_range[1])
+    ratio = tf.exp(tf.random.uniform([attempts], log_low, log_high))
+    crop_w = tf.round(tf.sqrt(area * ratio))
+    crop_h = tf.round(tf.sqrt(area / ratio))
+    fits = (crop_w <= width) & (crop_h <= height) & (crop_w >= 1) & (crop_h >= 1)
+    first = tf.argmax(tf.cast(fits, tf.int32))  # the first that fits (0 if none: not used)
+    side = tf.minimum(tf.cast(size, tf.float32), tf.minimum(height, width))
+    found = tf.reduce_any(fits)
+    crop_h = tf.where(found, crop_h[first], side)
+    crop_w = tf.where(found, crop_w[first], side)
+    jitter = tf.random.uniform([2])
+    top = tf.where(
+        found, tf.floor(jitter[0] * (height - crop_h + 1)), tf.floor((height - side) / 2)
+    )
+    left = tf.where(found, tf.floor(jitter[1] * (width - crop_w + 1)), tf.floor((width - side) / 2))
+    window = tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.int32)
     return {**features, "image": tf.io.decode_and_crop_jpeg(image, window, channels=3)}
 
 

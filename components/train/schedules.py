@@ -43,6 +43,34 @@ def scaled_learning_rate(base_lr: float, batch_size: int, reference_batch: int =
     return base_lr * batch_size / reference_batch
 
 
+def refining_steps(
+    boundaries: tuple[int, ...],
+    values: tuple[float, ...],
+    peak: float,
+    scratch_steps: int,
+    total_steps: int,
+) -> tuple[list[int], list[float]]:
+    """The step schedule of a warm start that refines a model trained from scratch on
+    (`boundaries`, `values`) for `scratch_steps`: that schedule from where its LR first falls
+    to `peak` or below, compressed into `total_steps`, so that it starts at `peak` and ends at
+    the LR the from-scratch run ended at (a warm start at the from-scratch LRs would undo the
+    model it starts from; one that stops above its final LR ends less converged).
+
+    The part of the from-scratch run kept is [start, scratch_steps], where `start` is the
+    boundary after which the LR is at most `peak` (0 if the first value already is); its
+    boundaries are mapped linearly onto [0, total_steps]; its first value is `peak`."""
+    if total_steps < 1 or scratch_steps < 1:
+        raise ValueError(f"need steps to schedule: {total_steps} (from {scratch_steps})")
+    reached = [b for b in boundaries if b < scratch_steps]
+    first = next((i for i, v in enumerate(values[: len(reached) + 1]) if v <= peak), None)
+    if first is None:  # the from-scratch run never came down to `peak`: refine at its end
+        first = len(reached)
+    start = reached[first - 1] if first else 0
+    scale = total_steps / (scratch_steps - start)
+    kept = [max(1, round((b - start) * scale)) for b in reached[first:]]
+    return kept, [peak] + list(values[first + 1 : len(reached) + 1])
+
+
 @keras.saving.register_keras_serializable("trickflow")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """0 -> peak linearly over `warmup_steps`, then ½(1 + cos(π t / T)) · peak down to 0 at T.
