@@ -268,6 +268,8 @@ def view_duplicates(
             )
         counts.update((metadata.get("duplicates") or {}).get("pairs", {}))
     if not rows and not leaked and not counts:
+        if dataset.exists(join(folder, DUPLICATES)):  # never a stale list for the gate
+            FileSystems.delete([join(folder, DUPLICATES)])
         return _summed_duplicates(spans_metadata)
     found = find_duplicates(rows)
     found["counts"] = {k: v + counts[k] for k, v in found["counts"].items()}

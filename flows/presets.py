@@ -140,7 +140,13 @@ def imagenet_darknet53() -> PipelineConfig:
     """
     return PipelineConfig(
         ingest=IngestSettings(train_shards=1024, validation_shards=128),
-        train=TrainConfig(epochs=120, batch_size=128, log_every=100, checkpoint_every=2000),
+        train=TrainConfig(
+            epochs=120,
+            batch_size=128,
+            log_every=100,
+            checkpoint_every=2000,
+            steps_per_execution=50,  # one round trip to the host per 50 steps
+        ),
         gate=GateConfig(min_top1=0.70, max_regression=0.005),
         eval_batch_size=256,
     )
@@ -198,6 +204,7 @@ def imagenet_resnet50d() -> PipelineConfig:
             augment=AugmentConfig(crop="gluoncv", rotation_degrees=0.0),
             log_every=100,
             checkpoint_every=2000,
+            steps_per_execution=50,  # one round trip to the host per 50 steps
         ),
         gate=GateConfig(min_top1=0.75, max_regression=0.005),
         eval_batch_size=256,

@@ -642,6 +642,15 @@ def test_copies_between_spans_are_found_and_left_out_by_the_gate(tmp_path: Path)
     # the span's own search saw only its own copy
     own = json.loads((out / spans.SPANS / "02" / "duplicates.json").read_text())
     assert len(own["leaked_records"]) == 1
+    # validation's table names both pairs
+    from components.validate import leak_rows
+
+    rows = leak_rows(str(out), metadata, spans.manifest(str(out)), 0.0)
+    assert rows[0]["detail"].startswith("2 of 8 validation images")
+    assert sorted(Path(r["detail"].split(" = ")[0]).name for r in rows[1:]) == [
+        "copy_of_a3.JPEG",
+        "copy_of_b2.JPEG",
+    ]
     # the gate reads the view's validation shards in order: exactly the two copies marked
     sources, names = [], []
     for shard in sorted(out.glob("validation-*")):

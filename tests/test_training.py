@@ -200,6 +200,13 @@ def test_two_workers_killed_and_restarted_continue_as_one(ingested: Path, tmp_pa
     assert summary["workers"] == 2 and summary["devices"] == 2 and summary["steps"] == 16
     assert summary["resumed_from"] == saved
     assert (chief / "model.keras").exists() and not (other / "model.keras").exists()
+    # Each worker's own copy of the state, after the kill and the resume: the same weights,
+    # optimizer (momenta, step) and random state, bit for bit (BatchNorm's running statistics
+    # are each replica's own, from its part of the batch).
+    states = [json.loads((folder / "state.json").read_text()) for folder in (chief, other)]
+    assert [s["step"] for s in states] == [16, 16]
+    for group in ("weights", "optimizer", "random"):
+        assert states[0]["state_digest"][group] == states[1]["state_digest"][group], group
     resumed = [_log_lines(folder)[n:] for folder, n in zip((chief, other), before, strict=True)]
     without_time = [[line.split(", Time")[0] for line in lines] for lines in resumed]
     assert without_time[0] == without_time[1]  # same steps, LRs and losses on both workers
@@ -349,13 +356,13 @@ def test_float16_runs_whose_updates_are_all_skipped_stop() -> None:
     )
     progress.set_model(Model())
     progress.start(0)
-    for batch in range(3):  # checks at step 1, the next at step 4
-        progress.on_train_batch_end(batch, {"loss": np.array([1.0])})
+    for batch in range(1, 4):  # checked before the call at step 1, the next at step 4
+        progress.on_train_batch_begin(batch)
         Optimizer.skipped_steps.assign_add(1)
     with pytest.raises(FloatingPointError, match="every update from step 1 to 4 was skipped"):
-        progress.on_train_batch_end(3, {"loss": np.array([1.0])})
+        progress.on_train_batch_begin(4)
     Optimizer.skipped_steps.assign_add(2)  # 3 steps, 2 skipped: one update went through
-    progress.on_train_batch_end(6, {"loss": np.array([1.0])})
+    progress.on_train_batch_begin(7)
 
 
 def test_the_log_window_spans_epochs_in_loss_and_time() -> None:
@@ -383,3 +390,75 @@ def test_the_log_window_spans_epochs_in_loss_and_time() -> None:
     assert [e["step"] for e in events] == [4, 8]
     assert events[0]["loss"] == pytest.approx((1 + 2 + 3 + 4) / 4)
     assert events[1]["loss"] == pytest.approx((6 + 8 + 10 + 12) / 4)
+
+
+def test_several_steps_per_call_train_the_same_and_report_at_their_multiples(
+    small_model, tmp_path: Path
+) -> None:
+    """steps_per_execution 4 against 1 on the same batches: the same weights at the end (the
+    same steps, LRs and random draws, only fewer trips to the host); log lines and checkpoints
+    at multiples of 4; an epoch of 10 batches trains 8 (whole calls only); a log or
+    checkpoint interval that is not a multiple is refused; a diverging run still stops."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (80, 32, 32, 3)).astype(np.uint8)
+    labels = (np.arange(80) % 3).astype(np.int32)
+
+    def train(epoch: int, skip: int):
+        order = np.random.default_rng(epoch).permutation(80)
+        while True:
+            for start in range(skip * 8, 80, 8):
+                take = order[start : start + 8]
+                yield images[take], labels[take]
+            skip = 0
+
+    weights = {}
+    for every, batches in ((1, 8), (4, 8), (4, 10)):
+        data = TrainData(train, lambda: iter([(images[:8], labels[:8])]), batches, 3)
+        config = TrainConfig(**{**TINY, "log_every": 4, "checkpoint_every": 4,
+                                "eval_every_epochs": 0, "steps_per_execution": every})  # fmt: skip
+        folder = tmp_path / f"every-{every}-{batches}"
+        summary = fit_classifier(config, data, str(folder))
+        weights[every, batches] = [np.asarray(w) for w in keras.saving.load_model(
+            folder / "model.keras", compile=False).get_weights()]  # fmt: skip
+        steps = [int(re.match(r"Steps:(\d+)", line).group(1)) for line in _log_lines(folder)]
+        assert summary["steps"] == 16 and steps == [4, 8, 12, 16], (every, batches)
+        assert checkpoints.steps(folder / "checkpoints") == [12, 16]  # the last two kept
+    for a, b in zip(weights[1, 8], weights[4, 8], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"log_every \(6\) must be a multiple"):
+        TrainConfig(**{**TINY, "log_every": 6, "checkpoint_every": 4, "steps_per_execution": 4})
+    config = TrainConfig(**{**TINY, "base_lr": 1e9, "warmup_steps": 0, "log_every": 4,
+                            "checkpoint_every": 4, "steps_per_execution": 4})  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"at step \d+: lower base_lr"):
+        fit_classifier(config, data, str(tmp_path / "diverging"))
+
+
+def test_batches_copied_ahead_to_a_device_train_through_keras(
+    ingested: Path, small_model, tmp_path: Path
+) -> None:
+    """The input a single TensorFlow GPU gets (batches copied ahead to the device by
+    prefetch_to_device, the pipeline's last step), here to the CPU device, with several steps
+    per call: its batches are whole, and Keras trains from it."""
+    from components.train.data import train_dataset
+
+    pattern = str(ingested / "train-*")
+    augment = AugmentConfig(flip=False)
+
+    ahead = train_dataset(pattern, 8, 32, augment, 64, 0, 0, 0, device="/cpu:0")
+    for images, labels in ahead.take(3):  # (the decode may swap neighbours: shapes, not order)
+        assert images.shape == (8, 32, 32, 3) and images.dtype == tf.uint8
+        assert labels.shape == (8,) and "CPU:0" in images.device
+    data = TrainData(
+        lambda epoch, skip: train_dataset(
+            pattern, 8, 32, augment, 64, 0, epoch, skip, device="/cpu:0"
+        ),
+        lambda: iter([]),
+        4,
+        3,
+    )
+    config = TrainConfig(**{**TINY, "epochs": 1, "log_every": 2, "checkpoint_every": 2,
+                            "eval_every_epochs": 0, "steps_per_execution": 2})  # fmt: skip
+    with pytest.raises(ValueError, match="validation set is empty"):  # trained, then evaluated
+        fit_classifier(config, data, str(tmp_path))
+    steps = [int(re.match(r"Steps:(\d+)", line).group(1)) for line in _log_lines(tmp_path)]
+    assert steps == [2, 4]

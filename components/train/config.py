@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.train.schedules import ORIGINAL_STEP_BOUNDARIES, ORIGINAL_STEP_VALUES
 
@@ -100,3 +100,20 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
     eval_every_epochs: int = Field(1, ge=0, description="0: validate only at the end")
     max_steps: int | None = Field(None, ge=1, description="stop early (smoke runs)")
+    steps_per_execution: int = Field(
+        1,
+        ge=1,
+        description="train steps per call into the compiled step (one round trip to the host "
+        "each): epochs, logs, checkpoints and the non-finite-loss check come at multiples of "
+        "it (an epoch drops its last batches short of one); 50 or so on GPUs, 1 on CPUs",
+    )
+
+    @model_validator(mode="after")
+    def _whole_executions(self) -> TrainConfig:
+        for name in ("log_every", "checkpoint_every"):
+            if getattr(self, name) % self.steps_per_execution:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of steps_per_execution "
+                    f"({self.steps_per_execution}): the host sees the steps only that often"
+                )
+        return self

@@ -13,9 +13,11 @@ framework: the product runs it on TensorFlow (`components.train.task`), the GPU 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -253,8 +255,22 @@ def evaluate(model: keras.Model, batches: Iterable, num_classes: int) -> dict:
 
 
 class Progress(keras.callbacks.Callback):
-    """Per step: the original's log line every `log_every` steps, mid-epoch checkpoints, and
-    the checks that stop a diverged run instead of letting it spin."""
+    """The original's log line every `log_every` steps, mid-epoch checkpoints, and the checks
+    that stop a diverged run instead of letting it spin.
+
+    Keras calls it once per call into the compiled step (`steps_per_execution` steps), which
+    is what saves the round trips on TensorFlow: there callbacks always run on the main
+    thread, which waits for the step's logs. It is async-safe, so on backends that allow it
+    (JAX) Keras hands `on_train_batch_end`, which reads the loss, to a thread and goes straight
+    on to the next call: that part touches no variable (the LR comes from the schedule and the
+    step), and threads that finish out of order neither move the loss sum back nor write a log
+    line behind a later one. What must see the model at rest runs in `on_train_batch_begin`, on
+    the main thread between two calls: the checkpoint (after waiting for the loss of the steps
+    it holds to be checked, so a diverged state is never saved) and float16's skipped-update
+    check.
+    """
+
+    async_safe = True
 
     def __init__(
         self, config, steps_per_epoch, total_steps, schedule, save, log_file, on_event, scaled
@@ -269,36 +285,70 @@ class Progress(keras.callbacks.Callback):
         # with each, so the window's sum is carried over, and so is the clock.
         self.window_start = self.clock = None
         self.carried = self.logged_sum = self.fit_sum = 0.0
+        self.fit_batches = 0  # batches of this fit() call whose loss has been read
+        self.checked = threading.Condition()
+        self.failed: BaseException | None = None  # what a thread found (the loss not finite)
 
     def start(self, step: int) -> None:
-        """Before each fit() call, which starts at global `step`."""
+        """Before each fit() call, which starts at global `step` (Keras has waited for every
+        batch of the last one: epochs end by collecting the threads' work)."""
         if self.window_start is None:  # the run's (or the resumed run's) first call
             self.window_start, self.clock = step, time.perf_counter()
         else:
             self.carried += self.fit_sum - self.logged_sum
         self.first_step = step
         self.logged_sum = self.fit_sum = 0.0
+        self.fit_batches = 0
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = self.first_step + batch + 1
-        # Keras' running mean over this fit() call, shape [1] (see TrainingModel.get_metrics_result)
-        mean_so_far = float(np.asarray(logs["loss"]).reshape(-1)[0])
-        if not math.isfinite(mean_so_far):
-            raise FloatingPointError(
-                f"the loss became {mean_so_far} at step {step}: lower base_lr "
-                f"({self.config.base_lr}) or lengthen the warmup; with float16, use "
-                "precision=mixed_bfloat16 or float32"
-            )
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = self.first_step + batch  # steps taken so far
+        if step == self.first_step:
+            return
         if self.scaled:
             self._check_skipped(step)
-        self.fit_sum = mean_so_far * (batch + 1)
-        if step % self.config.log_every == 0 or step == self.total_steps:
-            self._log(step)
         if step % self.config.checkpoint_every == 0 and step % self.steps_per_epoch:
+            self._wait_checked(batch)
             # On JAX, Keras keeps the state off the variables mid-epoch; asking for the model
             # puts it back (a no-op elsewhere), so the checkpoint holds this step's values.
             _ = self.model
             self.save(step)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self.first_step + batch + 1
+        try:
+            # Keras' running mean over this fit() call, shape [1] (TrainingModel.get_metrics_result)
+            mean_so_far = float(np.asarray(logs["loss"]).reshape(-1)[0])
+            if not math.isfinite(mean_so_far):
+                raise FloatingPointError(
+                    f"the loss became {mean_so_far} at step {step}: lower base_lr "
+                    f"({self.config.base_lr}) or lengthen the warmup; with float16, use "
+                    "precision=mixed_bfloat16 or float32"
+                )
+        except BaseException as err:  # stops the checkpoint waiting for it, too
+            with self.checked:
+                self.failed = err
+                self.checked.notify_all()
+            raise
+        with self.checked:
+            if batch + 1 > self.fit_batches:  # threads may finish out of order
+                self.fit_batches, self.fit_sum = batch + 1, mean_so_far * (batch + 1)
+                self.checked.notify_all()
+            due = step % self.config.log_every == 0 or step == self.total_steps
+            if due and step > self.window_start:  # never behind a line already written
+                self._log(step, mean_so_far * (batch + 1))
+
+    def _wait_checked(self, batch: int) -> None:
+        """Until the loss of this fit() call's first `batch` batches has been read and found
+        finite (the threads run a call or two behind)."""
+        with self.checked:
+            done = self.checked.wait_for(lambda: self.fit_batches >= batch or self.failed, 600)
+            if self.failed:
+                raise self.failed
+            if not done:
+                raise RuntimeError(
+                    f"the loss of the steps before the checkpoint at batch {batch} was not read "
+                    "within 10 minutes: not saving a state that was never checked"
+                )
 
     def _check_skipped(self, step: int) -> None:
         """float16 skips an update whose gradients overflow and halves the loss scale; a run
@@ -315,13 +365,12 @@ class Progress(keras.callbacks.Callback):
             )
         self.skipped, self.checked_at = skipped, step
 
-    def _log(self, step: int) -> None:
+    def _log(self, step: int, fit_sum: float) -> None:
         now = time.perf_counter()
-        loss = (self.carried + self.fit_sum - self.logged_sum) / (step - self.window_start)
-        # The schedule's step is the optimizer's counter, which counts every batch (float16's
-        # skipped ones too): the LR of the step just taken.
-        taken = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        lr = float(keras.ops.convert_to_numpy(self.schedule(max(taken - 1, 0))))
+        loss = (self.carried + fit_sum - self.logged_sum) / (step - self.window_start)
+        # The schedule's step counts every batch (float16's skipped ones too): the LR of the
+        # step just taken, from the schedule itself (no variable is read off the main thread).
+        lr = float(keras.ops.convert_to_numpy(self.schedule(step - 1)))
         seconds = now - self.clock
         # The original's log line, word for word.
         line = f"Steps:{step}, LR:{lr:6.4f}, Loss:{loss:4.2f}, Time:{seconds:4.1f}s"
@@ -344,7 +393,7 @@ class Progress(keras.callbacks.Callback):
             )
         )
         self.window_start, self.clock = step, now
-        self.carried, self.logged_sum = 0.0, self.fit_sum
+        self.carried, self.logged_sum = 0.0, fit_sum
 
 
 def epoch_event(entry: dict, epochs: int) -> events.Event:
@@ -354,6 +403,26 @@ def epoch_event(entry: dict, epochs: int) -> events.Event:
         message = f"{where}: val top-1 {entry['top1']:.4f}, top-5 {entry['top5']:.4f}"
         return events.event(COMPONENT, "epoch", message, **entry, epochs=epochs)
     return events.event(COMPONENT, "epoch", where, logging.DEBUG, **entry, epochs=epochs)
+
+
+def whole_executions(config: TrainConfig, batches: int) -> tuple[int, int]:
+    """(steps per epoch, total steps), both whole multiples of steps_per_execution: a call
+    into the compiled step runs that many steps, so an epoch (or max_steps) that is not a
+    multiple would run past its end; its last batches short of one are left out (a different
+    few each epoch: each epoch has its own order)."""
+    per_call = config.steps_per_execution
+    steps_per_epoch = batches - batches % per_call
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"an epoch has {batches} batches, fewer than steps_per_execution ({per_call}): "
+            "lower it, or the batch size"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(
+            total_steps, max(config.max_steps - config.max_steps % per_call, per_call)
+        )
+    return steps_per_epoch, total_steps
 
 
 def fit_classifier(
@@ -370,10 +439,7 @@ def fit_classifier(
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, config)
     atomic.write_json(out / "config.json", json.loads(config.model_dump_json()))
-    steps_per_epoch = data.steps_per_epoch
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+    steps_per_epoch, total_steps = whole_executions(config, data.steps_per_epoch)
     epochs = math.ceil(total_steps / steps_per_epoch)
 
     # Devices and precision.
@@ -397,7 +463,9 @@ def fit_classifier(
         trainer = build_trainer(config, data.num_classes, precision, teacher, found)
         schedule = build_schedule(config, steps_per_epoch, total_steps)
         optimizer = build_optimizer(config, schedule, precision)
-        trainer.compile(optimizer=optimizer, jit_compile=jit)
+        trainer.compile(
+            optimizer=optimizer, jit_compile=jit, steps_per_execution=config.steps_per_execution
+        )
         optimizer.build(trainer.trainable_variables)
     evaluator = evaluation_model(trainer.backbone)  # one device: see `evaluate`
 
@@ -505,6 +573,34 @@ def fit_classifier(
     }
     if precision == "mixed_float16":  # updates whose float16 gradients overflowed
         summary["skipped_steps"] = int(keras.ops.convert_to_numpy(optimizer.skipped_steps))
+    # Every worker of a cluster holds the whole state: its digest, per group, in each worker's
+    # own folder, shows that they ended as one (same weights, momenta, step, random state).
+    summary["state_digest"] = state_digest(trainer)
+    atomic.write_json(out / "state.json", {"step": step, "state_digest": summary["state_digest"]})
     if found.is_chief:
         atomic.write_json(out / "summary.json", summary)
     return summary
+
+
+def state_digest(trainer: TrainingModel) -> dict[str, str]:
+    """SHA-256 of this worker's copy of the state, per group, in order: the trained weights,
+    the optimizer (momenta, step), the random state, which every worker of a cluster holds
+    alike; and BatchNorm's running statistics, which each replica gathers from its own part of
+    the batch (as tf.distribute does without synchronized BatchNorm): the chief's are the ones
+    checkpointed and exported."""
+    groups = state_groups(trainer)
+    groups = {
+        "weights": list(trainer.backbone.trainable_weights),
+        "statistics": list(trainer.backbone.non_trainable_weights),
+        "optimizer": groups["optimizer"],
+        "random": groups["random"],
+    }
+    digests = {}
+    for name, variables in groups.items():
+        digest = hashlib.sha256()
+        for variable in variables:
+            value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+            digest.update(f"{value.dtype}{value.shape}".encode())
+            digest.update(value.tobytes())
+        digests[name] = digest.hexdigest()
+    return digests

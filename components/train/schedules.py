@@ -54,7 +54,8 @@ def refining_steps(
     (`boundaries`, `values`) for `scratch_steps`: that schedule from where its LR first falls
     to `peak` or below, compressed into `total_steps`, so that it starts at `peak` and ends at
     the LR the from-scratch run ended at (a warm start at the from-scratch LRs would undo the
-    model it starts from; one that stops above its final LR ends less converged).
+    model it starts from; one that stops above its final LR ends less converged). When the
+    from-scratch run never came down to `peak`, the warm start stays at `peak` throughout.
 
     The part of the from-scratch run kept is [start, scratch_steps], where `start` is the
     boundary after which the LR is at most `peak` (0 if the first value already is); its

@@ -28,6 +28,10 @@ def tfrecord_data(config: TrainConfig, data_dir: str, found: Devices | None = No
     """The loop's data from an ingested folder; errors name the folder. In a cluster, this
     worker's part of each epoch (`found`: the devices, for the workers' layout)."""
     workers, worker = (found.workers, found.worker) if found else (1, 0)
+    # One TensorFlow GPU without a strategy: batches are copied to it ahead of their step.
+    device = "/gpu:0" if found and found.kind == "gpu" and not found.distributed else None
+    if device and keras.backend.backend() != "tensorflow":
+        device = None
     labels = dataset.read_labels(data_dir)
     records = dataset.read_metadata(data_dir)["records"]
     if records["train"] < config.batch_size:
@@ -50,6 +54,7 @@ def tfrecord_data(config: TrainConfig, data_dir: str, found: Devices | None = No
             skip,
             workers,
             worker,
+            device,
         ),
         validation=lambda: eval_dataset(val_pattern, config.batch_size, config.image_size),
         steps_per_epoch=records["train"] // config.batch_size,

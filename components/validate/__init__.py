@@ -334,10 +334,12 @@ def leak_rows(data: str, metadata: dict, window: list[dict], bound: float) -> li
             "out); remove them from validation, or run with accept_leaks",
         }
     ]
-    for span in window:
-        path = dataset.join(spans.span_folder(data, span), "duplicates.json")
-        if len(window) == 1 and not dataset.exists(path):
-            path = dataset.join(data, "duplicates.json")
+    # The dataset's (or view's) own file, which pairs spans too; else each span's (a view
+    # written before views searched their spans together).
+    paths = [dataset.join(data, "duplicates.json")]
+    if not dataset.exists(paths[0]):
+        paths = [dataset.join(spans.span_folder(data, s), "duplicates.json") for s in window]
+    for path in paths:
         if not dataset.exists(path):
             continue
         for pair in json.loads(dataset.read_text(path))["pairs"]:
