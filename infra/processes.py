@@ -246,13 +246,18 @@ def stop(run: Path, name: str, patience: float = 10.0) -> str:
 
 
 def _live(pids: list[int], not_before: int, stack_home: str) -> list[int]:
-    return [
-        pid
-        for pid in pids
-        if running(pid)
-        and (start_time(pid) or 0) >= not_before
-        and environment(pid).get("TRICKFLOW_HOME") == stack_home
-    ]
+    """The pids still running that are ours: started no earlier than `not_before`, with this
+    stack's home in their environment, or with no environment left to read: a process on its
+    way out gives its memory back, environment included, before it becomes a zombie, and it
+    may still hold a port or a file until then (so it is waited for, not taken as gone)."""
+    found = []
+    for pid in pids:
+        if not running(pid) or (start_time(pid) or 0) < not_before:
+            continue
+        environ = environment(pid)
+        if not environ or environ.get("TRICKFLOW_HOME") == stack_home:
+            found.append(pid)
+    return [pid for pid in found if running(pid)]
 
 
 def _end(find, not_before: int, stack_home: str, patience: float) -> str:

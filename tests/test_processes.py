@@ -181,3 +181,25 @@ def test_stop_reaches_the_children_of_a_leader_that_died(home: Path, tmp_path: P
     assert not processes.alive(run, "server") and processes.running(orphan)
     assert processes.stop(run, "server") == "stopped"
     assert not processes.running(orphan)
+
+
+def test_a_member_on_its_way_out_is_waited_for_not_taken_as_gone(
+    home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A process that is exiting has given back its memory (its environment reads empty) but
+    is not a zombie yet, and may still hold its port: stop waits for it. Seen as a flaky
+    `stop` that returned while a member still ran, under load."""
+    run = home / "run"
+    pid = processes.launch(
+        run,
+        "server",
+        tmp_path / "server.log",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    stack_home = processes.home()
+    started = processes.start_time(pid)
+    assert processes._live([pid], started, stack_home) == [pid]
+    with monkeypatch.context() as patched:
+        patched.setattr(processes, "environment", lambda _: {})  # as while it exits
+        assert processes._live([pid], started, stack_home) == [pid]
+    assert processes.stop(run, "server") == "stopped" and not processes.running(pid)
