@@ -522,8 +522,10 @@ def test_planted_copies_of_training_photos_in_validation_are_found_and_nothing_e
                      "path": str(path), "digest": exact_digest(stored.jpeg),
                      "hashes": [f"{x:016x}" for x in stored.hashes or ()]})  # fmt: skip
     exhaustive, banded = find_duplicates(rows), find_duplicates(rows, budget=0)
-    assert exhaustive["search"] == "exhaustive"
-    assert banded["search"] == "banded: 8-bit bands, every pair within 7 bits found"
+    assert exhaustive["search"] == "exhaustive; block means within 8 bits"
+    assert banded["search"] == (
+        "banded: 8-bit bands, every pair within 7 bits found; block means within 8 bits"
+    )
     assert [p for p in exhaustive["pairs"] if p["bits"] <= 7] == [
         p for p in banded["pairs"] if p["bits"] <= 7
     ]
@@ -662,3 +664,29 @@ def test_copies_between_spans_are_found_and_left_out_by_the_gate(tmp_path: Path)
         "copy_of_a3.JPEG",
         "copy_of_b2.JPEG",
     ]
+
+
+def test_a_near_pair_counts_only_when_its_block_means_agree_too() -> None:
+    """Two images whose perceptual hashes agree but whose light-and-dark layout (block means)
+    differs by more than CONFIRM bits are not a pair; within CONFIRM they are; fingerprints
+    kept before the block means existed (two hashes) are judged by the perceptual hash alone."""
+    from components.ingest.similarity import CONFIRM, find_duplicates
+
+    phash, blocks = 0x0F0F_0F0F_0F0F_0F0F, 0x00FF_00FF_00FF_00FF
+    far_blocks = blocks ^ ((1 << (CONFIRM + 1)) - 1)  # CONFIRM + 1 bits apart
+    near_blocks = blocks ^ ((1 << CONFIRM) - 1)  # CONFIRM bits apart
+
+    def rows(other_blocks: int, width: int = 4) -> list[dict]:
+        first = [phash, phash, blocks, blocks][:width]
+        second = [phash, phash, other_blocks, other_blocks][:width]
+        return [
+            {"split": "train", "path": "a", "digest": "1", "hashes": [f"{h:016x}" for h in first]},
+            {"split": "validation", "path": "b", "digest": "2",
+             "hashes": [f"{h:016x}" for h in second]},
+        ]  # fmt: skip
+
+    assert find_duplicates(rows(far_blocks))["counts"]["validation-train"] == 0
+    assert find_duplicates(rows(near_blocks))["counts"]["validation-train"] == 1
+    unconfirmed = find_duplicates(rows(far_blocks, width=2))
+    assert unconfirmed["counts"]["validation-train"] == 1
+    assert unconfirmed["search"].endswith("unconfirmed")

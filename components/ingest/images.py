@@ -66,7 +66,7 @@ class StoredImage:
     reencoded: bool
     resized: bool
     source_size: tuple[int, int]  # (width, height) of the file as decoded: boxes refer to it
-    hashes: tuple[int, int] | None = None  # perceptual (components/ingest/similarity.py)
+    hashes: tuple[int, ...] | None = None  # perceptual (components/ingest/similarity.py)
 
 
 def _sniff_reason(data: bytes) -> str:
@@ -224,7 +224,7 @@ def to_stored_image(
     )  # fmt: skip
 
 
-def _hashes(image: Image.Image, width: int, height: int) -> tuple[int, int] | None:
+def _hashes(image: Image.Image, width: int, height: int) -> tuple[int, ...] | None:
     """Perceptual hashes of images big enough for them to mean something (MIN_SIDE), from a
     decode of at least HASH_SIDE pixels a side."""
     if min(width, height) < MIN_SIDE or min(image.size) < HASH_SIDE:
