@@ -78,6 +78,8 @@ _BOTH[LOW : 2 * LOW, _MARGIN : _MARGIN + INNER] = _dct_rows(INNER)
 _BOTH[2 * LOW : 3 * LOW] = _block_rows(SIZE)
 _BOTH[3 * LOW :, _MARGIN : _MARGIN + INNER] = _block_rows(INNER)
 _MIDDLE = (LOW * LOW - 1) // 2
+_HALF = LOW * LOW // 2
+_VIEWS = np.arange(4)
 CONFIRM = 8  # bits of 64 the block means of a near pair may differ in
 
 
@@ -105,16 +107,18 @@ def image_hashes(image: Image.Image) -> tuple[int, int, int, int]:
     median), then the block-mean hashes of the same two views (8x8 block means against their
     median); the resize folded into the transforms, so that all four are two small matrix
     products."""
-    gray = image.convert("L")
-    width, height = gray.size
-    pixels = np.frombuffer(gray.tobytes(), np.uint8).reshape(height, width).astype(np.float32)
-    rows, columns = _transforms(height, width)
+    gray = image if image.mode == "L" else image.convert("L")
+    pixels = np.asarray(gray, dtype=np.float32)
+    rows, columns = _transforms(*pixels.shape)
     product = rows @ pixels @ columns.T
-    views = [product[k * LOW : (k + 1) * LOW, k * LOW : (k + 1) * LOW].ravel() for k in range(4)]
-    low, blocks = np.stack(views[:2]), np.stack(views[2:])
-    medians = np.partition(low[:, 1:], _MIDDLE, axis=1)[:, _MIDDLE : _MIDDLE + 1]
-    middle = np.median(blocks, axis=1, keepdims=True)
-    bits = np.concatenate([low > medians, blocks > middle])
+    # the four 8x8 diagonal blocks of the product: [view, 64]
+    views = product.reshape(4, LOW, 4, LOW)[_VIEWS, :, _VIEWS, :].reshape(4, LOW * LOW)
+    # each frequency against the median of those but the mean (DC); each block mean against
+    # the median of the 64
+    medians = np.partition(views[:2, 1:], _MIDDLE, axis=1)[:, _MIDDLE : _MIDDLE + 1]
+    halves = np.partition(views[2:], (_HALF - 1, _HALF), axis=1)[:, _HALF - 1 : _HALF + 1]
+    middle = (halves[:, :1] + halves[:, 1:]) * 0.5
+    bits = np.concatenate([views[:2] > medians, views[2:] > middle])
     whole, center, whole_blocks, center_blocks = np.packbits(bits, axis=1).view(">u8")[:, 0]
     return int(whole), int(center), int(whole_blocks), int(center_blocks)
 

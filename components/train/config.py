@@ -21,6 +21,11 @@ class AugmentConfig(BaseModel):
         "failed draws (the paper's ResNet recipe)",
     )
     crop_area: tuple[float, float] = (0.08, 1.0)
+    dct_scaling: bool = Field(
+        True,
+        description="decode a crop window at least twice the training size at 1/2, 1/4 or "
+        "1/8 scale (libjpeg's scaled inverse DCT), then resize: far less decoding work",
+    )
     crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     rotation_degrees: float = Field(7.0, ge=0, description="the original adds ±7°")

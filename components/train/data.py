@@ -24,9 +24,14 @@ def train_transform(features: dict, size: int, augment: AugmentConfig) -> dict:
     """The CPU half of train preprocessing: image uint8 [S, S, 3], a random crop (box-guided
     with the whole image as fallback, or GluonCV's with a center crop as fallback)."""
     if augment.crop == "gluoncv":
-        features = pp.decode_resized_crop(features, size, augment.crop_area, augment.crop_aspect)
+        features = pp.decode_resized_crop(
+            features, size, augment.crop_area, augment.crop_aspect,
+            dct_scaling=augment.dct_scaling,
+        )  # fmt: skip
     else:
-        features = pp.decode_random_crop(features, augment.crop_area, augment.crop_aspect)
+        features = pp.decode_random_crop(
+            features, augment.crop_area, augment.crop_aspect, size, augment.dct_scaling
+        )
     return pp.resize_crop(features, size)
 
 

@@ -34,15 +34,47 @@ def boxes_tensor(features: dict) -> tf.Tensor:
     return boxes[tf.newaxis]
 
 
+def decode_window(
+    image: tf.Tensor, window: tf.Tensor, size: int | None = None, dct_scaling: bool = True
+) -> tf.Tensor:
+    """JPEG string [] and a window [top, left, height, width] in its pixels -> uint8 [h', w',
+    3], the window decoded alone. With `dct_scaling` and a training `size`, libjpeg decodes it
+    at the smallest of 1/8, 1/4 or 1/2 scale that keeps its shorter side at least `size` (the
+    scaled inverse DCT: most of the decoder's work after the entropy decoding shrinks with the
+    area), so the resize that follows has less to do; else, and when the window is under twice
+    the size, at full scale."""
+    if size is None or not dct_scaling:
+        return tf.io.decode_and_crop_jpeg(image, window, channels=3)
+    shorter = tf.minimum(window[2], window[3])
+    # 0, 1, 2, 3 halvings: while the window stays at least `size` on its shorter side
+    halvings = tf.reduce_sum(tf.cast(shorter >= size * tf.constant([2, 4, 8]), tf.int32))
+
+    def at(ratio: int):
+        def decode() -> tf.Tensor:
+            # the window in the scaled image's pixels (libjpeg crops after scaling)
+            top, left = window[0] // ratio, window[1] // ratio
+            height = tf.maximum(window[2] // ratio, 1)
+            width = tf.maximum(window[3] // ratio, 1)
+            scaled = tf.stack([top, left, height, width])
+            return tf.io.decode_and_crop_jpeg(image, scaled, channels=3, ratio=ratio)
+
+        return decode
+
+    return tf.switch_case(halvings, [at(1), at(2), at(4), at(8)])
+
+
 def decode_random_crop(
     features: dict,
     area_range: tuple[float, float] = (0.08, 1.0),
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
+    size: int | None = None,
+    dct_scaling: bool = True,
 ) -> dict:
     """image: JPEG string [] -> uint8 [h, w, 3], a random crop of the image.
 
     Samples the crop from the JPEG header alone and decodes only the crop window (the original
-    decoded the whole image first). Known boxes steer the crop to cover at least 10% of one.
+    decoded the whole image first), at a reduced scale when it is at least twice the training
+    `size` (`decode_window`). Known boxes steer the crop to cover at least 10% of one.
     """
     image = features["image"]
     shape = tf.io.extract_jpeg_shape(image)
@@ -58,7 +90,7 @@ def decode_random_crop(
     offset_y, offset_x, _ = tf.unstack(begin)
     height, width, _ = tf.unstack(crop_size)
     window = tf.stack([offset_y, offset_x, height, width])
-    return {**features, "image": tf.io.decode_and_crop_jpeg(image, window, channels=3)}
+    return {**features, "image": decode_window(image, window, size, dct_scaling)}
 
 
 def decode_resized_crop(
@@ -67,12 +99,14 @@ def decode_resized_crop(
     area_range: tuple[float, float] = (0.08, 1.0),
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
+    dct_scaling: bool = True,
 ) -> dict:
     """image: JPEG string [] -> uint8 [h, w, 3], a random crop as GluonCV's ImageNet recipe
     makes it (MXNet's `random_size_crop`): up to `attempts` draws of an area (a share of the
     image's, uniform) and an aspect ratio (log-uniform), the first that fits taken at a uniform
     place; when none fits, the central `size` x `size` pixels (fewer if the image is smaller),
-    never the whole image stretched. Boxes play no part. Only the crop window is decoded.
+    never the whole image stretched. Boxes play no part. Only the crop window is decoded, at a
+    reduced scale when it is at least twice `size` (`decode_window`).
     """
     image = features["image"]
     shape = tf.cast(tf.io.extract_jpeg_shape(image)[:2], tf.float32)
@@ -94,7 +128,7 @@ def decode_resized_crop(
     )
     left = tf.where(found, tf.floor(jitter[1] * (width - crop_w + 1)), tf.floor((width - side) / 2))
     window = tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.int32)
-    return {**features, "image": tf.io.decode_and_crop_jpeg(image, window, channels=3)}
+    return {**features, "image": decode_window(image, window, size, dct_scaling)}
 
 
 def resize_crop(features: dict, size: int) -> dict:
