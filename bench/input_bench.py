@@ -86,9 +86,16 @@ def agreement(jpegs: list[bytes], size: int, count: int = 300) -> tuple[float, f
             w, h = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
             if w <= width and h <= height:
                 break
-        window = tf.constant(
-            [rng.integers(0, height - h + 1), rng.integers(0, width - w + 1), h, w]
+        top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        # edges on multiples of 8, so that both decode exactly the same pixels at any scale
+        top, left, bottom, right = (
+            -(-top // 8) * 8,
+            -(-left // 8) * 8,
+            (top + h) // 8 * 8,
+            (left + w) // 8 * 8,
         )
+        h, w = bottom - top, right - left
+        window = tf.constant([top, left, h, w])
         images = [
             pp.resize_crop({"image": pp.decode_window(jpeg, window, size, dct)}, size)["image"]
             for dct in (True, False)
@@ -116,9 +123,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="*", default=[224, 128])
+    parser.add_argument("--photo", type=int, nargs=2, default=[375, 500], help="height width")
     args = parser.parse_args()
+    photo = tuple(args.photo)
     root = write_photo_folders(
-        Path(tempfile.mkdtemp()) / "src", args.images, size=(375, 500), distinct=True
+        Path(tempfile.mkdtemp()) / "src", args.images, size=photo, distinct=True
     )
     jpegs = [p.read_bytes() for p in sorted(root.rglob("*.JPEG"))]
     for size in args.sizes:
@@ -134,7 +143,7 @@ def main() -> None:
                 best[name] = max(best[name], throughput(jpegs, fn))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"{len(jpegs)} distinct photos of 375x500 px -> {size}x{size}, best of "
+            f"{len(jpegs)} distinct photos of {photo[0]}x{photo[1]} px -> {size}x{size}, best of "
             f"{args.repeats}, {os.cpu_count()} cores, peak RSS {peak_mb:.0f} MB"
         )
         for name, rate in best.items():

@@ -164,27 +164,33 @@ def test_resnet_presets_use_gluoncv_augmentation_and_darknet_keeps_the_original(
 
 
 def test_a_window_twice_the_size_is_decoded_at_a_reduced_scale_and_looks_the_same() -> None:
-    """A 300x400 window of a real photo for a 100 px crop is decoded at 1/2 scale (150x200,
+    """A 296x400 window of a real photo for a 100 px crop is decoded at 1/2 scale (148x200,
     libjpeg's scaled inverse DCT), at 1/4 for 64 px, and, resized, matches full-scale decoding
-    within PSNR 30 dB; a window under twice the size is decoded at full scale, bit for bit as
-    before; in Dataset.map as eagerly."""
+    of the same pixels within PSNR 35 dB; a window one pixel off a multiple of the scale is
+    moved in to one (the same pixels, not a shifted picture); a window under twice the size is
+    decoded at full scale, bit for bit as before; in Dataset.map as eagerly."""
     from sklearn.datasets import load_sample_images
 
-    photo = jpeg_bytes(load_sample_images().images[1][:375, :500], quality=90)
-    window = tf.constant([20, 50, 300, 400])
-    for size, shape in ((100, (150, 200, 3)), (64, (75, 100, 3)), (160, (300, 400, 3))):
-        reduced = pp.decode_window(tf.constant(photo), window, size)
-        full = pp.decode_window(tf.constant(photo), window, size, dct_scaling=False)
-        assert tuple(reduced.shape) == shape and tuple(full.shape) == (300, 400, 3)
-        resized = [pp.resize_crop({"image": x}, size)["image"].numpy() for x in (reduced, full)]
-        error = np.mean((resized[0].astype(float) - resized[1]) ** 2)
-        if shape[0] == 300:
-            assert error == 0.0
-        else:
-            assert 10 * np.log10(255**2 / error) > 30, size
+    photo = tf.constant(jpeg_bytes(load_sample_images().images[1][:375, :500], quality=90))
+
+    def psnr(reduced: tf.Tensor, full: tf.Tensor, size: int) -> float:
+        a, b = (pp.resize_crop({"image": x}, size)["image"].numpy() for x in (reduced, full))
+        error = np.mean((a.astype(float) - b) ** 2)
+        return float("inf") if error == 0 else 10 * np.log10(255**2 / error)
+
+    window = tf.constant([16, 48, 296, 400])
+    full = pp.decode_window(photo, window, 100, dct_scaling=False)
+    assert tuple(full.shape) == (296, 400, 3)
+    for size, shape in ((100, (148, 200, 3)), (64, (74, 100, 3)), (160, (296, 400, 3))):
+        reduced = pp.decode_window(photo, window, size)
+        assert tuple(reduced.shape) == shape
+        assert psnr(reduced, full, size) > (1e9 if shape[0] == 296 else 35), size
+    off = pp.decode_window(photo, tf.constant([17, 49, 296, 400]), 100)  # to [18, 50, 294, 398]
+    inner = pp.decode_window(photo, tf.constant([18, 50, 294, 398]), 100, dct_scaling=False)
+    assert tuple(off.shape) == (147, 199, 3) and psnr(off, inner, 100) > 35
     mapped = next(
         iter(
-            tf.data.Dataset.from_tensors(tf.constant(photo)).map(
+            tf.data.Dataset.from_tensors(photo).map(
                 lambda jpeg: pp.decode_window(jpeg, window, 100)
             )
         )
