@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -101,7 +102,7 @@ def measure(
         warmup_steps=1,
         precision=precision,
         log_every=window,
-        checkpoint_every=10**9,
+        checkpoint_every=per_call * 10**8,
         eval_every_epochs=0,
         max_steps=steps,
         augment=AugmentConfig(),
@@ -210,6 +211,7 @@ def main() -> int:
     args.steps = args.steps or (6 if args.quick else 60)
     args.window = args.window or (2 if args.quick else 10)
     args.per_call = args.per_call or (2 if args.quick else 10)
+    args.window = math.lcm(args.window, args.per_call)  # logs come at whole calls
     if not Path(args.digits).exists():
         parser.error(f"{args.digits} is missing: write it with `make gpu-data`")
     found = detect()

@@ -247,17 +247,29 @@ def stop(run: Path, name: str, patience: float = 10.0) -> str:
 
 def _live(pids: list[int], not_before: int, stack_home: str) -> list[int]:
     """The pids still running that are ours: started no earlier than `not_before`, with this
-    stack's home in their environment, or with no environment left to read: a process on its
-    way out gives its memory back, environment included, before it becomes a zombie, and it
-    may still hold a port or a file until then (so it is waited for, not taken as gone)."""
+    stack's home in their environment, or on their way out: a process that is exiting gives
+    its memory back, environment included, before it becomes a zombie, and it may still hold
+    a port or a file until then (so it is waited for, not taken as gone). A process whose
+    environment cannot be read but which still has its memory (another user's, one started
+    with an empty environment) is not ours."""
     found = []
     for pid in pids:
         if not running(pid) or (start_time(pid) or 0) < not_before:
             continue
         environ = environment(pid)
-        if not environ or environ.get("TRICKFLOW_HOME") == stack_home:
+        if environ.get("TRICKFLOW_HOME") == stack_home or (not environ and _memory_gone(pid)):
             found.append(pid)
-    return [pid for pid in found if running(pid)]
+    return found
+
+
+def _memory_gone(pid: int) -> bool:
+    """True when the process no longer has an address space (its /proc status lists no VmSize):
+    one on its way out (or a kernel thread, which is in no session of ours)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return "\nVmSize:" not in status
 
 
 def _end(find, not_before: int, stack_home: str, patience: float) -> str:

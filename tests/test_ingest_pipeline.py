@@ -689,4 +689,21 @@ def test_a_near_pair_counts_only_when_its_block_means_agree_too() -> None:
     assert find_duplicates(rows(near_blocks))["counts"]["validation-train"] == 1
     unconfirmed = find_duplicates(rows(far_blocks, width=2))
     assert unconfirmed["counts"]["validation-train"] == 1
-    assert unconfirmed["search"].endswith("unconfirmed")
+    assert unconfirmed["search"].endswith("(2 images fingerprinted without them: unconfirmed)")
+    # one image of the pair fingerprinted before: judged by the perceptual hash alone; the
+    # others keep their confirmation
+    mixed = rows(far_blocks)
+    mixed[0]["hashes"] = mixed[0]["hashes"][:2]
+    mixed.append(
+        {
+            "split": "validation",
+            "path": "c",
+            "digest": "3",
+            "hashes": [f"{h:016x}" for h in (phash, phash, far_blocks, far_blocks)],
+        }
+    )
+    mixed.append({"split": "train", "path": "d", "digest": "4",
+                  "hashes": [f"{h:016x}" for h in (phash, phash, blocks, blocks)]})  # fmt: skip
+    found = find_duplicates(mixed)
+    assert {(p["validation"], p["train"]) for p in found["pairs"]
+            if p["scope"] == "validation-train"} == {("b", "a"), ("c", "a")}  # fmt: skip

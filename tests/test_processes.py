@@ -200,6 +200,8 @@ def test_a_member_on_its_way_out_is_waited_for_not_taken_as_gone(
     started = processes.start_time(pid)
     assert processes._live([pid], started, stack_home) == [pid]
     with monkeypatch.context() as patched:
-        patched.setattr(processes, "environment", lambda _: {})  # as while it exits
+        patched.setattr(processes, "environment", lambda _: {})  # unreadable, memory still there
+        assert processes._live([pid], started, stack_home) == []  # another user's: not ours
+        patched.setattr(processes, "_memory_gone", lambda _: True)  # as while it exits
         assert processes._live([pid], started, stack_home) == [pid]
     assert processes.stop(run, "server") == "stopped" and not processes.running(pid)

@@ -46,8 +46,10 @@ def decode_window(
     if size is None or not dct_scaling:
         return tf.io.decode_and_crop_jpeg(image, window, channels=3)
     shorter = tf.minimum(window[2], window[3])
-    # 0, 1, 2, 3 halvings: while the window stays at least `size` on its shorter side
-    halvings = tf.reduce_sum(tf.cast(shorter >= size * tf.constant([2, 4, 8]), tf.int32))
+    # 0, 1, 2, 3 halvings: while the window, its edges moved in to multiples of the scale
+    # (up to ratio - 1 pixels each), stays at least `size` on its shorter side
+    ratios = tf.constant([2, 4, 8])
+    halvings = tf.reduce_sum(tf.cast(shorter >= size * ratios + 2 * (ratios - 1), tf.int32))
 
     def at(ratio: int):
         def decode() -> tf.Tensor:
