@@ -218,6 +218,21 @@ def test_two_workers_killed_and_restarted_continue_as_one(ingested: Path, tmp_pa
     assert 0.6 < first_loss < 1.6, _log_lines(chief)[0]
 
 
+def _epoch_batches(images: np.ndarray, labels: np.ndarray, batch: int = 8):
+    """TrainData.train over arrays: epoch `epoch`'s own order from its batch `skip` on, then
+    further passes in that order."""
+
+    def train(epoch: int, skip: int):
+        order = np.random.default_rng(epoch).permutation(len(labels))
+        while True:
+            for start in range(skip * batch, len(labels), batch):
+                take = order[start : start + batch]
+                yield images[take], labels[take]
+            skip = 0
+
+    return train
+
+
 def test_a_mid_epoch_resume_continues_the_epochs_order(small_model, tmp_path: Path) -> None:
     """Killed at step 7 of 4-step epochs with a checkpoint at step 6: the resumed run asks for
     epoch 1 from its batch 2, the batches the killed run had not trained on."""
@@ -228,12 +243,7 @@ def test_a_mid_epoch_resume_continues_the_epochs_order(small_model, tmp_path: Pa
 
     def train(epoch: int, skip: int):
         asked.append((epoch, skip))
-        order = np.random.default_rng(epoch).permutation(32)
-        while True:
-            for start in range(skip * 8, 32, 8):
-                take = order[start : start + 8]
-                yield images[take], labels[take]
-            skip = 0
+        return _epoch_batches(images, labels)(epoch, skip)
 
     data = TrainData(train, lambda: iter([(images[:8], labels[:8])]), 4, 3)
     config = TrainConfig(
@@ -403,14 +413,7 @@ def test_several_steps_per_call_train_the_same_and_report_at_their_multiples(
     images = rng.integers(0, 256, (80, 32, 32, 3)).astype(np.uint8)
     labels = (np.arange(80) % 3).astype(np.int32)
 
-    def train(epoch: int, skip: int):
-        order = np.random.default_rng(epoch).permutation(80)
-        while True:
-            for start in range(skip * 8, 80, 8):
-                take = order[start : start + 8]
-                yield images[take], labels[take]
-            skip = 0
-
+    train = _epoch_batches(images, labels)
     weights = {}
     for every, batches in ((1, 8), (4, 8), (4, 10)):
         data = TrainData(train, lambda: iter([(images[:8], labels[:8])]), batches, 3)

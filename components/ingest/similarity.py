@@ -57,15 +57,16 @@ def _dct_rows(n: int) -> np.ndarray:
     return np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))[:LOW].astype(np.float32)
 
 
-def _block_rows(n: int) -> np.ndarray:
-    """[LOW, n]: each of LOW outputs the mean of the n / LOW inputs it covers."""
-    rows = np.zeros((LOW, n), np.float32)
-    step = n / LOW
-    for k in range(LOW):
+def _box_rows(outputs: int, inputs: int) -> np.ndarray:
+    """[outputs, inputs]: each output the mean of the inputs it covers (fractions at its
+    edges)."""
+    weights = np.zeros((outputs, inputs), np.float32)
+    step = inputs / outputs
+    for k in range(outputs):
         low, high = k * step, (k + 1) * step
-        for i in range(int(low), min(int(np.ceil(high)), n)):
-            rows[k, i] = min(high, i + 1) - max(low, i)
-    return rows / rows.sum(axis=1, keepdims=True)
+        for i in range(int(low), min(int(np.ceil(high)), inputs)):
+            weights[k, i] = min(high, i + 1) - max(low, i)
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 # Every transform as one: the whole image's low frequencies (rows 0-7), those of its centre
@@ -75,8 +76,8 @@ _MARGIN = (SIZE - INNER) // 2
 _BOTH = np.zeros((4 * LOW, SIZE), np.float32)
 _BOTH[:LOW] = _dct_rows(SIZE)
 _BOTH[LOW : 2 * LOW, _MARGIN : _MARGIN + INNER] = _dct_rows(INNER)
-_BOTH[2 * LOW : 3 * LOW] = _block_rows(SIZE)
-_BOTH[3 * LOW :, _MARGIN : _MARGIN + INNER] = _block_rows(INNER)
+_BOTH[2 * LOW : 3 * LOW] = _box_rows(LOW, SIZE)
+_BOTH[3 * LOW :, _MARGIN : _MARGIN + INNER] = _box_rows(LOW, INNER)
 _MIDDLE = (LOW * LOW - 1) // 2
 _VIEWS = np.arange(4)
 CONFIRM = 8  # bits of 64 the block means of a near pair may differ in
@@ -85,13 +86,7 @@ CONFIRM = 8  # bits of 64 the block means of a near pair may differ in
 @lru_cache(maxsize=1024)
 def _box(size: int) -> np.ndarray:
     """[SIZE, size]: each of SIZE output pixels the mean of the input pixels it covers."""
-    weights = np.zeros((SIZE, size), np.float32)
-    step = size / SIZE
-    for k in range(SIZE):
-        low, high = k * step, (k + 1) * step
-        for i in range(int(low), min(int(np.ceil(high)), size)):
-            weights[k, i] = min(high, i + 1) - max(low, i)
-    return weights / weights.sum(axis=1, keepdims=True)
+    return _box_rows(SIZE, size)
 
 
 @lru_cache(maxsize=1024)
