@@ -119,24 +119,30 @@ def test_boxes_stay_relative_to_the_source_after_downscaling() -> None:
     assert feature["bbox_ymax"].float_list.value[0] == pytest.approx(0.875)
 
 
-def _damaged_photos() -> list[tuple[str, bytes]]:
-    """Real photo JPEGs cut short, without their end marker, or with bytes overwritten."""
+def _photo_crops(rng: np.random.Generator):
+    """(name, JPEG) of four 375x500 crops of each of scikit-learn's sample photos, placed by
+    `rng` (which the caller may go on drawing from between crops)."""
     from sklearn.datasets import load_sample_images
 
-    rng = np.random.default_rng(0)
-    cases = []
     for index, photo in enumerate(load_sample_images().images):
         for crop in range(4):
             y, x = rng.integers(0, 60), rng.integers(0, 100)
-            data = jpeg_bytes(photo[y : y + 375, x : x + 500], quality=90)
-            cases.append((f"photo{index}-{crop}", data))
-            cases.append((f"photo{index}-{crop} cut", data[: int(len(data) * 0.9)]))
-            cases.append((f"photo{index}-{crop} no end marker", data[:-2]))
-            for hit in range(3):
-                spot = int(rng.integers(len(data) // 4, len(data) - 100))
-                damaged = bytearray(data)
-                damaged[spot : spot + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
-                cases.append((f"photo{index}-{crop} overwritten {hit}", bytes(damaged)))
+            yield f"photo{index}-{crop}", jpeg_bytes(photo[y : y + 375, x : x + 500], quality=90)
+
+
+def _damaged_photos() -> list[tuple[str, bytes]]:
+    """Real photo JPEGs cut short, without their end marker, or with bytes overwritten."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for name, data in _photo_crops(rng):
+        cases.append((name, data))
+        cases.append((f"{name} cut", data[: int(len(data) * 0.9)]))
+        cases.append((f"{name} no end marker", data[:-2]))
+        for hit in range(3):
+            spot = int(rng.integers(len(data) // 4, len(data) - 100))
+            damaged = bytearray(data)
+            damaged[spot : spot + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+            cases.append((f"{name} overwritten {hit}", bytes(damaged)))
     return cases
 
 
@@ -290,32 +296,25 @@ def _damaged_scans() -> list[tuple[str, bytes]]:
     """Real photos damaged inside the scan: cut short early, midway and near the end; random
     bytes over the Huffman-coded data; a marker that has no place in a scan (DHT), an early
     end-of-image marker and a stray restart marker, midway and late."""
-    from sklearn.datasets import load_sample_images
-
     rng = np.random.default_rng(1)
     cases = []
-    for index, photo in enumerate(load_sample_images().images):
-        for crop in range(4):
-            y, x = rng.integers(0, 60), rng.integers(0, 100)
-            data = jpeg_bytes(photo[y : y + 375, x : x + 500], quality=90)
-            scan, end = _sos_end(data), len(data)
+    for name, data in _photo_crops(rng):
+        scan, end = _sos_end(data), len(data)
 
-            def at(fraction: float, scan: int = scan, end: int = end) -> int:
-                return scan + int((end - scan) * fraction)
+        def at(fraction: float, scan: int = scan, end: int = end) -> int:
+            return scan + int((end - scan) * fraction)
 
-            for fraction in (0.1, 0.5, 0.97):
-                cases.append((f"photo{index}-{crop} cut at {fraction}", data[: at(fraction)]))
-            for fraction in (0.2, 0.6, 0.95):
+        for fraction in (0.1, 0.5, 0.97):
+            cases.append((f"{name} cut at {fraction}", data[: at(fraction)]))
+        for fraction in (0.2, 0.6, 0.95):
+            damaged = bytearray(data)
+            damaged[at(fraction) : at(fraction) + 16] = rng.bytes(16)
+            cases.append((f"{name} huffman data at {fraction}", bytes(damaged)))
+        for fraction in (0.5, 0.9):
+            for marker in (b"\xff\xc4", b"\xff\xd9", b"\xff\xd0"):
                 damaged = bytearray(data)
-                damaged[at(fraction) : at(fraction) + 16] = rng.bytes(16)
-                cases.append((f"photo{index}-{crop} huffman data at {fraction}", bytes(damaged)))
-            for fraction in (0.5, 0.9):
-                for marker in (b"\xff\xc4", b"\xff\xd9", b"\xff\xd0"):
-                    damaged = bytearray(data)
-                    damaged[at(fraction) : at(fraction) + 2] = marker
-                    cases.append(
-                        (f"photo{index}-{crop} {marker.hex()} at {fraction}", bytes(damaged))
-                    )
+                damaged[at(fraction) : at(fraction) + 2] = marker
+                cases.append((f"{name} {marker.hex()} at {fraction}", bytes(damaged)))
     return cases
 
 
