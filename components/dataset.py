@@ -43,6 +43,9 @@ from components import atomic
 TRAIN, VALIDATION = "train", "validation"
 SPLITS = (TRAIN, VALIDATION)
 LABELS, METADATA, QUARANTINE = "labels.txt", "metadata.json", "quarantine.jsonl"
+# Each shard's record lengths, in a folder of their own (`record_index/<shard>.json`), out of
+# the shards' glob: what lets a resumed run open a shard at any record without reading it.
+RECORD_INDEX = "record_index"
 LOCK = ".lock"
 
 
@@ -67,6 +70,12 @@ def shard_pattern(data_dir: str, split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     return join(data_dir, f"{split}-*-of-*")
+
+
+def record_index_file(shard: str) -> str:
+    """Where ingestion keeps the record lengths of `shard`."""
+    folder, name = shard.rsplit("/", 1)
+    return join(folder, RECORD_INDEX, name + ".json")
 
 
 def shard_files(data_dir: str, split: str) -> list[str]:

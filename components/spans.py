@@ -326,6 +326,9 @@ def write_view(
         for number, (span, path) in enumerate(shards):
             name = dataset.shard_name(split, number, len(shards))
             _link(path, join(folder, name))
+            index = dataset.record_index_file(path)  # a link finds it beside the span's shard
+            if "://" in folder and dataset.exists(index):
+                FileSystems.copy([index], [dataset.record_index_file(join(folder, name))])
             view_shard[(span, path.rsplit("/", 1)[-1])] = name
     metadata["duplicates"] = view_duplicates(root, spans, folder, view_shard, spans_metadata)
     first = join(root, spans[0]["folder"])
@@ -393,6 +396,8 @@ def _clear_shards(folder: str) -> None:
         for split in SPLITS
         for m in FileSystems.match([dataset.shard_pattern(folder, split)])[0].metadata_list
     ]
+    index = join(folder, dataset.RECORD_INDEX, "*")
+    stale += [m.path for m in FileSystems.match([index])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
 

@@ -59,6 +59,12 @@ def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "src")
 
 
+def folder_files(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (its subfolders too), by path relative to it, with its bytes."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test writes to the user's registry."""

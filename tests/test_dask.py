@@ -9,6 +9,7 @@ import pytest
 from bench.dask_cluster import dask_cluster
 from bench.photos import write_photo_folders
 from components.ingest import IngestConfig, run_ingest
+from tests.conftest import folder_files
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +33,12 @@ def test_dask_runner_writes_the_same_bytes_as_the_local_runner(tmp_path: Path) -
             )
         )
     assert distributed["quarantined"] == local["quarantined"] == {"train": 1, "validation": 1}
-    local_files = sorted(p.name for p in (tmp_path / "local").iterdir())
-    assert local_files == sorted(p.name for p in (tmp_path / "dask").iterdir())
+    local_files, dask_files = folder_files(tmp_path / "local"), folder_files(tmp_path / "dask")
+    assert sorted(local_files) == sorted(dask_files)
     assert "train-00002-of-00003" in local_files and "quarantine.jsonl" in local_files
+    assert "record_index/train-00002-of-00003.json" in local_files
     for name in local_files:
-        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
+        assert local_files[name] == dask_files[name], name
 
 
 def test_cluster_processes_are_gone_after_the_block() -> None:

@@ -11,7 +11,7 @@ import tensorflow as tf
 from bench.photos import write_photo_folders
 from components.ingest import IngestConfig, run_ingest
 from components.ingest.pipeline import convert_item, ordered_map, write_shard
-from tests.conftest import check_events, jpeg_bytes, pattern_image
+from tests.conftest import check_events, folder_files, jpeg_bytes, pattern_image
 from tests.odd_files import broken, make_odd_dataset, odd_but_decodable
 
 pytestmark = pytest.mark.integration
@@ -122,11 +122,12 @@ def test_odd_dataset_loses_nothing_and_every_record_decodes(tmp_path: Path) -> N
 def test_same_input_gives_byte_identical_output(tmp_path: Path, class_folders: Path) -> None:
     _ingest(class_folders, tmp_path / "a", train_shards=3)
     _ingest(class_folders, tmp_path / "b", train_shards=3)
-    files_a = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files_a == sorted(p.name for p in (tmp_path / "b").iterdir())
+    files_a, files_b = folder_files(tmp_path / "a"), folder_files(tmp_path / "b")
+    assert sorted(files_a) == sorted(files_b)
     assert "train-00002-of-00003" in files_a and "validation-00000-of-00001" in files_a
+    assert "record_index/train-00002-of-00003.json" in files_a
     for name in files_a:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        assert files_a[name] == files_b[name], name
 
 
 def test_unchanged_inputs_are_reused_and_changes_are_not(
@@ -158,7 +159,7 @@ def test_real_photos_ingest_identically_run_after_run(tmp_path: Path) -> None:
         output = tmp_path / f"out{run}"
         meta = _ingest(source, output, train_shards=3, threads=threads)
         assert meta["records"] == {"train": 270, "validation": 30}
-        files = {p.name: p.read_bytes() for p in sorted(output.iterdir())}
+        files = folder_files(output)
         if first is None:
             first = files
         else:

@@ -312,6 +312,69 @@ def test_a_worker_whose_shards_run_short_wraps_to_the_epochs_start(tmp_path: Pat
         assert endless[: len(order)] == order and resumed == endless[12:]
 
 
+def _bytes_read() -> int:
+    """Bytes this process has read through system calls so far (Linux)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["ingestion's index", "headers read"])
+def test_a_run_resumed_late_in_an_epoch_reads_less_than_a_shard_before_its_first_step(
+    tmp_path: Path, indexed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real photos in 4 shards of ~90 records, a shuffle buffer smaller than the epoch, one and
+    two workers: resumed at ~90% of the epoch, the stream is record for record the rest of the
+    epoch that never stopped, and the pipeline has read less than its smallest shard when the
+    first batch is ready (it read ~90% of the epoch when it skipped what it had seen). Without
+    the index ingestion writes (older datasets, TFRecords made elsewhere), the records' lengths
+    come from their headers alone."""
+    from bench.photos import write_photo_folders
+    from components.dataset import RECORD_INDEX
+    from components.ingest import IngestConfig, run_ingest
+    from components.train import data as data_module
+    from components.train.data import train_dataset
+
+    source = write_photo_folders(tmp_path / "photos", 400, classes=4, size=(150, 200))
+    data = tmp_path / "data"
+    run_ingest(IngestConfig(source=str(source), output=str(data), train_shards=4))
+    assert len(list((data / RECORD_INDEX).glob("train-*.json"))) == 4
+    if indexed:  # a view's shards are links: the index is found beside the shard linked to
+        view = tmp_path / "view"
+        view.mkdir()
+        for shard in data.glob("train-*"):
+            (view / shard.name).symlink_to(Path("..") / "data" / shard.name)
+        monkeypatch.setattr(data_module, "_scanned_lengths", None)  # headers never read
+        for shard in sorted(view.iterdir()):
+            lengths = data_module.record_lengths(str(shard))
+            assert len(lengths) == sum(1 for _ in tf.data.TFRecordDataset(str(shard)))
+        monkeypatch.undo()
+    else:
+        for index in (data / RECORD_INDEX).iterdir():
+            index.unlink()
+    pattern = str(data / "train-*")
+    shards = sorted(data.glob("train-*"))
+    smallest = min(p.stat().st_size for p in shards)
+    records = sum(1 for p in shards for _ in tf.data.TFRecordDataset(str(p)))
+    for workers in (1, 2):
+        for worker in range(workers):
+            order = [r.numpy() for r in epoch_records(pattern, 3, 100, 0, workers, worker)]
+            skip = int(0.9 * len(order)) * workers // 8  # steps of 8 records
+            start = skip * 8 // workers
+            rest = remaining_records(pattern, 3, skip, 8, 100, 0, workers, worker)
+            assert [r.numpy() for r in rest.take(len(order) - start)] == order[start:]
+
+    augment = AugmentConfig(flip=False)
+    skip = int(0.9 * records) // 8
+    for _attempt in ("warm", "measured"):
+        before = _bytes_read()
+        batch = next(iter(train_dataset(pattern, 8, 64, augment, 100, 0, 3, skip)))
+        read = _bytes_read() - before
+    assert batch[0].shape == (8, 64, 64, 3)
+    assert read < smallest, f"read {read:,} bytes to resume; the smallest shard has {smallest:,}"
+
+
 def test_the_command_trains_with_mixup_under_xla(ingested: Path, tmp_path: Path) -> None:
     """What a single TensorFlow GPU does by default, on the CPU: the whole step compiled by XLA,
     mixup's λ drawn inside it, through the command line (mixup crashed at the first step)."""

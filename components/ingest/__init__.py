@@ -321,6 +321,7 @@ def _remove_outputs(output: str) -> None:
     """Clears shards and reports of an earlier, different run so that none is mixed in."""
     _delete_folder(join(output, "_staging"))  # also what a killed run left half-written
     _delete_folder(join(output, STATISTICS))  # validation's statistics of the old records
+    _delete_folder(join(output, dataset.RECORD_INDEX))  # the old shards' record lengths
     names = [dataset.METADATA, dataset.LABELS, dataset.QUARANTINE, DUPLICATES, FINGERPRINTS]
     stale = [
         m.path

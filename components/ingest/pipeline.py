@@ -30,11 +30,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from components.dataset import join, shard_name
+from components.dataset import join, record_index_file, shard_name
 from components.ingest.annotations import read_voc_boxes
 from components.ingest.images import MAX_DECODED_BYTES, BadImage, to_stored_image
 from components.ingest.listing import is_remote
-from components.ingest.records import make_example, tfrecord_frame
+from components.ingest.records import FRAMING, make_example, tfrecord_frame
 from components.ingest.similarity import exact_digest
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ def write_shard(
     per_label, formats, quarantine, box_problems = Counter(), Counter(), [], []
     totals = Counter()
     fingerprints = []  # [path, digest, hash, hash] of each record, for finding duplicates
+    lengths = []  # each record's length, the shard's index
 
     def convert(item: dict) -> tuple[bytes | None, dict]:
         # framed here too: off the writer thread
@@ -202,9 +203,12 @@ def write_shard(
             )  # fmt: skip
             if stats["box_problem"]:
                 box_problems.append(stats["box_problem"])
+            lengths.append(len(record) - FRAMING)
             yield record
 
     _write_atomically(join(output, name), records(), join(staging, "tmp"))
+    index = json.dumps({"lengths": lengths}).encode()
+    _write_atomically(record_index_file(join(output, name)), [index], join(staging, "tmp"))
     summary = {
         "split": task["split"],
         "shard": task["shard"],
