@@ -129,6 +129,8 @@ def _stage_tasks(found: Discovery, shards: dict[str, int], staging: str, run: st
                 "split": split, "shard": shard, "num_shards": shards[split], "run": run,
                 "items": items,
             }  # fmt: skip
+            if found.classes and any(i.record >= 0 for i in found.items[:1]):
+                task["classes"] = [c.text for c in found.classes]  # records name no class
             path = join(staging, "tasks", shard_name(split, shard, shards[split]) + ".json")
             dataset.write_text(path, json.dumps(task))
             paths.append(path)
@@ -239,9 +241,13 @@ def _rewrite(
     def on_stage(message: str) -> None:
         on_event(events.stage(COMPONENT, message))
 
-    on_stage(
-        f"{found.layout}: {len(found.items)} files, {len(found.classes)} classes; shards {shards}"
-    )
+    what = f"{len(found.items)} files, {len(found.classes)} classes"
+    if found.items and found.items[0].record >= 0:
+        what = (
+            f"{len(found.items):,} records in {len({i.path for i in found.items})} TFRecord "
+            f"files, {f'{len(found.classes)} classes' if found.classes else 'classes as named'}"
+        )
+    on_stage(f"{found.layout}: {what}; shards {shards}")
     for line in found.not_read:
         on_stage(f"not read: {line}")
 
@@ -390,7 +396,8 @@ def _finalize(
                 f"outputs in {config.output} are incomplete"
             )
 
-    dataset.write_text(join(config.output, dataset.LABELS), dataset.format_labels(found.classes))
+    classes = found.classes or _classes_of_records(summaries, found.layout, config.output)
+    dataset.write_text(join(config.output, dataset.LABELS), dataset.format_labels(classes))
     dataset.write_text(
         join(config.output, dataset.QUARANTINE),
         "".join(json.dumps(q, sort_keys=True, ensure_ascii=False) + "\n" for q in quarantine),
@@ -402,7 +409,7 @@ def _finalize(
         "source": config.source,
         # same bytes whatever the runner, its options and the output folder
         "config": config.model_dump(exclude={"beam_args", "output", "threads"}),
-        "num_classes": len(found.classes),
+        "num_classes": len(classes),
         "inputs": {s: inputs[s] for s in SPLITS},
         "records": {s: records[s] for s in SPLITS},
         "quarantined": {s: quarantined[s] for s in SPLITS},
@@ -421,6 +428,32 @@ def _finalize(
         json.dumps(metadata, indent=2, sort_keys=True) + "\n",
     )
     return metadata
+
+
+def _classes_of_records(summaries: list[dict], layout: str, output: str) -> list:
+    """The class table of a source whose records name their classes (Inception TFRecords):
+    each label's class id and name as its records give them. A label given two class ids, or
+    labels that leave a gap, stop the run: the table would be a guess."""
+    table, conflicts = {}, [c for s in summaries for c in s.get("class_conflicts", [])]
+    for summary in summaries:
+        for label, (wnid, text, first) in summary.get("classes", {}).items():
+            seen = table.setdefault(int(label), (wnid, text, first))
+            if seen[0] != wnid:
+                conflicts.append([int(label), *seen, wnid, first])
+    if conflicts:
+        label, wnid, _, first, other, second = conflicts[0]
+        raise RuntimeError(
+            f"{layout}: label {label + 1} is class {wnid} in {first} but {other} in {second} "
+            f"({len(conflicts)} such disagreement(s)); outputs in {output} are incomplete"
+        )
+    missing = sorted(set(range(max(table, default=-1) + 1)) - set(table))
+    if missing or not table:
+        raise RuntimeError(
+            f"{layout}: no record has label(s) {', '.join(str(m + 1) for m in missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''} of 1..{max(table, default=-1) + 1}: the "
+            f"class table would have holes; outputs in {output} are incomplete"
+        )
+    return [dataset.ClassInfo(label, table[label][0], table[label][1]) for label in sorted(table)]
 
 
 FINGERPRINT_COLUMNS = ["split", "record", "path", "digest", "hashes"]
@@ -524,6 +557,11 @@ def _plan_spans(config: IngestConfig) -> tuple[dict, list[str], str]:
                 f"span {name} is complete but cannot be read: {err}. Fix it, or remove its "
                 f"{spans.MARKER} (or the span) to go on without it"
             ) from err
+        if any(item.record >= 0 for item in found[name].items[:1]):
+            raise ValueError(
+                f"span {name}: {found[name].layout} cannot be a span (its labels are known only "
+                "once its records are read); ingest it as a dataset of its own"
+            )
         marker = join(path, spans.MARKER)
         found[name].not_read = [n for n in found[name].not_read if not n.startswith(marker + ":")]
     classes = _classes_over(found)

@@ -34,8 +34,15 @@ from components.dataset import join, record_index_file, shard_name
 from components.ingest.annotations import read_voc_boxes
 from components.ingest.images import MAX_DECODED_BYTES, BadImage, to_stored_image
 from components.ingest.listing import is_remote
-from components.ingest.records import FRAMING, make_example, tfrecord_frame
+from components.ingest.records import (
+    FRAMING,
+    make_example,
+    opened_at,
+    record_at,
+    tfrecord_frame,
+)
 from components.ingest.similarity import exact_digest
+from components.ingest.tfrecords import parsed
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +52,27 @@ def summary_path(staging: str, name: str) -> str:
 
 
 def convert_item(
-    item: dict, max_side: int | None, max_bytes: int = MAX_DECODED_BYTES
+    item: dict,
+    max_side: int | None,
+    max_bytes: int = MAX_DECODED_BYTES,
+    classes: list[str] | None = None,
 ) -> tuple[bytes | None, dict]:
     """One staged item -> (serialized example, stats), or (None, {"reason": ...}) to quarantine.
+    An item that is a record of a TFRecord source is parsed first (its image, label, names and
+    boxes); `classes`: the names of a source's labels when the records do not carry them.
 
     Running out of memory fails the shard (the runner retries it) and names the file: it says
     nothing about the file, so it must not become a quarantine verdict that later runs reuse.
     """
     reason = item.get("problem")
+    fields = None  # a TFRecord source's record, parsed
     if not reason:
         try:
-            stored = to_stored_image(read_listed(item), max_side, max_bytes)
+            data = read_listed(item)
+            if item.get("record", -1) >= 0:
+                fields = parsed(data, item["record_format"], len(classes or ()))
+                data = fields["jpeg"]
+            stored = to_stored_image(data, max_side, max_bytes)
         except BadImage as err:
             reason = str(err)
         except MemoryError as err:
@@ -67,6 +84,8 @@ def convert_item(
             if is_remote(item["path"]):  # a storage hiccup: fail the shard, the runner retries
                 raise
             reason = f"unreadable file: {err}"
+        except ValueError as err:  # a record: damaged, not an Example, or without its image
+            reason = str(err).removeprefix(f"{item['path']}: ")
     if reason:
         return None, {"reason": reason}
     boxes, box_size, box_problem = item["boxes"], item.get("box_size"), ""
@@ -76,7 +95,12 @@ def convert_item(
         except ValueError as err:  # the image is fine; only its boxes are unknown
             box_problem = str(err)
     filename = item["relpath"].rsplit("/", 1)[-1]
-    example = make_example(stored, item["label"], item["text"], filename, boxes, box_size)
+    label, text = item["label"], item["text"]
+    if fields is not None:
+        label, boxes, box_size = fields["label"], fields["boxes"], (1, 1)  # boxes are relative
+        text = fields["text"] or (classes[label] if classes else fields["wnid"])
+        filename = fields["filename"] or filename
+    example = make_example(stored, label, text, filename, boxes, box_size)
     stats = {
         "digest": exact_digest(stored.jpeg),
         "hashes": [f"{h:016x}" for h in stored.hashes or ()],
@@ -86,7 +110,15 @@ def convert_item(
         "boxes": bool(boxes),
         "box_problem": box_problem,
     }
+    if fields is not None:
+        stats.update(label=label, wnid=fields["wnid"], text=text)
     return example, stats
+
+
+def entry_name(item: dict) -> str:
+    """How an entry is named in the quarantine and the fingerprints: its path, and for a record
+    of a TFRecord source its index too (`train-00003-of-01024#17`)."""
+    return f"{item['path']}#{item['record']}" if item.get("record", -1) >= 0 else item["path"]
 
 
 class ChangedSinceListed(BadImage):
@@ -94,7 +126,9 @@ class ChangedSinceListed(BadImage):
 
 
 def read_listed(item: dict) -> bytes:
-    """The bytes of a listed file, read from one open of it that is checked against the listing.
+    """The bytes of a listed file (or of a listed record of a TFRecord file: only its bytes,
+    at its offset, their checksum checked), read from one open of it that is checked against
+    the listing.
 
     Local files are opened once, without following a link unless the listing found a link
     (to a file inside the source), and the open file's inode, size and modification time must
@@ -105,7 +139,11 @@ def read_listed(item: dict) -> bytes:
     machine): there size and time must match.
     """
     path = item["path"]
+    record = item.get("record", -1) >= 0
     if is_remote(path) or not item.get("inode"):
+        if record:
+            with opened_at(path) as read_at:
+                return record_at(read_at, item["offset"], item["record_length"], path)
         with FileSystems.open(path) as handle:
             return handle.read()
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
@@ -130,6 +168,9 @@ def read_listed(item: dict) -> bytes:
                 f"{listed[0]}, {listed[1]}, {listed[2]} then; {now[0]}, {now[1]}, {now[2]} now);"
                 " not read: run the ingestion again once it is settled"
             )
+        if record:
+            read_at = lambda offset, count: os.pread(handle.fileno(), count, offset)  # noqa: E731
+            return record_at(read_at, item["offset"], item["record_length"], path)
         return handle.read()
 
 
@@ -179,10 +220,11 @@ def write_shard(
     totals = Counter()
     fingerprints = []  # [path, digest, hash, hash] of each record, for finding duplicates
     lengths = []  # each record's length, the shard's index
+    classes, conflicts = {}, []  # label -> [class id, name, first record]; disagreements
 
     def convert(item: dict) -> tuple[bytes | None, dict]:
         # framed here too: off the writer thread
-        example, stats = convert_item(item, max_side, max_bytes)
+        example, stats = convert_item(item, max_side, max_bytes, task.get("classes"))
         return (tfrecord_frame(example) if example is not None else None), stats
 
     def records() -> Iterator[bytes]:
@@ -190,13 +232,19 @@ def write_shard(
             task["items"], ordered_map(convert, task["items"], threads), strict=True
         ):
             if record is None:
-                quarantine.append(
-                    {"path": item["path"], "split": item["split"], "reason": stats["reason"]}
-                )
+                row = {"path": item["path"], "split": item["split"], "reason": stats["reason"]}
+                if item.get("record", -1) >= 0:
+                    row["record"] = item["record"]
+                quarantine.append(row)
                 continue
-            per_label[item["label"]] += 1
+            label = stats.get("label", item["label"])
+            per_label[label] += 1
+            if "wnid" in stats:  # a TFRecord source's record names its class
+                classes.setdefault(str(label), [stats["wnid"], stats["text"], entry_name(item)])
+                if classes[str(label)][0] != stats["wnid"]:
+                    conflicts.append([label, *classes[str(label)], stats["wnid"], entry_name(item)])
             formats[stats["format"]] += 1
-            fingerprints.append([item["path"], stats["digest"], *stats["hashes"]])
+            fingerprints.append([entry_name(item), stats["digest"], *stats["hashes"]])
             totals.update(
                 records=1, reencoded=stats["reencoded"], resized=stats["resized"],
                 with_boxes=stats["boxes"],
@@ -219,6 +267,8 @@ def write_shard(
         "resized": totals["resized"],
         "with_boxes": totals["with_boxes"],
         "box_problems": box_problems,
+        "classes": classes,
+        "class_conflicts": conflicts[:100],
         "quarantine": quarantine,
         "fingerprints": fingerprints,
         "run": task["run"],  # the driver counts only this run's summaries

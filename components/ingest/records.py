@@ -5,8 +5,11 @@ Kept free of Beam so that each can be tested on its own and reused by the benchm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import struct
+from collections.abc import Callable, Iterator
 
 import google_crc32c
 
@@ -27,6 +30,76 @@ def tfrecord_frame(record: bytes) -> bytes:
     """One record in TFRecord framing: length, its masked CRC-32C, data, the data's masked CRC."""
     length = struct.pack("<Q", len(record))
     return length + masked_crc(length) + record + masked_crc(record)
+
+
+class DamagedRecords(ValueError):
+    """A TFRecord file whose frames stop making sense at byte `position`; `lengths` holds the
+    records before it."""
+
+    def __init__(self, path: str, position: int, lengths: list[int], what: str):
+        super().__init__(f"{path}: {what} at byte {position:,} (after {len(lengths):,} records)")
+        self.path, self.position, self.lengths = path, position, lengths
+
+
+ReadAt = Callable[[int, int], bytes]  # (offset, count) -> at most `count` bytes from `offset`
+
+
+@contextlib.contextmanager
+def opened_at(path: str) -> Iterator[ReadAt]:
+    """Reads of a file at offsets: `pread` on a local file (only the bytes asked for), seek and
+    read through Beam's FileSystems elsewhere (gs://, s3://)."""
+    if "://" not in path:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            yield lambda offset, count: os.pread(fd, count, offset)
+        finally:
+            os.close(fd)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+
+        def read_at(offset: int, count: int) -> bytes:
+            handle.seek(offset)
+            return handle.read(count)
+
+        yield read_at
+
+
+def frame_lengths(read_at: ReadAt, size: int, path: str) -> list[int]:
+    """The length of each record of a TFRecord file of `size` bytes, from the 12-byte headers
+    alone (the records are skipped, not read); a header whose checksum fails, or a record that
+    runs past the end, raises DamagedRecords."""
+    lengths, position = [], 0
+    while position < size:
+        header = read_at(position, 12)
+        if len(header) < 12 or header[8:] != masked_crc(header[:8]):
+            raise DamagedRecords(path, position, lengths, "a damaged or cut record header")
+        (length,) = struct.unpack("<Q", header[:8])
+        if position + length + FRAMING > size:
+            raise DamagedRecords(path, position, lengths, "a record that runs past the end")
+        lengths.append(length)
+        position += length + FRAMING
+    return lengths
+
+
+def payload_offsets(lengths) -> list[int]:
+    """Where each record's bytes start: after the frames before it and its own 12-byte header."""
+    offsets, position = [], 0
+    for length in lengths:
+        offsets.append(position + 12)
+        position += int(length) + FRAMING
+    return offsets
+
+
+def record_at(read_at: ReadAt, offset: int, length: int, path: str) -> bytes:
+    """The record whose bytes start at `offset`, its checksum checked (as TensorFlow's reader
+    does)."""
+    data = read_at(offset, length + 4)
+    record = data[:length]
+    if len(data) != length + 4 or masked_crc(record) != data[length:]:
+        raise ValueError(f"{path}: the record at byte {offset - 12:,} is damaged (checksum)")
+    return record
 
 
 def order_key(split: str, relpath: str) -> str:

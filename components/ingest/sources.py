@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from apache_beam.io.filesystems import FileSystems
 
 from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, exists, join, read_bytes
-from components.ingest import annotations
+from components.ingest import annotations, tfrecords
 from components.ingest.listing import (
     Entry,
     children,
@@ -68,6 +68,12 @@ class SourceItem:
     inode: int = 0  # local files: what the listing saw, compared again when the file is opened
     link: bool = False
     host: str = ""  # the machine that listed it (an inode means something only there)
+    # One record of a TFRecord source (components/ingest/tfrecords.py): its index in `path`,
+    # where its bytes start and how many; its label (-1 until then) is read from the record.
+    record: int = -1
+    offset: int = 0
+    record_length: int = 0
+    record_format: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -92,8 +98,11 @@ class Discovery:
         The content hash sees exactly the bytes, at the price of reading every file.
         """
         digest = hashlib.sha256(self.layout.encode())
+        contents: dict[str, str] = {}  # a TFRecord file holds many entries: hashed once
         for item in sorted(self.items, key=lambda i: (i.split, i.relpath)):
-            what = _content(item.path) if content and not item.problem else item.mtime_ns
+            if content and not item.problem and item.path not in contents:
+                contents[item.path] = _content(item.path)
+            what = contents[item.path] if content and not item.problem else item.mtime_ns
             digest.update(f"{item.split}\0{item.relpath}\0{item.size}\0{what}\n".encode())
         for entry in self.box_files:
             what = _content(entry.path) if content else entry.mtime_ns
@@ -389,6 +398,7 @@ def _check_inside(source: str, found: Discovery) -> None:
     folders += [(*KAGGLE_ROOT[:i],) for i in (1, 2, 3)]
     folders += [(*KAGGLE_ROOT, split) for split in ("train", "val")]
     paths = [*found.label_files, *(p for f in folders if os.path.lexists(p := join(source, *f)))]
+    paths += sorted({item.path for item in found.items if item.record >= 0})  # TFRecord files
     for path in paths:
         real = os.path.realpath(path)
         if real != home and not real.startswith(home.rstrip(os.sep) + os.sep):
@@ -411,10 +421,18 @@ def discover(source: str, follow_outside_links: bool = False) -> Discovery:
     elif is_dir(join(source, "train")):
         found = _discover_folders(source, follow_outside_links)
     else:
-        raise ValueError(
-            f"{source}: unrecognised layout; expected train/<class>/ with val/ (class folders, "
-            f"or flat with {SYNSET_LABELS} or the {DEVKIT} devkit), or the Kaggle ImageNet "
-            f"release ({'/'.join(KAGGLE_ROOT)}/ with LOC_*.csv/txt)"
+        try:
+            layout, items, classes, label_files = tfrecords.discover_tfrecords(source, HOST)
+        except LookupError:
+            raise ValueError(
+                f"{source}: unrecognised layout; expected train/<class>/ with val/ (class "
+                f"folders, or flat with {SYNSET_LABELS} or the {DEVKIT} devkit), the Kaggle "
+                f"ImageNet release ({'/'.join(KAGGLE_ROOT)}/ with LOC_*.csv/txt), Inception "
+                "TFRecords (train-00000-of-01024, validation-...), or a prepared TFDS folder "
+                "(<name>-train.tfrecord-00000-of-01024, label.labels.txt)"
+            ) from None
+        found = Discovery(
+            layout, classes, [SourceItem(**i) for s in SPLITS for i in items[s]], label_files
         )
     if not found.items:
         raise ValueError(f"{source}: no files found")

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 
 import numpy as np
 import tensorflow as tf
 
 from components import dataset
-from components.ingest.records import FRAMING, masked_crc
+from components.ingest.records import (
+    FRAMING,
+    DamagedRecords,
+    frame_lengths,
+    opened_at,
+    payload_offsets,
+    record_at,
+)
 from components.schema import parsing_spec
 from components.train import preprocessing as pp
 from components.train.config import AugmentConfig
@@ -135,24 +141,11 @@ def record_lengths(shard: str) -> np.ndarray:
 
 
 def _scanned_lengths(path: str, size: int) -> np.ndarray:
-    lengths, position = [], 0
-    # Unbuffered where the file is local: GFile's buffer would read the records themselves.
-    opened = open(path, "rb", buffering=0) if _local(path) else tf.io.gfile.GFile(path, "rb")
-    with opened as handle:
-        while position < size:
-            handle.seek(position)
-            header = handle.read(12)
-            if len(header) < 12 or header[8:] != masked_crc(header[:8]):
-                raise ValueError(
-                    f"{path}: the record at byte {position:,} has a damaged or cut header; "
-                    "the shard cannot be resumed into (ingest it again)"
-                )
-            (length,) = struct.unpack("<Q", header[:8])
-            lengths.append(length)
-            position += length + FRAMING
-    if position != size:
-        raise ValueError(f"{path}: its last record runs past the end of the file ({size:,} bytes)")
-    return np.asarray(lengths, dtype=np.int64)
+    with opened_at(path) as read_at:
+        try:
+            return np.asarray(frame_lengths(read_at, size, path), dtype=np.int64)
+        except DamagedRecords as err:
+            raise ValueError(f"{err}; the shard cannot be resumed into (ingest it again)") from err
 
 
 def remaining_records(
@@ -203,22 +196,12 @@ class _RecordReader:
 
     def __init__(self, files: list[str], lengths: list[np.ndarray]):
         self.files, self.lengths = files, lengths
-        # A record's bytes start after the frames before it in its file and its own header.
-        self.offsets = [np.cumsum(x + FRAMING) - x - 4 for x in lengths]
+        self.offsets = [payload_offsets(x) for x in lengths]
 
     def __call__(self, i: np.int64, r: np.int64) -> bytes:
-        path, offset, length = self.files[i], int(self.offsets[i][r]), int(self.lengths[i][r])
-        if _local(path):
-            with open(path, "rb", buffering=0) as handle:
-                data = os.pread(handle.fileno(), length + 4, offset)
-        else:
-            with tf.io.gfile.GFile(path, "rb") as handle:
-                handle.seek(offset)
-                data = handle.read(length + 4)
-        record = data[:length]
-        if len(data) != length + 4 or masked_crc(record) != data[length:]:
-            raise ValueError(f"{path}: record {r} (byte {offset - 12:,}) is damaged or cut")
-        return record
+        path = self.files[i]
+        with opened_at(path) as read_at:
+            return record_at(read_at, self.offsets[i][r], int(self.lengths[i][r]), path)
 
 
 def train_dataset(

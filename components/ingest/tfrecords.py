@@ -1,0 +1,242 @@
+"""ImageNet as people already hold it: TFRecords in the Inception layout, or a prepared TFDS
+folder, read as a source without going back to the JPEG files.
+
+- Inception / Model Garden (what `build_imagenet_data.py` writes): `train-00000-of-01024`,
+  `validation-00000-of-00128` with `image/encoded`, `image/class/label` (1-based: 0 was left for
+  a background class), `image/class/synset`, `image/class/text`, `image/filename` and relative
+  boxes `image/object/bbox/{xmin,ymin,xmax,ymax}`. Labels become label - 1; the class table
+  (synset and name of each label) is assembled from the records themselves, and two records
+  giving one label two synsets stop the run.
+- TFDS `imagenet2012` as `tfds` prepares it: `<name>-train.tfrecord-00000-of-01024`,
+  `<name>-validation.tfrecord-...`, features `image` (the JPEG), `label` (0-based), `file_name`,
+  and `label.labels.txt` (one synset a line, in label order) beside them; the source may be that
+  folder or a data folder holding `<name>/<version>/`.
+
+Every record is an entry of its own (file and record index), listed from the records' headers
+alone (their bytes are read once, when converted), and checked as an image file is: a record
+that is no Example, lacks its image or label, or holds a bad image is quarantined by file and
+record; a file whose frames break at some byte contributes one quarantined entry for the rest
+of it, so nothing is lost without a line saying so. Valid JPEGs are kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from apache_beam.io.filesystems import FileSystems
+
+from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, join, read_text
+from components.ingest.listing import children, is_remote
+from components.ingest.records import (
+    DamagedRecords,
+    frame_lengths,
+    opened_at,
+    payload_offsets,
+    record_at,
+)
+
+INCEPTION, TFDS = "inception-tfrecords", "tfds-tfrecords"
+INCEPTION_NAME = re.compile(r"^(train|validation)-\d{5}-of-\d{5}$")
+TFDS_NAME = re.compile(r"^.+-(train|validation)\.tfrecord-\d{5}-of-\d{5}$")
+TFDS_LABELS = "label.labels.txt"
+
+
+def _split_files(folder: str, pattern: re.Pattern) -> dict[str, list[str]]:
+    _, files = children(folder)
+    found = {split: [] for split in SPLITS}
+    for name in sorted(files):
+        if match := pattern.match(name):
+            found[match.group(1)].append(join(folder, name))
+    return found
+
+
+def tfds_folder(source: str) -> str | None:
+    """The folder of a prepared TFDS dataset: `source` itself, or `source/<name>/<version>` (the
+    highest version) when `source` is a TFDS data folder holding one dataset."""
+    if any(_split_files(source, TFDS_NAME).values()):
+        return source
+    candidates = []
+    for name in children(source)[0]:
+        for version in children(join(source, name))[0]:
+            folder = join(source, name, version)
+            if any(_split_files(folder, TFDS_NAME).values()):
+                number = tuple(int(p) for p in re.findall(r"\d+", version))
+                candidates.append((name, number, folder))
+    names = {c[0] for c in candidates}
+    if len(names) > 1:
+        raise ValueError(
+            f"{source}: several TFDS datasets ({', '.join(sorted(names))}); point the source at "
+            "one of their version folders"
+        )
+    return max(candidates)[2] if candidates else None
+
+
+def inception_files(source: str) -> dict[str, list[str]] | None:
+    found = _split_files(source, INCEPTION_NAME)
+    return found if any(found.values()) else None
+
+
+def first_features(path: str) -> set[str]:
+    """The feature names of the first record of a TFRecord file (set() if it has none)."""
+    from tensorflow.core.example import example_pb2
+
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    with opened_at(path) as read_at:
+        try:
+            lengths = frame_lengths(read_at, size, path)[:1]
+        except DamagedRecords as err:
+            lengths = err.lengths[:1]
+        if not lengths:
+            return set()
+        record = record_at(read_at, 12, lengths[0], path)
+    return set(example_pb2.Example.FromString(record).features.feature)
+
+
+def record_items(path: str, split: str, layout: str, source: str, host: str) -> list[dict]:
+    """One entry per record of a TFRecord file (fields of SourceItem), from its headers alone;
+    the part of a file past a broken frame is one entry with its problem."""
+    if is_remote(path):
+        meta = FileSystems.match([path])[0].metadata_list[0]
+        size, mtime_ns, inode = meta.size_in_bytes, int(meta.last_updated_in_seconds * 1e9), 0
+    else:
+        seen = os.stat(path)
+        size, mtime_ns, inode = seen.st_size, seen.st_mtime_ns, seen.st_ino
+    rel = path[len(source) + 1 :] if path.startswith(source + "/") else path.rsplit("/", 1)[-1]
+    common = {"path": path, "split": split, "size": size, "mtime_ns": mtime_ns, "inode": inode,
+              "host": host if inode else "", "record_format": layout}  # fmt: skip
+    problem = ""
+    with opened_at(path) as read_at:
+        try:
+            lengths = frame_lengths(read_at, size, path)
+        except DamagedRecords as err:
+            lengths = err.lengths
+            problem = (
+                f"{err.args[0].split(': ', 1)[1]}: the records from there to the end of the file "
+                "cannot be read (one entry for all of them)"
+            )
+    items = [
+        {
+            **common,
+            "relpath": f"{rel}#{i}",
+            "label": -1,
+            "record": i,
+            "offset": offset,
+            "record_length": length,
+        }  # fmt: skip
+        for i, (offset, length) in enumerate(zip(payload_offsets(lengths), lengths, strict=True))
+    ]
+    if problem:
+        i = len(lengths)
+        items.append({**common, "relpath": f"{rel}#{i}", "label": None, "record": i,
+                      "problem": problem})  # fmt: skip
+    return items
+
+
+def tfds_classes(folder: str) -> tuple[list[ClassInfo], str]:
+    """The class table of a TFDS folder from its label file (label i is the i-th line)."""
+    path = join(folder, TFDS_LABELS)
+    if not FileSystems.exists(path):
+        raise ValueError(
+            f"{folder}: a TFDS folder without {TFDS_LABELS}; the labels' class ids are unknown"
+        )
+    wnids = [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    return [ClassInfo(i, w, w) for i, w in enumerate(wnids)], path
+
+
+def parsed(record: bytes, layout: str, num_classes: int = 0) -> dict:
+    """An image record of either layout -> {jpeg, label (0-based), wnid, text, filename, boxes
+    (relative [xmin, ymin, xmax, ymax])}; ValueError says what is wrong with it."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    try:
+        features = example_pb2.Example.FromString(record).features.feature
+    except DecodeError as err:
+        raise ValueError(f"not a tf.train.Example ({err})") from err
+
+    def one(name: str, kind: str, required: bool = True):
+        values = getattr(features[name], kind).value if name in features else []
+        if len(values) != 1:
+            if required:
+                raise ValueError(f"feature {name!r}: {len(values)} values where one is needed")
+            return None
+        return values[0]
+
+    def text(name: str) -> str:
+        value = one(name, "bytes_list", required=False)
+        return value.decode("utf-8", "replace") if value is not None else ""
+
+    if layout == INCEPTION:
+        label = one("image/class/label", "int64_list")
+        if label < 1:
+            raise ValueError(f"label {label}: Inception labels start at 1 (0 is background)")
+        corners = [
+            list(features[f"image/object/bbox/{c}"].float_list.value)
+            if f"image/object/bbox/{c}" in features
+            else []
+            for c in ("xmin", "ymin", "xmax", "ymax")
+        ]
+        if len({len(c) for c in corners}) != 1:
+            raise ValueError("box corners of different counts")
+        return {
+            "jpeg": one("image/encoded", "bytes_list"),
+            "label": label - 1,
+            "wnid": text("image/class/synset"),
+            "text": text("image/class/text"),
+            "filename": text("image/filename"),
+            "boxes": [list(b) for b in zip(*corners, strict=True)],
+        }
+    label = one("label", "int64_list")
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label {label} is not one of the {num_classes} classes")
+    return {
+        "jpeg": one("image", "bytes_list"),
+        "label": label,
+        "wnid": "",
+        "text": "",
+        "filename": text("file_name"),
+        "boxes": [],
+    }
+
+
+def discover_tfrecords(source: str, host: str) -> tuple[str, dict, list[ClassInfo], list[str]]:
+    """(layout, {split: items}, classes, label files) of a TFRecord source, or a ValueError
+    that says what was found. Inception's classes are [] here: they come from the records."""
+    folder = source
+    files = inception_files(source)
+    layout = INCEPTION
+    if files is None:
+        folder = tfds_folder(source)
+        if folder is None:
+            raise LookupError(source)
+        files, layout = _split_files(folder, TFDS_NAME), TFDS
+    if not files[TRAIN]:
+        raise ValueError(f"{folder}: {layout} without train files")
+    features = first_features(files[TRAIN][0])
+    if layout == INCEPTION and "image/encoded" not in features:
+        if {"image", "label", "img_format"} <= features:
+            raise ValueError(
+                f"{source}: already a TrickFlow dataset (its shards hold our features); train "
+                "on it directly (data_dir) instead of ingesting it again"
+            )
+        raise ValueError(
+            f"{files[TRAIN][0]}: named like an Inception TFRecord but its first record has no "
+            f"image/encoded (features: {', '.join(sorted(features)) or 'none'})"
+        )
+    if layout == TFDS and not {"image", "label"} <= features:
+        raise ValueError(
+            f"{files[TRAIN][0]}: a TFDS file whose first record lacks image and label "
+            f"(features: {', '.join(sorted(features)) or 'none'})"
+        )
+    classes, label_files = [], []
+    if layout == TFDS:
+        classes, labels_path = tfds_classes(folder)
+        label_files = [labels_path]
+    items = {split: [] for split in SPLITS}
+    for split in SPLITS:
+        for path in files[split]:
+            items[split] += record_items(path, split, layout, folder, host)
+    if not items[VALIDATION]:
+        raise ValueError(f"{folder}: {layout} without validation files")
+    return layout, items, classes, label_files
