@@ -6,15 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.dask_cluster import dask_cluster
 from bench.photos import write_photo_folders
 from components.ingest import IngestConfig, run_ingest
+from components.ingest.local_cluster import dask_cluster
 from tests.conftest import folder_files
 
 pytestmark = pytest.mark.integration
 
 
-def test_dask_runner_writes_the_same_bytes_as_the_local_runner(tmp_path: Path) -> None:
+def test_dask_runner_and_local_processes_write_the_same_bytes_as_the_local_runner(
+    tmp_path: Path,
+) -> None:
     source = write_photo_folders(tmp_path / "photos", 120, size=(375, 500), odd_every=10)
     (source / "train" / "n00000001" / "truncated.JPEG").write_bytes(
         (source / "train" / "n00000001" / "img_000001.JPEG").read_bytes()[:3000]
@@ -32,13 +34,29 @@ def test_dask_runner_writes_the_same_bytes_as_the_local_runner(tmp_path: Path) -
                 beam_args=["--runner=DaskRunner", f"--dask_client_address={address}"],
             )
         )
-    assert distributed["quarantined"] == local["quarantined"] == {"train": 1, "validation": 1}
-    local_files, dask_files = folder_files(tmp_path / "local"), folder_files(tmp_path / "dask")
-    assert sorted(local_files) == sorted(dask_files)
+    stages = []
+    processes = run_ingest(
+        IngestConfig(
+            source=str(source), output=str(tmp_path / "processes"), train_shards=3, processes=2
+        ),
+        on_event=lambda event: stages.append(event["message"]),
+    )
+    assert "starting a local Dask cluster of 2 worker processes" in stages
+    assert any("--runner=apache_beam.runners.dask.dask_runner.DaskRunner" in m for m in stages)
+    assert (
+        distributed["quarantined"]
+        == processes["quarantined"]
+        == local["quarantined"]
+        == {"train": 1, "validation": 1}
+    )
+    local_files = folder_files(tmp_path / "local")
     assert "train-00002-of-00003" in local_files and "quarantine.jsonl" in local_files
     assert "record_index/train-00002-of-00003.json" in local_files
-    for name in local_files:
-        assert local_files[name] == dask_files[name], name
+    for other in ("dask", "processes"):
+        files = folder_files(tmp_path / other)
+        assert sorted(local_files) == sorted(files)
+        for name in local_files:
+            assert local_files[name] == files[name], (other, name)
 
 
 def test_cluster_processes_are_gone_after_the_block() -> None:

@@ -113,3 +113,10 @@ def test_other_runners_pass_through_untouched(args: list[str]) -> None:
 )
 def test_runner_name(args: list[str], name: str) -> None:
     assert runner_name(args) == name
+
+
+def test_the_local_job_runs_in_processes_where_one_process_cannot_use_the_cores() -> None:
+    from components.ingest import local_processes
+
+    assert [local_processes(None, cores) for cores in (1, 2, 8, 16, 64)] == [1, 1, 1, 4, 16]
+    assert local_processes(3, 64) == 3

@@ -1,7 +1,9 @@
 """A real Dask cluster on this machine: a `dask scheduler` and N `dask worker` processes.
 
-Used by the Dask integration test and the ingestion benchmark; the same commands start a
-cluster across machines (infra/scale-out/beam-runners.md).
+What runs the local ingestion job in processes (`IngestSettings.processes`): one process's
+threads share one interpreter lock, and the Python part of each photo's work (~8% of it,
+bench/gil_bench.py) caps them near 0.45x of 16 cores; processes each with a few threads do not
+share it. The same commands start a cluster across machines (infra/scale-out/beam-runners.md).
 
     with dask_cluster(workers=2) as address:   # "tcp://127.0.0.1:PORT"
         run_ingest(IngestConfig(..., beam_args=["--runner=DaskRunner",
