@@ -64,10 +64,10 @@ def plain_loop(source: str, output: str) -> int:
 
 def one_variant(variant: str, source: str, output: str, address: str) -> None:
     """Runs one variant in this (fresh) process and prints its measurements as JSON."""
-    from tensorflow.core.example import example_pb2  # noqa: F401 - imported before the clock
-
     from components.ingest import IngestConfig, run_ingest
-    from components.ingest.records import make_example  # noqa: F401 - TensorFlow import
+    from components.ingest.records import example_messages
+
+    example_messages()  # built before the clock
     from components.ingest.runners import LOCAL_BEAM_ARGS
 
     if variant in ("unhashed", "before"):  # without the duplicate fingerprints, for their cost

@@ -28,6 +28,42 @@ def test_relative_boxes_clamp_swap_and_drop() -> None:
     assert len(rel) == 2  # the zero-width box is dropped
 
 
+def test_records_are_written_byte_for_byte_as_tensorflows_example_writes_them() -> None:
+    """Ingestion builds Examples with protobuf classes of its own (no TensorFlow import in its
+    workers): every record must be the bytes TensorFlow's tf.train.Example serializes for the
+    same features, deterministically, and each must read back through TensorFlow's class."""
+    rng = np.random.default_rng(0)
+    stored = to_stored_image(jpeg_bytes(pattern_image(3, 1)))
+    cases = [
+        (0, "", "a.JPEG", []),
+        (999, "tench, Tinca tinca", "n01440764_10026.JPEG", [[4, 4, 20, 30]]),
+        (2**40, "caf\u00e9 \u00fc\u6f22\u5b57", "\u00e9t\u00e9.jpeg", [[1, 2, 3, 4]] * 7),
+        (7, "x" * 300, "long/name.JPEG", rng.uniform(0, 48, (20, 4)).tolist()),
+    ]
+    for label, text, filename, boxes in cases:
+        ours = make_example(stored, label, text, filename, boxes)
+        rel = relative_boxes(boxes, *stored.source_size)
+
+        def b(v: bytes) -> tf.train.Feature:
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+        def i(v: int) -> tf.train.Feature:
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+
+        def f(v: list[float]) -> tf.train.Feature:
+            return tf.train.Feature(float_list=tf.train.FloatList(value=v))
+
+        theirs = tf.train.Example(features=tf.train.Features(feature={
+            "image": b(stored.jpeg), "height": i(stored.height), "width": i(stored.width),
+            "channels": i(3), "colorspace": b(b"RGB"), "img_format": b(b"JPEG"),
+            "label": i(label), "text": b(text.encode()), "filename": b(filename.encode()),
+            **{f"bbox_{c}": f([box[k] for box in rel])
+               for k, c in enumerate(("xmin", "ymin", "xmax", "ymax"))},
+        }))  # fmt: skip
+        assert ours == theirs.SerializeToString(deterministic=True), (label, text)
+        assert tf.train.Example.FromString(ours) == theirs
+
+
 def test_example_has_exactly_the_schema_features() -> None:
     stored = to_stored_image(jpeg_bytes(pattern_image(0, 0)))
     serialized = make_example(stored, 2, "tench, Tinca tinca", "x.JPEG", [[4, 4, 20, 30]])

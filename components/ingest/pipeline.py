@@ -36,6 +36,7 @@ from components.ingest.images import MAX_DECODED_BYTES, BadImage, to_stored_imag
 from components.ingest.listing import is_remote
 from components.ingest.records import (
     FRAMING,
+    example_messages,
     make_example,
     opened_at,
     record_at,
@@ -295,8 +296,8 @@ class WriteShardFn(beam.DoFn):
         self._quarantined = Metrics.counter("ingest", "files_quarantined")
 
     def setup(self):
-        # Imported once here rather than by the first conversion threads all at once.
-        from tensorflow.core.example import example_pb2  # noqa: F401
+        # Built once here rather than by the first conversion threads all at once.
+        example_messages()
 
         self._pool_size = self._threads or os.cpu_count() or 1
 

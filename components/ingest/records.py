@@ -6,9 +6,11 @@ Kept free of Beam so that each can be tested on its own and reused by the benchm
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import struct
+import types
 from collections.abc import Callable, Iterator
 
 import google_crc32c
@@ -133,6 +135,66 @@ def relative_boxes(boxes: list[list[float]], width: int, height: int) -> list[li
     return out
 
 
+@functools.cache
+def example_messages() -> types.SimpleNamespace:
+    """tf.train.Example and its parts as protobuf classes of our own, built from their fields
+    (those of TensorFlow's example.proto and feature.proto, whose wire format they share), so
+    that ingestion workers need not import TensorFlow (~3 s and ~400 MB a process) to write
+    or read a record. The same protobuf runtime serializes them: deterministic output is byte
+    for byte what TensorFlow's classes give (tests/test_records.py compares them)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
+    file = descriptor_pb2.FileDescriptorProto(
+        name="trickflow/example.proto", package="trickflow", syntax="proto3"
+    )
+
+    def message(name: str, *fields: tuple, nested=()) -> descriptor_pb2.DescriptorProto:
+        proto = (
+            file.message_type.add(name=name) if not nested else nested[0].nested_type.add(name=name)
+        )
+        for number, (field, kind, label, type_name, packed) in enumerate(fields, start=1):
+            added = proto.field.add(name=field, number=number, type=kind, label=label)
+            if type_name:
+                added.type_name = type_name
+            if packed:
+                added.options.packed = True
+        return proto
+
+    repeated, optional = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+    message("BytesList", ("value", F.TYPE_BYTES, repeated, "", False))
+    message("FloatList", ("value", F.TYPE_FLOAT, repeated, "", True))
+    message("Int64List", ("value", F.TYPE_INT64, repeated, "", True))
+    feature = message(
+        "Feature",
+        ("bytes_list", F.TYPE_MESSAGE, optional, ".trickflow.BytesList", False),
+        ("float_list", F.TYPE_MESSAGE, optional, ".trickflow.FloatList", False),
+        ("int64_list", F.TYPE_MESSAGE, optional, ".trickflow.Int64List", False),
+    )
+    feature.oneof_decl.add(name="kind")
+    for field in feature.field:
+        field.oneof_index = 0
+    features = message(
+        "Features",
+        ("feature", F.TYPE_MESSAGE, repeated, ".trickflow.Features.FeatureEntry", False),
+    )
+    entry = message(
+        "FeatureEntry",
+        ("key", F.TYPE_STRING, optional, "", False),
+        ("value", F.TYPE_MESSAGE, optional, ".trickflow.Feature", False),
+        nested=(features,),
+    )
+    entry.options.map_entry = True
+    message("Example", ("features", F.TYPE_MESSAGE, optional, ".trickflow.Features", False))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    names = ("BytesList", "FloatList", "Int64List", "Feature", "Features", "Example")
+    return types.SimpleNamespace(**{
+        n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"trickflow.{n}"))
+        for n in names
+    })  # fmt: skip
+
+
 def make_example(
     image: StoredImage,
     label: int,
@@ -146,16 +208,16 @@ def make_example(
     `boxes` are pixel boxes of the image `box_size` (width, height) names, by default the source
     image as decoded (before any downscaling); they are stored relative, clamped to [0, 1].
     """
-    from tensorflow.core.example import example_pb2, feature_pb2
+    messages = example_messages()
 
-    def b(value: bytes) -> feature_pb2.Feature:
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+    def b(value: bytes):
+        return messages.Feature(bytes_list=messages.BytesList(value=[value]))
 
-    def i(value: int) -> feature_pb2.Feature:
-        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+    def i(value: int):
+        return messages.Feature(int64_list=messages.Int64List(value=[value]))
 
-    def f(values: list[float]) -> feature_pb2.Feature:
-        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
+    def f(values: list[float]):
+        return messages.Feature(float_list=messages.FloatList(value=values))
 
     rel = relative_boxes(boxes, *(box_size or image.source_size))
     features = {
@@ -173,5 +235,5 @@ def make_example(
         "text": b(text.encode("utf-8")),
         "filename": b(filename.encode("utf-8")),
     }
-    example = example_pb2.Example(features=feature_pb2.Features(feature=features))
+    example = messages.Example(features=messages.Features(feature=features))
     return example.SerializeToString(deterministic=True)

@@ -30,6 +30,7 @@ from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, join, read_
 from components.ingest.listing import children, is_remote
 from components.ingest.records import (
     DamagedRecords,
+    example_messages,
     frame_lengths,
     opened_at,
     payload_offsets,
@@ -79,8 +80,6 @@ def inception_files(source: str) -> dict[str, list[str]] | None:
 
 def first_features(path: str) -> set[str]:
     """The feature names of the first record of a TFRecord file (set() if it has none)."""
-    from tensorflow.core.example import example_pb2
-
     size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
     with opened_at(path) as read_at:
         try:
@@ -90,7 +89,7 @@ def first_features(path: str) -> set[str]:
         if not lengths:
             return set()
         record = record_at(read_at, 12, lengths[0], path)
-    return set(example_pb2.Example.FromString(record).features.feature)
+    return set(example_messages().Example.FromString(record).features.feature)
 
 
 def record_items(path: str, split: str, layout: str, source: str, host: str) -> list[dict]:
@@ -148,10 +147,9 @@ def parsed(record: bytes, layout: str, num_classes: int = 0) -> dict:
     """An image record of either layout -> {jpeg, label (0-based), wnid, text, filename, boxes
     (relative [xmin, ymin, xmax, ymax])}; ValueError says what is wrong with it."""
     from google.protobuf.message import DecodeError
-    from tensorflow.core.example import example_pb2
 
     try:
-        features = example_pb2.Example.FromString(record).features.feature
+        features = example_messages().Example.FromString(record).features.feature
     except DecodeError as err:
         raise ValueError(f"not a tf.train.Example ({err})") from err
 
