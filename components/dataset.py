@@ -74,8 +74,8 @@ def shard_pattern(data_dir: str, split: str) -> str:
 
 def record_index_file(shard: str) -> str:
     """Where ingestion keeps the record lengths of `shard`."""
-    folder, name = shard.rsplit("/", 1)
-    return join(folder, RECORD_INDEX, name + ".json")
+    folder, _, name = shard.rpartition("/")
+    return join(folder or ".", RECORD_INDEX, name + ".json")
 
 
 def shard_files(data_dir: str, split: str) -> list[str]:

@@ -159,6 +159,38 @@ def test_a_tfds_folder_is_ingested_with_its_label_list(tmp_path: Path) -> None:
         assert ours[path.name]["label"] == synsets.index(path.parent.name)
 
 
+def test_linked_files_are_read_and_missing_or_stray_files_are_named(tmp_path: Path) -> None:
+    """A TFRecord file that is a link (inside the source) is read like the others; a missing
+    shard stops the run naming it; a file no split takes is listed as not read; a TFDS build
+    left incomplete beside the finished version is not taken for the newest."""
+    from components.ingest.sources import discover
+
+    source, _, synsets = inception_set(tmp_path, damaged=False)
+    (source / "kept").mkdir()
+    moved = source / "kept" / "train-00001-of-00004"
+    (source / "train-00001-of-00004").rename(moved)
+    (source / "train-00001-of-00004").symlink_to(Path("kept") / "train-00001-of-00004")
+    (source / "README.txt").write_text("how these were made")
+    meta = run_ingest(IngestConfig(source=str(source), output=str(tmp_path / "data")))
+    assert meta["records"] == {"train": 72, "validation": 8} and not any(
+        meta["quarantined"].values()
+    )
+    assert any("README.txt" in line for line in meta["not_read"])
+
+    (source / "train-00002-of-00004").unlink()
+    with pytest.raises(ValueError, match=r"1 of 4 train files are missing \(00002\)"):
+        discover(str(source))
+
+    photos = write_photo_folders(tmp_path / "few", 40, classes=4, size=(120, 160), distinct=True)
+    tfds = tfds_set(tmp_path / "t", synsets, photos)
+    done = tfds / "imagenet2012" / "5.1.0"
+    partial = tfds / "imagenet2012" / "5.1.0.incomplete7QX2"
+    partial.mkdir()
+    first = next(done.glob("*-train.tfrecord-00000-of-00002"))
+    (partial / first.name).write_bytes(first.read_bytes()[:100])
+    assert {Path(i.path).parent for i in discover(str(tfds)).items} == {done}
+
+
 def test_an_ingested_trickflow_dataset_is_not_taken_for_inception_records(
     ingested: Path,
 ) -> None:

@@ -36,12 +36,7 @@ from components.ingest.listing import is_dir
 from components.ingest.local_cluster import dask_cluster
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
-from components.ingest.runners import (
-    LOCAL_BEAM_ARGS,
-    names_runner,
-    resolve_beam_args,
-    runner_name,
-)
+from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
 from components.ingest.similarity import DUPLICATES, FINGERPRINTS, find_duplicates
 from components.ingest.sources import Discovery, discover, is_remote
 from components.masking import redacted
@@ -87,9 +82,9 @@ class IngestSettings(BaseModel):
         None,
         ge=1,
         description="the local run's worker processes (a local Dask cluster when more than "
-        "one); None: 1 up to 8 cores, where one process's threads reach 0.7x of them, else one "
-        "per 4 cores (one process's threads share an interpreter lock: ~0.45x of 16 cores). "
-        "Ignored when beam_args name a runner",
+        "one); None: TRICKFLOW_INGEST_PROCESSES, else 1 up to 8 cores, where one process's "
+        "threads reach 0.7x of them, else one per 4 cores (one process's threads share an "
+        "interpreter lock: ~0.45x of 16 cores). Not used when beam_args are given",
     )
     beam_args: list[str] = Field(
         default_factory=list,
@@ -108,13 +103,31 @@ class IngestConfig(IngestSettings):
     output: str = Field(description="where the shards and reports are written")
 
 
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, and a container's CPU quota (cgroup v2
+    `cpu.max`, what a Kubernetes CPU limit sets) when lower."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def local_processes(asked: int | None, cores: int | None = None) -> int:
-    """How many processes run a local job: as asked, else 1 up to 8 cores and one per 4 cores
-    above (Amdahl with the ~8% of a photo's work that holds the interpreter lock: one process's
-    threads reach 0.71x of 8 cores, 0.45x of 16; processes of 4 threads each ~0.8x)."""
+    """How many processes run a local job: as asked (the setting, else the environment's
+    TRICKFLOW_INGEST_PROCESSES), else 1 up to 8 cores and one per 4 cores above (Amdahl with
+    the ~8% of a photo's work that holds the interpreter lock: one process's threads reach
+    0.71x of 8 cores, 0.45x of 16; processes of 4 threads each ~0.8x)."""
+    asked = asked or int(os.environ.get("TRICKFLOW_INGEST_PROCESSES", "0") or 0)
     if asked:
         return asked
-    cores = cores or os.cpu_count() or 1
+    cores = cores or available_cores()
     return 1 if cores <= 8 else cores // 4
 
 
@@ -282,15 +295,20 @@ def _rewrite(
     run = uuid.uuid4().hex[:12]
     staging = join(config.output, "_staging", run)
     tasks = _stage_tasks(found, shards, staging, run)
-    processes = 1 if names_runner(config.beam_args) else local_processes(config.processes)
+    # Options for the local runner, or another runner, are the user's: processes only without.
+    processes = 1 if config.beam_args else local_processes(config.processes)
     with contextlib.ExitStack() as stack:
         if processes > 1:
             on_stage(f"starting a local Dask cluster of {processes} worker processes")
-            address = stack.enter_context(dask_cluster(workers=processes))
-            cores = os.cpu_count() or 1
+            try:
+                address = stack.enter_context(dask_cluster(workers=processes))
+            except RuntimeError as err:
+                on_stage(f"{err}; converting in this process instead")
+                processes = 1
+        if processes > 1:
             config = config.model_copy(
                 update={
-                    "threads": config.threads or max(1, cores // processes),
+                    "threads": config.threads or max(1, available_cores() // processes),
                     "beam_args": ["--runner=DaskRunner", f"--dask_client_address={address}"],
                 }
             )

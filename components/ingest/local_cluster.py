@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> I
             **common,
         )
     ]  # fmt: skip
+    started = []  # whether the cluster came up (its folder is then removed at the end)
     try:
         deadline = time.monotonic() + timeout
         while not scheduler_file.exists():
@@ -67,7 +69,7 @@ def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> I
         for _ in range(workers):
             processes.append(
                 subprocess.Popen(
-                    [dask, "worker", address,
+                    [dask, "worker", address, "--no-nanny",  # no child left behind a kill
                      "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
                      "--host", "127.0.0.1", "--local-directory", str(folder)],
                     **common,
@@ -75,10 +77,18 @@ def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> I
             )  # fmt: skip
         _wait_for_workers(address, workers, deadline, folder)
         yield address
+    except RuntimeError as err:
+        if "did not start" not in str(err):  # a start that failed keeps the log it names
+            started.append(True)
+        raise
+    else:
+        started.append(True)
     finally:
         for process in reversed(processes):
             _stop(process)
         logs.close()
+        if started:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_for_workers(address: str, workers: int, deadline: float, folder: Path) -> None:

@@ -86,6 +86,8 @@ def convert_item(
                 raise
             reason = f"unreadable file: {err}"
         except ValueError as err:  # a record: damaged, not an Example, or without its image
+            if item.get("record", -1) < 0:
+                raise
             reason = str(err).removeprefix(f"{item['path']}: ")
     if reason:
         return None, {"reason": reason}

@@ -43,11 +43,6 @@ def _runner(args: list[str]) -> tuple[int, str] | None:
     return None
 
 
-def names_runner(args: list[str]) -> bool:
-    """Whether the options choose a runner (else the local one runs the job)."""
-    return _runner(args) is not None
-
-
 def runner_name(args: list[str]) -> str:
     found = _runner(args)
     return found[1].rsplit(".", 1)[-1] if found else "FnApiRunner"

@@ -422,7 +422,7 @@ def discover(source: str, follow_outside_links: bool = False) -> Discovery:
         found = _discover_folders(source, follow_outside_links)
     else:
         try:
-            layout, items, classes, label_files = tfrecords.discover_tfrecords(source, HOST)
+            layout, items, classes, label_files, others = tfrecords.discover_tfrecords(source, HOST)
         except LookupError:
             raise ValueError(
                 f"{source}: unrecognised layout; expected train/<class>/ with val/ (class "
@@ -432,8 +432,9 @@ def discover(source: str, follow_outside_links: bool = False) -> Discovery:
                 "(<name>-train.tfrecord-00000-of-01024, label.labels.txt)"
             ) from None
         found = Discovery(
-            layout, classes, [SourceItem(**i) for s in SPLITS for i in items[s]], label_files
-        )
+            layout, classes, [SourceItem(**i) for s in SPLITS for i in items[s]], label_files,
+            not_read=others,
+        )  # fmt: skip
     if not found.items:
         raise ValueError(f"{source}: no files found")
     if not is_remote(source) and not follow_outside_links:

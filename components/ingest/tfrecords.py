@@ -32,15 +32,18 @@ from components.ingest.records import (
     DamagedRecords,
     example_messages,
     frame_lengths,
+    masked_crc,
     opened_at,
     payload_offsets,
     record_at,
 )
 
 INCEPTION, TFDS = "inception-tfrecords", "tfds-tfrecords"
-INCEPTION_NAME = re.compile(r"^(train|validation)-\d{5}-of-\d{5}$")
-TFDS_NAME = re.compile(r"^.+-(train|validation)\.tfrecord-\d{5}-of-\d{5}$")
+INCEPTION_NAME = re.compile(r"^(train|validation)-(\d{5})-of-(\d{5})$")
+TFDS_NAME = re.compile(r"^.+-(train|validation)\.tfrecord-(\d{5})-of-(\d{5})$")
+TFDS_VERSION = re.compile(r"^\d+\.\d+\.\d+$")  # not `5.1.0.incomplete...`: a build in progress
 TFDS_LABELS = "label.labels.txt"
+TFDS_FILES = (TFDS_LABELS, "dataset_info.json", "features.json")
 
 
 def _split_files(folder: str, pattern: re.Pattern) -> dict[str, list[str]]:
@@ -52,6 +55,40 @@ def _split_files(folder: str, pattern: re.Pattern) -> dict[str, list[str]]:
     return found
 
 
+def _complete(files: dict[str, list[str]], pattern: re.Pattern) -> None:
+    """Every split's files are shards 0..N-1 of one N: a copy that stopped halfway, or files
+    of two conversions mixed, stop the run instead of training on part of the data."""
+    for split, paths in files.items():
+        numbers = [pattern.match(p.rsplit("/", 1)[-1]).groups()[1:] for p in paths]
+        totals = {int(total) for _, total in numbers}
+        if not paths:
+            continue
+        if len(totals) > 1:
+            raise ValueError(
+                f"{paths[0].rsplit('/', 1)[0]}: {split} files of {len(totals)} different shard "
+                f"counts ({', '.join(str(t) for t in sorted(totals))}); keep one conversion's"
+            )
+        total = totals.pop()
+        missing = sorted(set(range(total)) - {int(n) for n, _ in numbers})
+        if missing:
+            shown = ", ".join(f"{m:05d}" for m in missing[:10])
+            raise ValueError(
+                f"{paths[0].rsplit('/', 1)[0]}: {len(missing)} of {total} {split} files are "
+                f"missing ({shown}{' ...' if len(missing) > 10 else ''}); copy them, or the "
+                "dataset would be short without a word"
+            )
+
+
+def _others(folder: str, pattern: re.Pattern) -> list[str]:
+    """Files beside the records that no split takes: named in what was not read."""
+    _, files = children(folder)
+    return [
+        f"{join(folder, name)}: not a {pattern.pattern} file"
+        for name in sorted(files)
+        if not pattern.match(name) and name not in TFDS_FILES
+    ]
+
+
 def tfds_folder(source: str) -> str | None:
     """The folder of a prepared TFDS dataset: `source` itself, or `source/<name>/<version>` (the
     highest version) when `source` is a TFDS data folder holding one dataset."""
@@ -60,6 +97,8 @@ def tfds_folder(source: str) -> str | None:
     candidates = []
     for name in children(source)[0]:
         for version in children(join(source, name))[0]:
+            if not TFDS_VERSION.match(version):
+                continue
             folder = join(source, name, version)
             if any(_split_files(folder, TFDS_NAME).values()):
                 number = tuple(int(p) for p in re.findall(r"\d+", version))
@@ -78,32 +117,33 @@ def inception_files(source: str) -> dict[str, list[str]] | None:
     return found if any(found.values()) else None
 
 
-def first_features(path: str) -> set[str]:
-    """The feature names of the first record of a TFRecord file (set() if it has none)."""
-    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    with opened_at(path) as read_at:
-        try:
-            lengths = frame_lengths(read_at, size, path)[:1]
-        except DamagedRecords as err:
-            lengths = err.lengths[:1]
-        if not lengths:
-            return set()
-        record = record_at(read_at, 12, lengths[0], path)
-    return set(example_messages().Example.FromString(record).features.feature)
+def first_features(paths: list[str]) -> tuple[str, set[str]]:
+    """The first of `paths` with a readable first record, and that record's feature names
+    ("", set() if none has one)."""
+    from google.protobuf.message import DecodeError
+
+    for path in paths:
+        with opened_at(path) as read_at:
+            header = read_at(0, 12)
+            if len(header) < 12 or header[8:] != masked_crc(header[:8]):
+                continue  # empty or damaged: the next file says what this set is
+            try:
+                record = record_at(read_at, 12, int.from_bytes(header[:8], "little"), path)
+                example = example_messages().Example.FromString(record)
+            except (ValueError, DecodeError):
+                continue
+            return path, set(example.features.feature)
+    return "", set()
 
 
 def record_items(path: str, split: str, layout: str, source: str, host: str) -> list[dict]:
     """One entry per record of a TFRecord file (fields of SourceItem), from its headers alone;
     the part of a file past a broken frame is one entry with its problem."""
-    if is_remote(path):
-        meta = FileSystems.match([path])[0].metadata_list[0]
-        size, mtime_ns, inode = meta.size_in_bytes, int(meta.last_updated_in_seconds * 1e9), 0
-    else:
-        seen = os.stat(path)
-        size, mtime_ns, inode = seen.st_size, seen.st_mtime_ns, seen.st_ino
+    seen = os.stat(path)  # local: object stores are refused before (discover_tfrecords)
+    size, mtime_ns, inode = seen.st_size, seen.st_mtime_ns, seen.st_ino
     rel = path[len(source) + 1 :] if path.startswith(source + "/") else path.rsplit("/", 1)[-1]
     common = {"path": path, "split": split, "size": size, "mtime_ns": mtime_ns, "inode": inode,
-              "host": host if inode else "", "record_format": layout}  # fmt: skip
+              "host": host, "record_format": layout, "link": os.path.islink(path)}  # fmt: skip
     problem = ""
     with opened_at(path) as read_at:
         try:
@@ -198,20 +238,32 @@ def parsed(record: bytes, layout: str, num_classes: int = 0) -> dict:
     }
 
 
-def discover_tfrecords(source: str, host: str) -> tuple[str, dict, list[ClassInfo], list[str]]:
-    """(layout, {split: items}, classes, label files) of a TFRecord source, or a ValueError
-    that says what was found. Inception's classes are [] here: they come from the records."""
+def discover_tfrecords(
+    source: str, host: str
+) -> tuple[str, dict, list[ClassInfo], list[str], list[str]]:
+    """(layout, {split: items}, classes, label files, what is not read) of a TFRecord source,
+    or a ValueError that says what was found. Inception's classes are [] here: they come from
+    the records."""
     folder = source
     files = inception_files(source)
-    layout = INCEPTION
+    layout, pattern = INCEPTION, INCEPTION_NAME
     if files is None:
         folder = tfds_folder(source)
         if folder is None:
             raise LookupError(source)
-        files, layout = _split_files(folder, TFDS_NAME), TFDS
+        files, layout, pattern = _split_files(folder, TFDS_NAME), TFDS, TFDS_NAME
+    if is_remote(folder):
+        raise ValueError(
+            f"{folder}: {layout} on an object store cannot be read record by record at a "
+            "sensible cost (each read of a ~110 KB record fetches a 16 MiB chunk through Beam's "
+            "reader); copy the files to a local or network filesystem and ingest from there"
+        )
     if not files[TRAIN]:
         raise ValueError(f"{folder}: {layout} without train files")
-    features = first_features(files[TRAIN][0])
+    _complete(files, pattern)
+    first, features = first_features(files[TRAIN])
+    if not first:
+        raise ValueError(f"{folder}: no {layout} train file holds a readable record")
     if layout == INCEPTION and "image/encoded" not in features:
         if {"image", "label", "img_format"} <= features:
             raise ValueError(
@@ -219,12 +271,12 @@ def discover_tfrecords(source: str, host: str) -> tuple[str, dict, list[ClassInf
                 "on it directly (data_dir) instead of ingesting it again"
             )
         raise ValueError(
-            f"{files[TRAIN][0]}: named like an Inception TFRecord but its first record has no "
+            f"{first}: named like an Inception TFRecord but its first record has no "
             f"image/encoded (features: {', '.join(sorted(features)) or 'none'})"
         )
     if layout == TFDS and not {"image", "label"} <= features:
         raise ValueError(
-            f"{files[TRAIN][0]}: a TFDS file whose first record lacks image and label "
+            f"{first}: a TFDS file whose first record lacks image and label "
             f"(features: {', '.join(sorted(features)) or 'none'})"
         )
     classes, label_files = [], []
@@ -237,4 +289,4 @@ def discover_tfrecords(source: str, host: str) -> tuple[str, dict, list[ClassInf
             items[split] += record_items(path, split, layout, folder, host)
     if not items[VALIDATION]:
         raise ValueError(f"{folder}: {layout} without validation files")
-    return layout, items, classes, label_files
+    return layout, items, classes, label_files, _others(folder, pattern)

@@ -135,9 +135,27 @@ def record_lengths(shard: str) -> np.ndarray:
         if tf.io.gfile.exists(index):
             with tf.io.gfile.GFile(index, "rb") as handle:
                 lengths = np.asarray(json.load(handle)["lengths"], dtype=np.int64)
-            if int((lengths + FRAMING).sum()) == size:
+            if int((lengths + FRAMING).sum()) == size and _agrees(shard, lengths):
                 return lengths
     return _scanned_lengths(shard, size)
+
+
+def _agrees(shard: str, lengths: np.ndarray) -> bool:
+    """Whether the first and last records' headers say the lengths the index holds (a shard
+    rewritten to the same size under an old index does not)."""
+    if not len(lengths):
+        return True
+    with opened_at(shard) as read_at:
+        for k in {0, len(lengths) - 1}:
+            header = read_at(
+                int(payload_offsets(lengths[k : k + 1])[0])
+                - 12
+                + int((lengths[:k] + FRAMING).sum()),
+                12,
+            )
+            if len(header) < 12 or int.from_bytes(header[:8], "little") != int(lengths[k]):
+                return False
+    return True
 
 
 def _scanned_lengths(path: str, size: int) -> np.ndarray:
@@ -167,11 +185,16 @@ def remaining_records(
     A resumed epoch reads nothing it has trained on. Its order is replayed on record positions
     (shard, record), which the shards' record lengths give without reading them: the same
     interleaving and the same seeded shuffle as the records take, so the same permutation. The
-    positions past the resume point are then read one record each at its byte offset.
+    positions past the resume point are then read one record each at its byte offset, through
+    Python (a few microseconds a record, for the rest of that one epoch; the next epoch streams
+    its shards again). On object stores the resumed epoch skips by reading, as before.
     """
     start = skip * batch_size // workers
-    if start == 0:
-        return epoch_records(pattern, epoch, shuffle_buffer, seed, workers, worker).repeat()
+    if start == 0 or not _local(pattern):
+        # Object stores: a read at an offset fetches a large chunk (16 MiB through Beam's GCS
+        # reader), so the records before the resume point are streamed and skipped there.
+        ds = epoch_records(pattern, epoch, shuffle_buffer, seed, workers, worker).repeat()
+        return ds.skip(start)
     files, order = _epoch_files(pattern, epoch, seed, workers, worker)
     lengths = [record_lengths(f) for f in files]
     counts = tf.constant([len(x) for x in lengths], tf.int64)
