@@ -325,10 +325,7 @@ def write_view(
         ]
         for number, (span, path) in enumerate(shards):
             name = dataset.shard_name(split, number, len(shards))
-            _link(path, join(folder, name))
-            index = dataset.record_index_file(path)  # a link finds it beside the span's shard
-            if "://" in folder and dataset.exists(index):
-                FileSystems.copy([index], [dataset.record_index_file(join(folder, name))])
+            _link(path, join(folder, name))  # a link's record index is beside its target
             view_shard[(span, path.rsplit("/", 1)[-1])] = name
     metadata["duplicates"] = view_duplicates(root, spans, folder, view_shard, spans_metadata)
     first = join(root, spans[0]["folder"])

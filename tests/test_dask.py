@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def test_dask_runner_and_local_processes_write_the_same_bytes_as_the_local_runne
             )
         )
     stages = []
+    before = set(Path(tempfile.gettempdir()).glob("dask-*"))
     processes = run_ingest(
         IngestConfig(
             source=str(source), output=str(tmp_path / "processes"), train_shards=3, processes=2
@@ -42,6 +44,7 @@ def test_dask_runner_and_local_processes_write_the_same_bytes_as_the_local_runne
         on_event=lambda event: stages.append(event["message"]),
     )
     assert "starting a local Dask cluster of 2 worker processes" in stages
+    assert set(Path(tempfile.gettempdir()).glob("dask-*")) == before  # its folder removed
     assert any("--runner=apache_beam.runners.dask.dask_runner.DaskRunner" in m for m in stages)
     assert (
         distributed["quarantined"]
@@ -72,3 +75,22 @@ def test_cluster_processes_are_gone_after_the_block() -> None:
     ]
     assert not leftovers, leftovers
     assert port
+
+
+def test_a_local_cluster_that_cannot_start_leaves_the_job_to_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `dask` program beside the interpreter: the ingestion says why and converts in its own
+    process, with the same records."""
+    from components.ingest import local_cluster
+
+    source = write_photo_folders(tmp_path / "photos", 30, classes=3, size=(120, 160))
+    monkeypatch.setattr(local_cluster.sys, "executable", str(tmp_path / "nowhere" / "python"))
+    stages = []
+    meta = run_ingest(
+        IngestConfig(source=str(source), output=str(tmp_path / "out"), processes=2),
+        on_event=lambda event: stages.append(event["message"]),
+    )
+    assert meta["records"] == {"train": 27, "validation": 3}
+    fallback = [m for m in stages if "converting in this process instead" in m]
+    assert fallback and "the local Dask cluster did not start (FileNotFoundError" in fallback[0]

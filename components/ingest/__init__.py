@@ -36,7 +36,12 @@ from components.ingest.listing import is_dir
 from components.ingest.local_cluster import dask_cluster
 from components.ingest.pipeline import build_pipeline, summary_path
 from components.ingest.records import auto_shards, order_key, shard_of
-from components.ingest.runners import LOCAL_BEAM_ARGS, resolve_beam_args, runner_name
+from components.ingest.runners import (
+    LOCAL_BEAM_ARGS,
+    available_cores,
+    resolve_beam_args,
+    runner_name,
+)
 from components.ingest.similarity import DUPLICATES, FINGERPRINTS, find_duplicates
 from components.ingest.sources import Discovery, discover, is_remote
 from components.masking import redacted
@@ -103,28 +108,16 @@ class IngestConfig(IngestSettings):
     output: str = Field(description="where the shards and reports are written")
 
 
-def available_cores() -> int:
-    """The cores this process may use: its CPU affinity, and a container's CPU quota (cgroup v2
-    `cpu.max`, what a Kubernetes CPU limit sets) when lower."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
 def local_processes(asked: int | None, cores: int | None = None) -> int:
     """How many processes run a local job: as asked (the setting, else the environment's
     TRICKFLOW_INGEST_PROCESSES), else 1 up to 8 cores and one per 4 cores above (Amdahl with
     the ~8% of a photo's work that holds the interpreter lock: one process's threads reach
     0.71x of 8 cores, 0.45x of 16; processes of 4 threads each ~0.8x)."""
-    asked = asked or int(os.environ.get("TRICKFLOW_INGEST_PROCESSES", "0") or 0)
+    if not asked:
+        value = os.environ.get("TRICKFLOW_INGEST_PROCESSES", "").strip()
+        if value and not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"TRICKFLOW_INGEST_PROCESSES={value!r}: a whole number of 1 or more")
+        asked = int(value or 0)
     if asked:
         return asked
     cores = cores or available_cores()
@@ -302,7 +295,7 @@ def _rewrite(
             on_stage(f"starting a local Dask cluster of {processes} worker processes")
             try:
                 address = stack.enter_context(dask_cluster(workers=processes))
-            except RuntimeError as err:
+            except RuntimeError as err:  # whatever kept it from starting, named with its log
                 on_stage(f"{err}; converting in this process instead")
                 processes = 1
         if processes > 1:
@@ -503,12 +496,19 @@ def _classes_of_records(summaries: list[dict], layout: str, output: str) -> list
             f"{layout}: label {label + 1} is class {wnid} in {first} but {other} in {second} "
             f"({len(conflicts)} such disagreement(s)); outputs in {output} are incomplete"
         )
-    missing = sorted(set(range(max(table, default=-1) + 1)) - set(table))
-    if missing or not table:
+    top = max(table, default=-1)
+    if not table or top + 1 > len(table):
+        missing, expected = [], 0  # the first few holes, without listing a range of them
+        for label in sorted(table) + [top + 1]:
+            while expected < label and len(missing) < 10:
+                missing.append(expected)
+                expected += 1
+            expected = label + 1
+        holes = top + 1 - len(table)
+        shown = ", ".join(str(m + 1) for m in missing) + (" ..." if holes > 10 else "")
         raise RuntimeError(
-            f"{layout}: no record has label(s) {', '.join(str(m + 1) for m in missing[:10])}"
-            f"{' ...' if len(missing) > 10 else ''} of 1..{max(table, default=-1) + 1}: the "
-            f"class table would have holes; outputs in {output} are incomplete"
+            f"{layout}: {holes} label(s) of 1..{top + 1} have no record ({shown}): the class "
+            f"table would have holes; outputs in {output} are incomplete"
         )
     return [dataset.ClassInfo(label, table[label][0], table[label][1]) for label in sorted(table)]
 

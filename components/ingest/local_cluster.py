@@ -28,20 +28,37 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """TERM, then KILL; returns only when the process is gone."""
+    """TERM, then KILL, to the process's whole session (a worker's nanny and the worker it
+    runs); returns only when the process is gone."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)  # the leader not reaped: its group is ours
             process.wait(timeout=10)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)  # started in a session of its own: its group is its pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _address(scheduler_file: Path) -> str | None:
+    """The scheduler's address once its file is whole (it is written in place)."""
+    try:
+        return json.loads(scheduler_file.read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @contextmanager
 def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> Iterator[str]:
     """Starts a scheduler on a free loopback port and `workers` worker processes; yields the
-    scheduler address; stops them all (verified) on exit."""
+    scheduler address; stops them all (verified) on exit. Whatever keeps the cluster from
+    starting is a RuntimeError naming its log; the temporary folder goes once it has run."""
     folder = Path(tempfile.mkdtemp(prefix="dask-"))
     scheduler_file = folder / "scheduler.json"
     # The commands of infra/scale-out/beam-runners.md, outside the checkout and with no
@@ -49,53 +66,54 @@ def dask_cluster(workers: int = 2, threads: int = 1, timeout: float = 60.0) -> I
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     dask = str(Path(sys.executable).parent / "dask")
     logs = open(folder / "cluster.log", "wb")  # noqa: SIM115 - closed below
-    common = dict(cwd=folder, env=env, stdout=logs, stderr=subprocess.STDOUT)
-    processes = [
-        subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1",
-             "--port", "0", "--dashboard-address", "127.0.0.1:0",
-             "--scheduler-file", str(scheduler_file)],
-            **common,
-        )
-    ]  # fmt: skip
-    started = []  # whether the cluster came up (its folder is then removed at the end)
+    common = dict(cwd=folder, env=env, stdout=logs, stderr=subprocess.STDOUT,
+                  start_new_session=True)  # fmt: skip
+    processes, ran = [], False
     try:
-        deadline = time.monotonic() + timeout
-        while not scheduler_file.exists():
-            if processes[0].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dask scheduler did not start; see {folder / 'cluster.log'}")
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        for _ in range(workers):
+        try:
             processes.append(
                 subprocess.Popen(
-                    [dask, "worker", address, "--no-nanny",  # no child left behind a kill
-                     "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
-                     "--host", "127.0.0.1", "--local-directory", str(folder)],
+                    [dask, "scheduler", "--host", "127.0.0.1",
+                     "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                     "--scheduler-file", str(scheduler_file)],
                     **common,
                 )
             )  # fmt: skip
-        _wait_for_workers(address, workers, deadline, folder)
+            deadline = time.monotonic() + timeout
+            while (address := _address(scheduler_file)) is None:
+                if processes[0].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the scheduler did not start")
+                time.sleep(0.2)
+            for _ in range(workers):
+                processes.append(
+                    subprocess.Popen(
+                        [dask, "worker", address,
+                         "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
+                         "--host", "127.0.0.1", "--local-directory", str(folder)],
+                        **common,
+                    )
+                )  # fmt: skip
+            _wait_for_workers(address, workers, deadline)
+        except Exception as err:
+            raise RuntimeError(
+                f"the local Dask cluster did not start ({type(err).__name__}: {err}); see "
+                f"{folder / 'cluster.log'}"
+            ) from err
+        ran = True
         yield address
-    except RuntimeError as err:
-        if "did not start" not in str(err):  # a start that failed keeps the log it names
-            started.append(True)
-        raise
-    else:
-        started.append(True)
     finally:
         for process in reversed(processes):
             _stop(process)
         logs.close()
-        if started:
+        if ran:  # a start that failed keeps the log it names
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_for_workers(address: str, workers: int, deadline: float, folder: Path) -> None:
+def _wait_for_workers(address: str, workers: int, deadline: float) -> None:
     from distributed import Client
 
     with Client(address, timeout=max(1.0, deadline - time.monotonic())) as client:
         try:
             client.wait_for_workers(workers, timeout=max(1.0, deadline - time.monotonic()))
         except TimeoutError as err:
-            raise RuntimeError(f"dask workers did not start; see {folder / 'cluster.log'}") from err
+            raise RuntimeError(f"{workers} workers did not all start") from err

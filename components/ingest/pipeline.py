@@ -42,6 +42,7 @@ from components.ingest.records import (
     record_at,
     tfrecord_frame,
 )
+from components.ingest.runners import available_cores
 from components.ingest.similarity import exact_digest
 from components.ingest.tfrecords import parsed
 
@@ -301,7 +302,7 @@ class WriteShardFn(beam.DoFn):
         # Built once here rather than by the first conversion threads all at once.
         example_messages()
 
-        self._pool_size = self._threads or os.cpu_count() or 1
+        self._pool_size = self._threads or available_cores()
 
     def process(self, task_path: str):
         with FileSystems.open(task_path) as handle:

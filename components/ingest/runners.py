@@ -20,6 +20,7 @@ every shard on one Dask worker; without partitioning options it gets one partiti
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +78,19 @@ def resolve_beam_args(args: list[str], num_tasks: int) -> list[str]:
         )
     given = {a.split("=")[0] for a in args}
     return [*(a for a in LOCAL_BEAM_ARGS if a.split("=")[0] not in given), *args]
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, and a container's CPU quota (cgroup v2
+    `cpu.max`, what a Kubernetes CPU limit sets) when lower."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)

@@ -27,7 +27,7 @@ import re
 from apache_beam.io.filesystems import FileSystems
 
 from components.dataset import SPLITS, TRAIN, VALIDATION, ClassInfo, join, read_text
-from components.ingest.listing import children, is_remote
+from components.ingest.listing import children, escaped, is_remote
 from components.ingest.records import (
     DamagedRecords,
     example_messages,
@@ -69,7 +69,13 @@ def _complete(files: dict[str, list[str]], pattern: re.Pattern) -> None:
                 f"counts ({', '.join(str(t) for t in sorted(totals))}); keep one conversion's"
             )
         total = totals.pop()
-        missing = sorted(set(range(total)) - {int(n) for n, _ in numbers})
+        shards = [int(n) for n, _ in numbers]
+        if len(set(shards)) != len(shards) or max(shards) >= total:
+            raise ValueError(
+                f"{paths[0].rsplit('/', 1)[0]}: {split} files with repeated shard numbers or "
+                f"numbers past {total - 1:05d} (two conversions mixed?); keep one conversion's"
+            )
+        missing = sorted(set(range(total)) - set(shards))
         if missing:
             shown = ", ".join(f"{m:05d}" for m in missing[:10])
             raise ValueError(
@@ -83,7 +89,8 @@ def _others(folder: str, pattern: re.Pattern) -> list[str]:
     """Files beside the records that no split takes: named in what was not read."""
     _, files = children(folder)
     return [
-        f"{join(folder, name)}: not a {pattern.pattern} file"
+        f"{escaped(join(folder, name))}: not a {'TFDS' if pattern is TFDS_NAME else 'shard'} "
+        "file of the train or validation split"
         for name in sorted(files)
         if not pattern.match(name) and name not in TFDS_FILES
     ]
@@ -130,7 +137,7 @@ def first_features(paths: list[str]) -> tuple[str, set[str]]:
             try:
                 record = record_at(read_at, 12, int.from_bytes(header[:8], "little"), path)
                 example = example_messages().Example.FromString(record)
-            except (ValueError, DecodeError):
+            except (ValueError, DecodeError, OSError):
                 continue
             return path, set(example.features.feature)
     return "", set()
@@ -139,7 +146,10 @@ def first_features(paths: list[str]) -> tuple[str, set[str]]:
 def record_items(path: str, split: str, layout: str, source: str, host: str) -> list[dict]:
     """One entry per record of a TFRecord file (fields of SourceItem), from its headers alone;
     the part of a file past a broken frame is one entry with its problem."""
-    seen = os.stat(path)  # local: object stores are refused before (discover_tfrecords)
+    try:
+        seen = os.stat(path)  # local: object stores are refused before (discover_tfrecords)
+    except OSError as err:
+        raise ValueError(f"{escaped(path)}: cannot be read ({err.strerror})") from err
     size, mtime_ns, inode = seen.st_size, seen.st_mtime_ns, seen.st_ino
     rel = path[len(source) + 1 :] if path.startswith(source + "/") else path.rsplit("/", 1)[-1]
     common = {"path": path, "split": split, "size": size, "mtime_ns": mtime_ns, "inode": inode,
@@ -252,12 +262,6 @@ def discover_tfrecords(
         if folder is None:
             raise LookupError(source)
         files, layout, pattern = _split_files(folder, TFDS_NAME), TFDS, TFDS_NAME
-    if is_remote(folder):
-        raise ValueError(
-            f"{folder}: {layout} on an object store cannot be read record by record at a "
-            "sensible cost (each read of a ~110 KB record fetches a 16 MiB chunk through Beam's "
-            "reader); copy the files to a local or network filesystem and ingest from there"
-        )
     if not files[TRAIN]:
         raise ValueError(f"{folder}: {layout} without train files")
     _complete(files, pattern)
@@ -278,6 +282,12 @@ def discover_tfrecords(
         raise ValueError(
             f"{first}: a TFDS file whose first record lacks image and label "
             f"(features: {', '.join(sorted(features)) or 'none'})"
+        )
+    if is_remote(folder):
+        raise ValueError(
+            f"{folder}: {layout} on an object store cannot be read record by record at a "
+            "sensible cost (each read of a ~110 KB record fetches a 16 MiB chunk through Beam's "
+            "reader); copy the files to a local or network filesystem and ingest from there"
         )
     classes, label_files = [], []
     if layout == TFDS:

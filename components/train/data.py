@@ -133,8 +133,11 @@ def record_lengths(shard: str) -> np.ndarray:
         candidates.append(dataset.record_index_file(os.path.realpath(shard)))
     for index in candidates:
         if tf.io.gfile.exists(index):
-            with tf.io.gfile.GFile(index, "rb") as handle:
-                lengths = np.asarray(json.load(handle)["lengths"], dtype=np.int64)
+            try:
+                with tf.io.gfile.GFile(index, "rb") as handle:
+                    lengths = np.asarray(json.load(handle)["lengths"], dtype=np.int64)
+            except (ValueError, KeyError, TypeError, OSError):  # unreadable: the headers say
+                continue
             if int((lengths + FRAMING).sum()) == size and _agrees(shard, lengths):
                 return lengths
     return _scanned_lengths(shard, size)
