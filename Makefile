@@ -77,6 +77,8 @@ bench: setup
 	$(VENV)/bin/python bench/driver_bench.py
 	$(VENV)/bin/python bench/tracking_bench.py
 	$(VENV)/bin/python bench/input_bench.py
+	$(VENV)/bin/python bench/peers_bench.py
+	$(VENV)/bin/python bench/resume_bench.py --imagenet
 
 # bench/gpu_check.py on CPU, in a TF-free Keras 3 + JAX env (.venv-gpu, from bench/gpu_env/requirements.txt).
 $(GPU_STAMP): $(GPU_REQS)
