@@ -325,7 +325,7 @@ def write_view(
         ]
         for number, (span, path) in enumerate(shards):
             name = dataset.shard_name(split, number, len(shards))
-            _link(path, join(folder, name))  # a link's record index is beside its target
+            _link(path, join(folder, name))
             view_shard[(span, path.rsplit("/", 1)[-1])] = name
     metadata["duplicates"] = view_duplicates(root, spans, folder, view_shard, spans_metadata)
     first = join(root, spans[0]["folder"])
@@ -393,8 +393,6 @@ def _clear_shards(folder: str) -> None:
         for split in SPLITS
         for m in FileSystems.match([dataset.shard_pattern(folder, split)])[0].metadata_list
     ]
-    index = join(folder, dataset.RECORD_INDEX, "*")
-    stale += [m.path for m in FileSystems.match([index])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
 

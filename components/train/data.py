@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import dataset
+from components.ingest.listing import is_remote
 from components.ingest.records import (
     FRAMING,
     DamagedRecords,
@@ -118,10 +119,6 @@ def epoch_records(
     return ds.shuffle(shuffle_buffer, seed=order, reshuffle_each_iteration=False)
 
 
-def _local(path: str) -> bool:
-    return "://" not in path
-
-
 def record_lengths(shard: str) -> np.ndarray:
     """The length of each record of a TFRecord file, in order: from the index ingestion wrote
     (beside the shard, or beside the file a view's link points to) when it accounts for the
@@ -129,7 +126,7 @@ def record_lengths(shard: str) -> np.ndarray:
     themselves skipped, not read."""
     size = tf.io.gfile.stat(shard).length
     candidates = [dataset.record_index_file(shard)]
-    if _local(shard) and os.path.realpath(shard) != shard:
+    if not is_remote(shard) and os.path.realpath(shard) != shard:
         candidates.append(dataset.record_index_file(os.path.realpath(shard)))
     for index in candidates:
         if tf.io.gfile.exists(index):
@@ -193,7 +190,7 @@ def remaining_records(
     its shards again). On object stores the resumed epoch skips by reading, as before.
     """
     start = skip * batch_size // workers
-    if start == 0 or not _local(pattern):
+    if start == 0 or is_remote(pattern):
         # Object stores: a read at an offset fetches a large chunk (16 MiB through Beam's GCS
         # reader), so the records before the resume point are streamed and skipped there.
         ds = epoch_records(pattern, epoch, shuffle_buffer, seed, workers, worker).repeat()
