@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import google_crc32c
 
 from components.ingest.images import StoredImage
+from components.ingest.listing import is_remote
 
 
 def masked_crc(data: bytes) -> bytes:
@@ -39,8 +40,9 @@ class DamagedRecords(ValueError):
     records before it."""
 
     def __init__(self, path: str, position: int, lengths: list[int], what: str):
-        super().__init__(f"{path}: {what} at byte {position:,} (after {len(lengths):,} records)")
-        self.path, self.position, self.lengths = path, position, lengths
+        self.where = f"{what} at byte {position:,} (after {len(lengths):,} records)"
+        super().__init__(f"{path}: {self.where}")
+        self.lengths = lengths
 
 
 ReadAt = Callable[[int, int], bytes]  # (offset, count) -> at most `count` bytes from `offset`
@@ -50,7 +52,7 @@ ReadAt = Callable[[int, int], bytes]  # (offset, count) -> at most `count` bytes
 def opened_at(path: str) -> Iterator[ReadAt]:
     """Reads of a file at offsets: `pread` on a local file (only the bytes asked for), seek and
     read through Beam's FileSystems elsewhere (gs://, s3://)."""
-    if "://" not in path:
+    if not is_remote(path):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             yield lambda offset, count: os.pread(fd, count, offset)

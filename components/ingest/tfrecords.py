@@ -161,7 +161,7 @@ def record_items(path: str, split: str, layout: str, source: str, host: str) -> 
         except DamagedRecords as err:
             lengths = err.lengths
             problem = (
-                f"{err.args[0].split(': ', 1)[1]}: the records from there to the end of the file "
+                f"{err.where}: the records from there to the end of the file "
                 "cannot be read (one entry for all of them)"
             )
     items = [
