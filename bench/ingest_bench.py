@@ -213,7 +213,7 @@ def _no_cluster():
 
 
 def _cluster(workers: int):
-    from components.ingest.local_cluster import dask_cluster
+    from bench.dask_cluster import dask_cluster
 
     return dask_cluster(workers=workers)
 

@@ -13,7 +13,10 @@ resident memory of that process:
   framing floor, what a converter that trusts its input costs);
 - TrickFlow: `run_ingest` (every entry accounted for, the format found from the content, every
   image decoded at 1/8 scale in gray to prove it whole, baseline JPEGs kept byte for byte, the
-  rest re-encoded, decode bombs and links refused, fingerprints for the duplicate search).
+  rest re-encoded, decode bombs and links refused, fingerprints for the duplicate search), as
+  it runs by default (`--threads` processes writing shards, one thread each), and in one
+  process with `--threads` threads (the default before shard processes).
+Peak memory: the process's, and for TrickFlow's processes the largest of them ("+ N").
 """
 
 from __future__ import annotations
@@ -71,14 +74,17 @@ def one(variant: str, source: Path, output: Path, threads: int) -> dict:
     elif variant == "bytes":
         bytes_only(source, output, threads)
     else:
+        processes = {"processes": threads, "threads": 1} if variant == "trickflow" else {
+            "processes": 1, "threads": threads}  # fmt: skip
         run_ingest(
             IngestConfig(source=str(source), output=str(output), train_shards=TRAIN_SHARDS,
-                         validation_shards=VALIDATION_SHARDS, threads=threads),
+                         validation_shards=VALIDATION_SHARDS, **processes),
             on_event=lambda event: None,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mb": peak}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mb": peak, "children_mb": children}
 
 
 def main() -> None:
@@ -97,7 +103,8 @@ def main() -> None:
     from bench.photos import write_photo_folders
 
     names = {"reference": "reference (build_imagenet_data.py, TF 2)", "bytes": "bytes only",
-             "trickflow": "TrickFlow run_ingest"}  # fmt: skip
+             "trickflow": f"TrickFlow run_ingest, {args.threads} processes",
+             "threads": f"TrickFlow, one process, {args.threads} threads"}  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         source = write_photo_folders(work / "photos", args.photos, size=(375, 500), distinct=True)
@@ -118,8 +125,9 @@ def main() -> None:
         print(f"{'':42s} {'seconds':>8s} {'images/s':>9s} {'vs reference':>13s} {'peak MB':>8s}")
         for variant, name in names.items():
             r = results[variant]
+            each = f" + {r['children_mb']:.0f} each" if variant == "trickflow" else ""
             print(f"{name:42s} {r['seconds']:8.2f} {args.photos / r['seconds']:9.0f} "
-                  f"{reference / r['seconds']:12.2f}x {r['peak_mb']:8.0f}")  # fmt: skip
+                  f"{reference / r['seconds']:12.2f}x {r['peak_mb']:8.0f}{each}")  # fmt: skip
 
 
 if __name__ == "__main__":

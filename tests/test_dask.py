@@ -7,17 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from bench.dask_cluster import dask_cluster
 from bench.photos import write_photo_folders
 from components.ingest import IngestConfig, run_ingest
-from components.ingest.local_cluster import dask_cluster
 from tests.conftest import folder_files
 
 pytestmark = pytest.mark.integration
 
 
-def test_dask_runner_and_local_processes_write_the_same_bytes_as_the_local_runner(
-    tmp_path: Path,
+def test_dask_runner_and_shard_processes_write_the_same_bytes_as_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import os
+
+    from components.ingest import pipeline
+
     source = write_photo_folders(tmp_path / "photos", 120, size=(375, 500), odd_every=10)
     (source / "train" / "n00000001" / "truncated.JPEG").write_bytes(
         (source / "train" / "n00000001" / "img_000001.JPEG").read_bytes()[:3000]
@@ -26,6 +30,7 @@ def test_dask_runner_and_local_processes_write_the_same_bytes_as_the_local_runne
     local = run_ingest(
         IngestConfig(source=str(source), output=str(tmp_path / "local"), train_shards=3)
     )
+    before = set(Path(tempfile.gettempdir()).glob("dask-*"))
     with dask_cluster(workers=2) as address:
         distributed = run_ingest(
             IngestConfig(
@@ -35,17 +40,26 @@ def test_dask_runner_and_local_processes_write_the_same_bytes_as_the_local_runne
                 beam_args=["--runner=DaskRunner", f"--dask_client_address={address}"],
             )
         )
+    assert set(Path(tempfile.gettempdir()).glob("dask-*")) == before  # its folder removed
+    writers = tmp_path / "writers"
+    write_shard = pipeline.write_shard
+
+    def noted(*args, **kwargs):  # which process wrote each shard (the forks inherit this)
+        with open(writers, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return write_shard(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_shard", noted)
     stages = []
-    before = set(Path(tempfile.gettempdir()).glob("dask-*"))
     processes = run_ingest(
         IngestConfig(
             source=str(source), output=str(tmp_path / "processes"), train_shards=3, processes=2
         ),
         on_event=lambda event: stages.append(event["message"]),
     )
-    assert "starting a local Dask cluster of 2 worker processes" in stages
-    assert set(Path(tempfile.gettempdir()).glob("dask-*")) == before  # its folder removed
-    assert any("--runner=apache_beam.runners.dask.dask_runner.DaskRunner" in m for m in stages)
+    assert any(m.endswith("; 2 shard processes)") for m in stages), stages
+    pids = writers.read_text().split()
+    assert len(pids) == 4 and str(os.getpid()) not in pids  # 3 train shards and 1 validation
     assert (
         distributed["quarantined"]
         == processes["quarantined"]
@@ -77,20 +91,32 @@ def test_cluster_processes_are_gone_after_the_block() -> None:
     assert port
 
 
-def test_a_local_cluster_that_cannot_start_leaves_the_job_to_one_process(
+def test_a_shard_process_that_dies_fails_the_run_naming_its_shard(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No `dask` program beside the interpreter: the ingestion says why and converts in its own
-    process, with the same records."""
-    from components.ingest import local_cluster
+    """A decoder crash on a hostile file, or the OOM killer: the process writing a shard is gone.
+    The run fails saying which shard, leaves no dataset (no metadata.json: nothing trains on a
+    folder with a shard missing), and the next run is whole."""
+    import os
+
+    from components.ingest import pipeline
 
     source = write_photo_folders(tmp_path / "photos", 30, classes=3, size=(120, 160))
-    monkeypatch.setattr(local_cluster.sys, "executable", str(tmp_path / "nowhere" / "python"))
-    stages = []
-    meta = run_ingest(
-        IngestConfig(source=str(source), output=str(tmp_path / "out"), processes=2),
-        on_event=lambda event: stages.append(event["message"]),
-    )
+    write_shard = pipeline.write_shard
+
+    def crashing(task, *args, **kwargs):
+        if task["split"] == "train" and task["shard"] == 1:
+            os._exit(139)  # as a segfault leaves it: no exception, no cleanup
+        return write_shard(task, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_shard", crashing)
+    config = IngestConfig(source=str(source), output=str(tmp_path / "out"), train_shards=2,
+                          processes=2)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"a shard process died .* not finished: .*"
+                       r"train-00001-of-00002"):  # fmt: skip
+        run_ingest(config)
+    assert not (tmp_path / "out" / "metadata.json").exists()
+    assert not (tmp_path / "out" / "train-00001-of-00002").exists()
+    monkeypatch.setattr(pipeline, "write_shard", write_shard)
+    meta = run_ingest(config)
     assert meta["records"] == {"train": 27, "validation": 3}
-    fallback = [m for m in stages if "converting in this process instead" in m]
-    assert fallback and "the local Dask cluster did not start (FileNotFoundError" in fallback[0]

@@ -116,13 +116,13 @@ def test_runner_name(args: list[str], name: str) -> None:
     assert runner_name(args) == name
 
 
-def test_the_local_job_runs_in_processes_where_one_process_cannot_use_the_cores(
+def test_the_local_job_writes_shards_in_a_process_per_core(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from components.ingest import available_cores, local_processes
 
     monkeypatch.delenv("TRICKFLOW_INGEST_PROCESSES", raising=False)
-    assert [local_processes(None, cores) for cores in (1, 2, 8, 16, 64)] == [1, 1, 1, 4, 16]
+    assert [local_processes(None, cores) for cores in (1, 2, 8, 16, 64)] == [1, 2, 8, 16, 64]
     assert local_processes(3, 64) == 3
     monkeypatch.setenv("TRICKFLOW_INGEST_PROCESSES", "2")  # how the tests keep one process
     assert local_processes(None, 64) == 2 and local_processes(5, 64) == 5

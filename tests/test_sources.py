@@ -120,3 +120,17 @@ def test_kaggle_solution_bad_rows_name_the_line(tmp_path: Path, row: str, messag
     csv.write_text(f"ImageId,PredictionString\n{row}\n")
     with pytest.raises(ValueError, match=f"LOC_val_solution.csv:2: .*{re.escape(message)}"):
         read_kaggle_solution(str(csv))
+
+
+def test_an_item_staged_is_what_asdict_gives_and_shares_no_list_with_the_item() -> None:
+    from dataclasses import asdict
+
+    from components.ingest.sources import SourceItem
+
+    item = SourceItem("/d/train/a/x.JPEG", "train/a/x.JPEG", "train", 10, 3, "a", "A",
+                      boxes=[[1.0, 2.0, 3.0, 4.0]], box_size=[5, 6], inode=7)  # fmt: skip
+    staged = item.to_json()
+    assert staged == asdict(item)
+    staged["boxes"][0][0] = 99.0
+    staged["box_size"][0] = 99
+    assert item.boxes == [[1.0, 2.0, 3.0, 4.0]] and item.box_size == [5, 6]

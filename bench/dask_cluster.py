@@ -1,9 +1,8 @@
 """A real Dask cluster on this machine: a `dask scheduler` and N `dask worker` processes.
 
-What runs the local ingestion job in processes (`IngestSettings.processes`): one process's
-threads share one interpreter lock, and the Python part of each photo's work (~8% of it,
-bench/gil_bench.py) caps them near 0.45x of 16 cores; processes each with a few threads do not
-share it. The same commands start a cluster across machines (infra/scale-out/beam-runners.md).
+For the tests and benchmarks of the ingestion job on Beam's DaskRunner: the same commands start
+a cluster across machines (infra/scale-out/beam-runners.md). (The local job no longer uses it:
+its shards are written by processes it forks, components/ingest/pipeline.py ShardProcesses.)
 
     with dask_cluster(workers=2) as address:   # "tcp://127.0.0.1:PORT"
         run_ingest(IngestConfig(..., beam_args=["--runner=DaskRunner",
@@ -23,8 +22,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _stop(process: subprocess.Popen) -> None:
