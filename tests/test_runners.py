@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -127,3 +128,33 @@ def test_the_local_job_writes_shards_in_a_process_per_core(
     monkeypatch.setenv("TRICKFLOW_INGEST_PROCESSES", "2")  # how the tests keep one process
     assert local_processes(None, 64) == 2 and local_processes(5, 64) == 5
     assert 1 <= available_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(
+    ("v2", "v1", "cores"),
+    [
+        ("max 100000", None, None),  # v2 without a limit
+        ("250000 100000", None, 3),  # 2.5 CPUs: 3 processes
+        (None, ("400000", "100000"), 4),  # a cgroup v1 host with a 4-CPU limit
+        (None, ("-1", "100000"), None),  # v1 without a limit
+        (None, None, None),  # no cgroup files at all
+    ],
+)
+def test_a_container_s_cpu_limit_caps_the_cores_on_cgroup_v2_and_v1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, v2, v1, cores
+) -> None:
+    """The local job forks a process per core: in a container limited to 4 CPUs of a 64-core
+    host it must fork 4, not 64, on either cgroup version."""
+    from components.ingest import runners
+
+    v2_file, v1_folder = tmp_path / "cpu.max", tmp_path / "cpu,cpuacct"
+    if v2 is not None:
+        v2_file.write_text(v2 + "\n")
+    if v1 is not None:
+        v1_folder.mkdir()
+        (v1_folder / "cpu.cfs_quota_us").write_text(v1[0] + "\n")
+        (v1_folder / "cpu.cfs_period_us").write_text(v1[1] + "\n")
+    monkeypatch.setattr(runners, "CGROUP_V2", str(v2_file))
+    monkeypatch.setattr(runners, "CGROUP_V1", (str(v1_folder), str(tmp_path / "cpu")))
+    monkeypatch.setattr(runners.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert runners.available_cores() == (cores or 64)

@@ -6,7 +6,8 @@ task files: read each file, convert its images (a thread pool, results taken in 
 stream the records to the shard. There is no GroupByKey of image bytes, so memory stays at one
 shard's look-ahead window whatever the data size, and the shape is one linear ParDo that every
 runner executes the same way (Beam's DaskRunner computes only the last transform of a job, and
-can lose tagged outputs; a job with one step and no outputs to lose is safe there).
+can lose tagged outputs; a job with one step and no outputs to lose is safe there). The local
+job hands each shard to one of the processes it forked (`ShardProcesses`), so it uses every core.
 
 Each shard is written under a temporary name and renamed when complete; its summary (counts and
 quarantined files) is then written beside the staging files, and the driver counts summaries:

@@ -80,17 +80,35 @@ def resolve_beam_args(args: list[str], num_tasks: int) -> list[str]:
     return [*(a for a in LOCAL_BEAM_ARGS if a.split("=")[0] not in given), *args]
 
 
+# A container's CPU limit: cgroup v2 `cpu.max` ("QUOTA PERIOD" or "max PERIOD"), else cgroup v1's
+# CFS quota and period (-1: no limit) under either of the names v1 hierarchies are mounted as.
+CGROUP_V2 = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1 = ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu")
+
+
+def _quota_cores() -> int | None:
+    """The cores a container's CPU quota allows (rounded up), or None without a quota."""
+    try:
+        quota, period = open(CGROUP_V2).read().split()[:2]  # noqa: SIM115
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    for folder in CGROUP_V1:
+        try:
+            quota = int(open(f"{folder}/cpu.cfs_quota_us").read())  # noqa: SIM115
+            period = int(open(f"{folder}/cpu.cfs_period_us").read())  # noqa: SIM115
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else max(1, -(-quota // period))
+    return None
+
+
 def available_cores() -> int:
-    """The cores this process may use: its CPU affinity, and a container's CPU quota (cgroup v2
-    `cpu.max`, what a Kubernetes CPU limit sets) when lower."""
+    """The cores this process may use: its CPU affinity, and a container's CPU quota (what a
+    Kubernetes CPU limit sets; cgroup v2 or v1) when lower."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
+    quota = _quota_cores()
+    return max(1, min(cores, quota) if quota else cores)
