@@ -189,6 +189,8 @@ def test_linked_files_are_read_and_missing_or_stray_files_are_named(tmp_path: Pa
     first = next(done.glob("*-train.tfrecord-00000-of-00002"))
     (partial / first.name).write_bytes(first.read_bytes()[:100])
     assert {Path(i.path).parent for i in discover(str(tfds)).items} == {done}
+    # the dataset's own folder, as a user points at ~/tensorflow_datasets/imagenet2012
+    assert {Path(i.path).parent for i in discover(str(tfds / "imagenet2012")).items} == {done}
 
 
 def test_an_ingested_trickflow_dataset_is_not_taken_for_inception_records(

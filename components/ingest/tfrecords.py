@@ -97,16 +97,19 @@ def _others(folder: str, pattern: re.Pattern) -> list[str]:
 
 
 def tfds_folder(source: str) -> str | None:
-    """The folder of a prepared TFDS dataset: `source` itself, or `source/<name>/<version>` (the
-    highest version) when `source` is a TFDS data folder holding one dataset."""
+    """The folder of a prepared TFDS dataset: `source` itself, `source/<version>` when `source`
+    is the dataset's folder (`.../imagenet2012`), or `source/<name>/<version>` when it is a TFDS
+    data folder holding one dataset; the highest version."""
     if any(_split_files(source, TFDS_NAME).values()):
         return source
     candidates = []
-    for name in children(source)[0]:
-        for version in children(join(source, name))[0]:
+    below = [(source.rstrip("/").rsplit("/", 1)[-1], source)]  # the dataset's folder itself
+    below += [(name, join(source, name)) for name in children(source)[0]]
+    for name, parent in below:
+        for version in children(parent)[0]:
             if not TFDS_VERSION.match(version):
                 continue
-            folder = join(source, name, version)
+            folder = join(parent, version)
             if any(_split_files(folder, TFDS_NAME).values()):
                 number = tuple(int(p) for p in re.findall(r"\d+", version))
                 candidates.append((name, number, folder))
