@@ -12,7 +12,8 @@ search). Measures, on the same files:
 - the Beam job on the local default runner; the same without the duplicate search's
   fingerprints (components/ingest/similarity.py), for their cost; that with the check's decode
   in color, as it was before the fingerprints; and on a local Dask cluster (optional);
-each variant in a fresh process at both sizes (wall time of the ingestion call, peak RSS). The
+each variant in a fresh process at both sizes (wall time of the ingestion call, peak RSS: the
+job's process plus its largest shard process). The
 marginal rate (images between the sizes / seconds between them) removes start-up costs. Every
 variant's shards must be byte-identical to the plain loop's.
 """
@@ -68,7 +69,6 @@ def one_variant(variant: str, source: str, output: str, address: str) -> None:
     from components.ingest.records import example_messages
 
     example_messages()  # built before the clock
-    from components.ingest.runners import LOCAL_BEAM_ARGS
 
     if variant in ("unhashed", "before"):  # without the duplicate fingerprints, for their cost
         import components.ingest as ingest
@@ -90,7 +90,7 @@ def one_variant(variant: str, source: str, output: str, address: str) -> None:
         beam_args = (
             ["--runner=DaskRunner", f"--dask_client_address={address}"]
             if variant == "dask"
-            else LOCAL_BEAM_ARGS
+            else []  # the local default (given options would keep it to one process)
         )
         meta = run_ingest(
             IngestConfig(source=source, output=output, beam_args=beam_args), on_event=lambda e: None
@@ -98,6 +98,8 @@ def one_variant(variant: str, source: str, output: str, address: str) -> None:
         records = sum(meta["records"].values())
     seconds = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # and the largest shard process's (pages it shares with the job's process counted twice)
+    rss += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "records": records, "rss_mb": rss}))
 
 

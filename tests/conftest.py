@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # the tests are after, is decided before that stage.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# One ingestion process whatever the machine (above 8 cores the local job would start a Dask
-# cluster for every small dataset); tests/test_dask.py asks for processes itself.
+# One ingestion process whatever the machine (the local job forks a process per core);
+# tests/test_dask.py and the flow's every-stage test ask for processes themselves.
 os.environ.setdefault("TRICKFLOW_INGEST_PROCESSES", "1")
 # Never the user's Prefect (prefect.toml points at the local stack and its profile): a temporary
 # home and profile, set before Prefect is imported anywhere; environment variables outrank

@@ -15,6 +15,14 @@ from tests.conftest import folder_files
 pytestmark = pytest.mark.integration
 
 
+def _shard_processes_left() -> list:
+    """This process's children that are forks of it (same command line): shard processes."""
+    import psutil
+
+    me = psutil.Process()
+    return [c for c in me.children(recursive=True) if c.cmdline() == me.cmdline()]
+
+
 def test_dask_runner_and_shard_processes_write_the_same_bytes_as_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,6 +68,7 @@ def test_dask_runner_and_shard_processes_write_the_same_bytes_as_one_process(
     assert any(m.endswith("; 2 shard processes)") for m in stages), stages
     pids = writers.read_text().split()
     assert len(pids) == 4 and str(os.getpid()) not in pids  # 3 train shards and 1 validation
+    assert not _shard_processes_left()
     assert (
         distributed["quarantined"]
         == processes["quarantined"]
@@ -117,6 +126,64 @@ def test_a_shard_process_that_dies_fails_the_run_naming_its_shard(
         run_ingest(config)
     assert not (tmp_path / "out" / "metadata.json").exists()
     assert not (tmp_path / "out" / "train-00001-of-00002").exists()
+    assert not _shard_processes_left()
+
+    def failing(task, *args, **kwargs):  # an error of the machine, not of a file: raised
+        if task["split"] == "train" and task["shard"] == 1:
+            raise MemoryError("a 9 GB allocation while converting a.JPEG")
+        return write_shard(task, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_shard", failing)
+    with pytest.raises(RuntimeError, match="a 9 GB allocation while converting a.JPEG"):
+        run_ingest(config)
+    assert not _shard_processes_left()
     monkeypatch.setattr(pipeline, "write_shard", write_shard)
     meta = run_ingest(config)
     assert meta["records"] == {"train": 27, "validation": 3}
+
+
+_KILLED = """
+import sys, time
+from components.ingest import IngestConfig, pipeline, run_ingest
+def slow(*args, **kwargs):
+    time.sleep(120)
+pipeline.write_shard = slow
+run_ingest(IngestConfig(source=sys.argv[1], output=sys.argv[2], train_shards=2, processes=2))
+"""
+
+
+def test_shard_processes_end_with_a_killed_job_and_leave_the_dataset_unlocked(
+    tmp_path: Path,
+) -> None:
+    """The job's process killed (kill -9, the OOM killer picks the biggest process): its shard
+    processes end within seconds instead of writing on and holding the dataset's lock, whose
+    open file they inherited; the next run gets the lock at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    source = write_photo_folders(tmp_path / "photos", 30, classes=3, size=(120, 160))
+    job = subprocess.Popen([sys.executable, "-c", _KILLED, str(source), str(tmp_path / "out")])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            children = psutil.Process(job.pid).children()
+            if len(children) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(children) >= 2, "the shard processes never started"
+        time.sleep(1)  # writing their shards (sleeping in write_shard)
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"{len(alive)} shard processes outlived their job"
+    finally:
+        job.kill()
+    started = time.monotonic()
+    meta = run_ingest(IngestConfig(source=str(source), output=str(tmp_path / "out")))
+    assert meta["records"] == {"train": 27, "validation": 3}
+    assert time.monotonic() - started < 60

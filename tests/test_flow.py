@@ -23,10 +23,25 @@ pytestmark = pytest.mark.integration
 
 
 def test_flow_runs_every_stage_and_writes_the_report(
-    prefect_server, class_folders: Path, tmp_path: Path
+    prefect_server, class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # as `make demo` runs on 2 cores: shard processes forked from the flow run's process
+    import os
+
+    from components.ingest import pipeline
+
+    monkeypatch.setenv("TRICKFLOW_INGEST_PROCESSES", "2")
+    writers, write_shard = tmp_path / "writers", pipeline.write_shard
+
+    def noted(*args, **kwargs):
+        with open(writers, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return write_shard(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_shard", noted)
     work = tmp_path / "work"
     report = train_imagenet(data_dir=str(class_folders), work_dir=str(work), preset="smoke")
+    assert str(os.getpid()) not in writers.read_text().split()
     saved = json.loads((work / "runs" / report["flow_run_id"] / "report.json").read_text())
     assert saved["ingest"]["records"] == {"train": 24, "validation": 9}
     assert saved["ingest"]["quarantined"] == 0

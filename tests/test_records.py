@@ -115,3 +115,15 @@ def test_label_domain_is_bound_to_the_dataset() -> None:
     assert (label.int_domain.min, label.int_domain.max) == (0, 9)
     with pytest.raises(ValueError, match="positive"):
         with_label_domain(reviewed_schema(), 0)
+
+
+def test_a_damaged_file_error_survives_the_trip_from_a_shard_process() -> None:
+    """Raised in a shard process, an exception is pickled to the job's process: one that cannot
+    be rebuilt there would turn into "a shard process died"."""
+    import pickle
+
+    from components.ingest.records import DamagedRecords
+
+    error = pickle.loads(pickle.dumps(DamagedRecords("/d/f", 12, [3, 4], "a cut record")))
+    assert str(error) == "/d/f: a cut record at byte 12 (after 2 records)"
+    assert error.lengths == [3, 4] and error.where.startswith("a cut record")

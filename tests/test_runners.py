@@ -131,30 +131,35 @@ def test_the_local_job_writes_shards_in_a_process_per_core(
 
 
 @pytest.mark.parametrize(
-    ("v2", "v1", "cores"),
+    ("proc", "files", "cores"),
     [
-        ("max 100000", None, None),  # v2 without a limit
-        ("250000 100000", None, 3),  # 2.5 CPUs: 3 processes
-        (None, ("400000", "100000"), 4),  # a cgroup v1 host with a 4-CPU limit
-        (None, ("-1", "100000"), None),  # v1 without a limit
-        (None, None, None),  # no cgroup files at all
+        ("0::/\n", {"cpu.max": "max 100000"}, None),  # v2 in a container: no limit
+        ("0::/\n", {"cpu.max": "250000 100000"}, 3),  # 2.5 CPUs: 3 processes
+        # v2 without a cgroup namespace: a limit on the service, one on a slice above it
+        ("0::/system.slice/train.service\n",
+         {"system.slice/train.service/cpu.max": "800000 100000",
+          "system.slice/cpu.max": "400000 100000"}, 4),
+        # a cgroup v1 host with a 4-CPU limit on the container's cgroup
+        ("12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n",
+         {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "400000",
+          "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"}, 4),
+        ("12:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1",
+                                "cpu,cpuacct/cpu.cfs_period_us": "100000"}, None),
+        ("", {}, None),  # no cgroups at all
     ],
-)
-def test_a_container_s_cpu_limit_caps_the_cores_on_cgroup_v2_and_v1(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, v2, v1, cores
+)  # fmt: skip
+def test_a_cpu_limit_on_the_process_s_cgroup_caps_the_cores_on_cgroup_v2_and_v1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: str, files: dict, cores
 ) -> None:
     """The local job forks a process per core: in a container limited to 4 CPUs of a 64-core
-    host it must fork 4, not 64, on either cgroup version."""
+    host (or a service with a CPU quota) it must fork 4, not 64, on either cgroup version."""
     from components.ingest import runners
 
-    v2_file, v1_folder = tmp_path / "cpu.max", tmp_path / "cpu,cpuacct"
-    if v2 is not None:
-        v2_file.write_text(v2 + "\n")
-    if v1 is not None:
-        v1_folder.mkdir()
-        (v1_folder / "cpu.cfs_quota_us").write_text(v1[0] + "\n")
-        (v1_folder / "cpu.cfs_period_us").write_text(v1[1] + "\n")
-    monkeypatch.setattr(runners, "CGROUP_V2", str(v2_file))
-    monkeypatch.setattr(runners, "CGROUP_V1", (str(v1_folder), str(tmp_path / "cpu")))
+    for name, text in files.items():
+        (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cg" / name).write_text(text + "\n")
+    (tmp_path / "cgroup").write_text(proc)
+    monkeypatch.setattr(runners, "CGROUP_ROOT", str(tmp_path / "cg"))
+    monkeypatch.setattr(runners, "PROC_CGROUP", str(tmp_path / "cgroup"))
     monkeypatch.setattr(runners.os, "sched_getaffinity", lambda pid: set(range(64)))
     assert runners.available_cores() == (cores or 64)

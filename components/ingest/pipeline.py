@@ -22,8 +22,11 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import stat
+import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -307,6 +310,23 @@ def write_task(
     }
 
 
+def _shard_process_started(parent: int) -> None:
+    """First thing in a shard process. Signals are its own, not its parent's framework's (a
+    flow run's SIGTERM handler raises an exception: a process told to stop would go on to the
+    next shard); Ctrl-C is for the parent, which stops the pool. And it ends within a second
+    of its parent: an orphan would go on writing shards nobody counts, and hold the dataset's
+    lock, whose open file it inherited, so that the next run would wait for it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class ShardProcesses:
     """Processes that each write whole shards, forked from this one when the job starts.
 
@@ -318,7 +338,8 @@ class ShardProcesses:
     on two cores. The objects this process holds (the driver's item list) are frozen out of the
     garbage collector before the fork, so the children's collections do not copy them page by
     page. A process that dies (a decoder crash on a hostile file, the kernel's OOM killer) fails
-    the job naming its shard, as a crash of the whole process would.
+    the job naming the shards not finished, as a crash of the whole process would; one whose
+    parent dies ends within a second (`_shard_process_started`).
     """
 
     def __init__(self, processes: int):
@@ -328,7 +349,10 @@ class ShardProcesses:
     def submit(self, *args) -> Future:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("fork")
+                self.processes,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_shard_process_started,
+                initargs=(os.getpid(),),
             )
             gc.freeze()  # a fork context starts every process at the first submit, below
             try:

@@ -43,6 +43,10 @@ class DamagedRecords(ValueError):
         self.where = f"{what} at byte {position:,} (after {len(lengths):,} records)"
         super().__init__(f"{path}: {self.where}")
         self.lengths = lengths
+        self._args = (path, position, lengths, what)
+
+    def __reduce__(self):  # raised in a shard process, it reaches the job's process whole
+        return type(self), self._args
 
 
 ReadAt = Callable[[int, int], bytes]  # (offset, count) -> at most `count` bytes from `offset`

@@ -1,8 +1,9 @@
 """Which Beam runner executes the ingestion job, and the options it needs.
 
 Local default: Beam's FnApiRunner in its in-process mode (`in_memory`), named explicitly. The
-job's parallelism is inside its one step (a thread pool per shard), so the runner needs no worker
-threads of its own, and two local alternatives are avoided on purpose:
+job's parallelism is inside its one step (shards handed to processes it forks, a thread pool per
+shard), so the runner needs no worker threads of its own, and two local alternatives are avoided
+on purpose:
 
 - `--runner=DirectRunner` first tries the Prism runner, which downloads a binary at run time;
   where the internet is reachable the job would silently run on Prism instead. A DirectRunner
@@ -80,27 +81,54 @@ def resolve_beam_args(args: list[str], num_tasks: int) -> list[str]:
     return [*(a for a in LOCAL_BEAM_ARGS if a.split("=")[0] not in given), *args]
 
 
-# A container's CPU limit: cgroup v2 `cpu.max` ("QUOTA PERIOD" or "max PERIOD"), else cgroup v1's
-# CFS quota and period (-1: no limit) under either of the names v1 hierarchies are mounted as.
-CGROUP_V2 = "/sys/fs/cgroup/cpu.max"
-CGROUP_V1 = ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu")
+# A container's or a service's CPU limit, on the cgroup this process is in (/proc/self/cgroup)
+# and every cgroup above it: cgroup v2 `cpu.max` ("QUOTA PERIOD" or "max PERIOD"), or cgroup v1's
+# CFS quota and period (-1: no limit) under the hierarchy that holds the cpu controller.
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_CGROUP = "/proc/self/cgroup"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
 
 
 def _quota_cores() -> int | None:
-    """The cores a container's CPU quota allows (rounded up), or None without a quota."""
-    try:
-        quota, period = open(CGROUP_V2).read().split()[:2]  # noqa: SIM115
-        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    for folder in CGROUP_V1:
-        try:
-            quota = int(open(f"{folder}/cpu.cfs_quota_us").read())  # noqa: SIM115
-            period = int(open(f"{folder}/cpu.cfs_period_us").read())  # noqa: SIM115
-        except (OSError, ValueError):
+    """The fewest cores the CPU quotas on this process's cgroup path allow (rounded up), or
+    None without a quota."""
+    found = []
+    for line in (_read(PROC_CGROUP) or "").splitlines():
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if number == "0" and controllers == "":  # cgroup v2
+            folder, files = CGROUP_ROOT, ("cpu.max",)
+        elif "cpu" in controllers.split(","):  # cgroup v1, mounted as cpu,cpuacct or cpu
+            names = [controllers, "cpu,cpuacct", "cpu"]
+            folder = next(
+                (f"{CGROUP_ROOT}/{n}" for n in names if os.path.isdir(f"{CGROUP_ROOT}/{n}")), ""
+            )
+            files = ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
             continue
-        return None if quota <= 0 or period <= 0 else max(1, -(-quota // period))
-    return None
+        parts = [p for p in path.strip().split("/") if p]
+        for depth in range(len(parts), -1, -1):  # the cgroup itself, then each one above
+            here = "/".join([folder, *parts[:depth]])
+            texts = [_read(f"{here}/{name}") for name in files]
+            try:
+                if len(files) == 1 and texts[0]:
+                    quota, period = texts[0].split()[:2]
+                else:
+                    quota, period = texts
+                if quota is None or quota.strip() in ("max", "-1"):
+                    continue
+                quota, period = int(quota), int(period)
+            except (ValueError, TypeError):
+                continue
+            if quota > 0 and period > 0:
+                found.append(max(1, -(-quota // period)))
+    return min(found) if found else None
 
 
 def available_cores() -> int:
