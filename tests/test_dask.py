@@ -187,3 +187,27 @@ def test_shard_processes_end_with_a_killed_job_and_leave_the_dataset_unlocked(
     meta = run_ingest(IngestConfig(source=str(source), output=str(tmp_path / "out")))
     assert meta["records"] == {"train": 27, "validation": 3}
     assert time.monotonic() - started < 60
+
+
+def test_shard_processes_that_cannot_start_leave_the_job_to_its_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No memory to fork, or the container's process limit: the run says so and writes the
+    shards itself, the same records."""
+    import errno
+
+    from components.ingest import pipeline
+
+    class Unforkable(pipeline.ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(pipeline, "ProcessPoolExecutor", Unforkable)
+    source = write_photo_folders(tmp_path / "photos", 30, classes=3, size=(120, 160))
+    with caplog.at_level("WARNING", logger="components.ingest.pipeline"):
+        meta = run_ingest(
+            IngestConfig(source=str(source), output=str(tmp_path / "out"), processes=2)
+        )
+    assert meta["records"] == {"train": 27, "validation": 3}
+    assert "could not start 2 shard processes ([Errno 12] Cannot allocate memory)" in caplog.text
+    assert not _shard_processes_left()

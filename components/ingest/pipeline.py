@@ -347,6 +347,8 @@ class ShardProcesses:
         self._pool: ProcessPoolExecutor | None = None
 
     def submit(self, *args) -> Future:
+        """The shard's write handed to a process; OSError when the processes cannot be
+        started (no memory to fork, the container's process limit): none is left running."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.processes,
@@ -357,6 +359,13 @@ class ShardProcesses:
             gc.freeze()  # a fork context starts every process at the first submit, below
             try:
                 return self._pool.submit(write_task, *args)
+            except OSError:
+                # those started before the fork that failed wait for work that never comes
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.kill()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                raise
             finally:
                 gc.unfreeze()
         return self._pool.submit(write_task, *args)
@@ -408,8 +417,17 @@ class WriteShardFn(beam.DoFn):
         args = (task_path, self._output, self._staging, self._max_side, self._pool_size,
                 self._max_bytes)  # fmt: skip
         if self._shard_processes is not None:
-            self._pending.append((task_path, self._shard_processes.submit(*args)))
-            return
+            try:
+                self._pending.append((task_path, self._shard_processes.submit(*args)))
+                return
+            except OSError as err:  # not a word about the data: written here instead
+                log.warning(
+                    "could not start %d shard processes (%s); writing the shards in this process",
+                    self._shard_processes.processes, err,
+                )  # fmt: skip
+                self._shard_processes = None
+                self._pool_size = self._threads or available_cores()
+                args = (*args[:4], self._pool_size, args[5])
         written = write_task(*args)
         self._counted(written)
         yield written["split"], written["shard"], written["records"]
