@@ -19,8 +19,14 @@ def _shard_processes_left() -> list:
     """This process's children that are forks of it (same command line): shard processes."""
     import psutil
 
-    me = psutil.Process()
-    return [c for c in me.children(recursive=True) if c.cmdline() == me.cmdline()]
+    me, left = psutil.Process(), []
+    for child in me.children(recursive=True):
+        try:  # another test's child may be a zombie by now, or gone
+            if child.cmdline() == me.cmdline():
+                left.append(child)
+        except psutil.Error:
+            pass
+    return left
 
 
 def test_dask_runner_and_shard_processes_write_the_same_bytes_as_one_process(
