@@ -164,6 +164,7 @@ def test_shard_processes_end_with_a_killed_job_and_leave_the_dataset_unlocked(
     """The job's process killed (kill -9, the OOM killer picks the biggest process): its shard
     processes end within seconds instead of writing on and holding the dataset's lock, whose
     open file they inherited; the next run gets the lock at once."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -174,9 +175,10 @@ def test_shard_processes_end_with_a_killed_job_and_leave_the_dataset_unlocked(
 
     source = write_photo_folders(tmp_path / "photos", 30, classes=3, size=(120, 160))
     job = subprocess.Popen([sys.executable, "-c", _KILLED, str(source), str(tmp_path / "out")])
+    children = []
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and job.poll() is None:
             children = psutil.Process(job.pid).children()
             if len(children) >= 2:
                 break
@@ -189,6 +191,9 @@ def test_shard_processes_end_with_a_killed_job_and_leave_the_dataset_unlocked(
         assert not alive, f"{len(alive)} shard processes outlived their job"
     finally:
         job.kill()
+        for child in children:  # when the test fails: not left holding the lock
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     started = time.monotonic()
     meta = run_ingest(IngestConfig(source=str(source), output=str(tmp_path / "out")))
     assert meta["records"] == {"train": 27, "validation": 3}
@@ -198,22 +203,61 @@ def test_shard_processes_end_with_a_killed_job_and_leave_the_dataset_unlocked(
 def test_shard_processes_that_cannot_start_leave_the_job_to_its_own_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No memory to fork, or the container's process limit: the run says so and writes the
-    shards itself, the same records."""
+    """No memory to fork, or the container's process limit, at the second fork: the run says so
+    and writes the shards itself, the same records; the process forked first is not left
+    waiting. Never more processes than shards: 8 asked, 3 shards, 3 tried."""
     import errno
 
     from components.ingest import pipeline
 
+    forks = []
+
     class Unforkable(pipeline.ProcessPoolExecutor):
-        def submit(self, *args, **kwargs):
-            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        def _spawn_process(self):
+            forks.append(1)
+            if len(forks) == 2:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            super()._spawn_process()
 
     monkeypatch.setattr(pipeline, "ProcessPoolExecutor", Unforkable)
     source = write_photo_folders(tmp_path / "photos", 30, classes=3, size=(120, 160))
+    config = IngestConfig(source=str(source), output=str(tmp_path / "out"), train_shards=2,
+                          processes=8)  # fmt: skip
     with caplog.at_level("WARNING", logger="components.ingest.pipeline"):
-        meta = run_ingest(
-            IngestConfig(source=str(source), output=str(tmp_path / "out"), processes=2)
-        )
+        meta = run_ingest(config)
     assert meta["records"] == {"train": 27, "validation": 3}
-    assert "could not start 2 shard processes ([Errno 12] Cannot allocate memory)" in caplog.text
+    assert "could not start 3 shard processes ([Errno 11] Resource temporarily" in caplog.text
     assert not _shard_processes_left()
+
+
+def _signals() -> tuple[bool, bool]:
+    import signal
+
+    return (
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+    )
+
+
+def test_a_shard_process_takes_the_default_signals_not_its_parent_s() -> None:
+    """A flow run's process turns SIGTERM into an exception; a shard process forked from it
+    must die of SIGTERM, not raise and go on to the next shard."""
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from components.ingest.pipeline import _shard_process_started
+
+    def raising(signum, frame):
+        raise RuntimeError("terminated")
+
+    before = signal.signal(signal.SIGTERM, raising)
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_shard_process_started,
+                                 initargs=(os.getpid(),)) as pool:  # fmt: skip
+            default_term, ignored_interrupt = pool.submit(_signals).result(timeout=60)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert default_term and ignored_interrupt

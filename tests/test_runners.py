@@ -124,6 +124,8 @@ def test_the_local_job_writes_shards_in_a_process_per_core(
 
     monkeypatch.delenv("TRICKFLOW_INGEST_PROCESSES", raising=False)
     assert [local_processes(None, cores) for cores in (1, 2, 8, 16, 64)] == [1, 2, 8, 16, 64]
+    # threads set: a process per that many cores, one process when they are more than the cores
+    assert local_processes(None, 16, threads=4) == 4 and local_processes(None, 2, threads=4) == 1
     assert local_processes(3, 64) == 3
     monkeypatch.setenv("TRICKFLOW_INGEST_PROCESSES", "2")  # how the tests keep one process
     assert local_processes(None, 64) == 2 and local_processes(5, 64) == 5

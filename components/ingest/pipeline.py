@@ -313,9 +313,9 @@ def write_task(
 def _shard_process_started(parent: int) -> None:
     """First thing in a shard process. Signals are its own, not its parent's framework's (a
     flow run's SIGTERM handler raises an exception: a process told to stop would go on to the
-    next shard); Ctrl-C is for the parent, which stops the pool. And it ends within a second
-    of its parent: an orphan would go on writing shards nobody counts, and hold the dataset's
-    lock, whose open file it inherited, so that the next run would wait for it."""
+    next shard); Ctrl-C is for the parent, which then ends the processes (`close`). And it ends
+    within a second of its parent: an orphan would go on writing shards nobody counts, and hold
+    the dataset's lock, whose open file it inherited, so that the next run would wait for it."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -361,8 +361,7 @@ class ShardProcesses:
                 return self._pool.submit(write_task, *args)
             except OSError:
                 # those started before the fork that failed wait for work that never comes
-                for process in list(getattr(self._pool, "_processes", {}).values()):
-                    process.kill()
+                self._end_processes()
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
                 raise
@@ -370,8 +369,21 @@ class ShardProcesses:
                 gc.unfreeze()
         return self._pool.submit(write_task, *args)
 
-    def close(self) -> None:
+    def _end_processes(self) -> None:
+        """Kills the pool's processes and reaps them (a zombie still counts against a
+        container's process limit)."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join(5)
+
+    def close(self, now: bool = False) -> None:
+        """Ends the processes once their shards are written, or `now` (the job failed or was
+        stopped: the shards they are writing, and the ones queued, are not wanted)."""
         if self._pool is not None:
+            if now:
+                self._end_processes()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
@@ -421,6 +433,8 @@ class WriteShardFn(beam.DoFn):
                 self._pending.append((task_path, self._shard_processes.submit(*args)))
                 return
             except OSError as err:  # not a word about the data: written here instead
+                if self._pending:  # some shards are already with the processes
+                    raise
                 log.warning(
                     "could not start %d shard processes (%s); writing the shards in this process",
                     self._shard_processes.processes, err,
@@ -435,14 +449,18 @@ class WriteShardFn(beam.DoFn):
     def finish_bundle(self):
         pending, self._pending = self._pending, []
         lost, cause = [], None
-        for task_path, future in pending:
-            try:
-                self._counted(future.result())
-            except BrokenProcessPool as err:  # every shard not finished when one process died
-                lost.append(task_path.rsplit("/", 1)[-1].removesuffix(".json"))
-                cause = err
+        try:
+            for task_path, future in pending:
+                try:
+                    self._counted(future.result())
+                except BrokenProcessPool as err:  # every shard unfinished when one died
+                    lost.append(task_path.rsplit("/", 1)[-1].removesuffix(".json"))
+                    cause = err
+        except BaseException:  # a shard's error, Ctrl-C, a flow run told to stop: no waiting
+            self._shard_processes.close(now=True)
+            raise
         if lost:
-            self._shard_processes.close()
+            self._shard_processes.close(now=True)
             raise RuntimeError(
                 f"a shard process died (a decoder crash on one of its files, or out of memory) "
                 f"while {len(lost)} shards were not finished: {', '.join(lost)}; they are not "
@@ -450,8 +468,8 @@ class WriteShardFn(beam.DoFn):
             ) from cause
 
     def teardown(self):
-        if getattr(self, "_shard_processes", None) is not None:
-            self._shard_processes.close()
+        if getattr(self, "_shard_processes", None) is not None:  # pending: the bundle failed
+            self._shard_processes.close(now=bool(self._pending))
 
 
 def build_pipeline(
