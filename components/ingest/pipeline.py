@@ -425,12 +425,16 @@ class WriteShardFn(beam.DoFn):
             written["name"], written["records"], written["quarantined"],
         )  # fmt: skip
 
-    def process(self, task_path: str):
-        args = (task_path, self._output, self._staging, self._max_side, self._pool_size,
+    def _task(self, task_path: str) -> tuple:
+        """write_task's arguments for the shard of `task_path`."""
+        return (task_path, self._output, self._staging, self._max_side, self._pool_size,
                 self._max_bytes)  # fmt: skip
+
+    def process(self, task_path: str):
         if self._shard_processes is not None:
             try:
-                self._pending.append((task_path, self._shard_processes.submit(*args)))
+                future = self._shard_processes.submit(*self._task(task_path))
+                self._pending.append((task_path, future))
                 return
             except OSError as err:  # not a word about the data: written here instead
                 if self._pending:  # some shards are already with the processes
@@ -441,8 +445,7 @@ class WriteShardFn(beam.DoFn):
                 )  # fmt: skip
                 self._shard_processes = None
                 self._pool_size = self._threads or available_cores()
-                args = (*args[:4], self._pool_size, args[5])
-        written = write_task(*args)
+        written = write_task(*self._task(task_path))
         self._counted(written)
         yield written["split"], written["shard"], written["records"]
 
